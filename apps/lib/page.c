@@ -1,0 +1,187 @@
+/* Renders the apps' HTML and JSON pages with a bounded writer; escaping is the only subtle part. */
+#include <string.h>
+
+#include "page.h"
+#include "wbuf.h"
+
+static const char hex[] = "0123456789abcdef";
+
+/* A byte of 0x80 or above read as Latin-1 becomes the two-byte UTF-8 sequence of U+0080..U+00FF. */
+static void
+w_latin1(struct wbuf *w, unsigned char c)
+{
+    char u[2] = {(char)(0xc0 | (c >> 6)), (char)(0x80 | (c & 0x3f))};
+
+    wbuf_raw(w, u, 2);
+}
+
+static void
+w_html(struct wbuf *w, const char *s)
+{
+    for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
+        switch (*c) {
+        case '&':
+            wbuf_str(w, "&amp;");
+            break;
+        case '<':
+            wbuf_str(w, "&lt;");
+            break;
+        case '>':
+            wbuf_str(w, "&gt;");
+            break;
+        case '"':
+            wbuf_str(w, "&quot;");
+            break;
+        case '\'':
+            wbuf_str(w, "&#39;");
+            break;
+        default:
+            if (*c < 0x20 || *c == 0x7f) {
+                /* Control characters are not allowed in HTML text; show them as U+FFFD. */
+                wbuf_str(w, "\xef\xbf\xbd");
+            } else if (*c >= 0x80) {
+                w_latin1(w, *c);
+            } else {
+                wbuf_raw(w, c, 1);
+            }
+        }
+    }
+}
+
+static void
+w_json(struct wbuf *w, const char *s)
+{
+    for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
+        if (*c == '"' || *c == '\\') {
+            char e[2] = {'\\', (char)*c};
+            wbuf_raw(w, e, 2);
+        } else if (*c < 0x20 || *c == 0x7f) {
+            char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 0xf]};
+            wbuf_raw(w, e, 6);
+        } else if (*c >= 0x80) {
+            w_latin1(w, *c);
+        } else if (*c == '<' || *c == '>' || *c == '&') {
+            /* Escaped so that the JSON is also safe to embed in a <script> block. */
+            char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 0xf]};
+            wbuf_raw(w, e, 6);
+        } else {
+            wbuf_raw(w, c, 1);
+        }
+    }
+}
+
+static size_t
+w_done(const struct wbuf *w)
+{
+    return w->full ? 0 : w->len;
+}
+
+size_t
+page_escape_html(char *out, size_t cap, const char *s)
+{
+    struct wbuf w;
+
+    wbuf_init(&w, out, 0, cap);
+
+    w_html(&w, s);
+    return w_done(&w);
+}
+
+size_t
+page_escape_json(char *out, size_t cap, const char *s)
+{
+    struct wbuf w;
+
+    wbuf_init(&w, out, 0, cap);
+
+    w_json(&w, s);
+    return w_done(&w);
+}
+
+/* One row of the page's table: a label and an escaped value. */
+static void
+w_row(struct wbuf *w, const char *label, const char *value)
+{
+    wbuf_str(w, "<tr><th>");
+    wbuf_str(w, label);
+    wbuf_str(w, "</th><td>");
+    w_html(w, value);
+    wbuf_str(w, "</td></tr>\n");
+}
+
+size_t
+page_html(char *out, size_t cap, const struct app_def *def, const struct page_vars *v)
+{
+    struct wbuf w;
+
+    wbuf_init(&w, out, 0, cap);
+
+    wbuf_str(&w,
+             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>");
+    w_html(&w, def->name);
+    wbuf_str(&w, " \xe2\x80\x94 ");
+    w_html(&w, v->pod);
+    wbuf_str(&w, "</title>\n<style>\n:root{--accent:");
+    wbuf_str(&w, def->accent);
+    wbuf_str(&w, "}\n*{box-sizing:border-box}\nbody{margin:0;min-height:100vh;display:flex;"
+                 "align-items:center;justify-content:center;padding:1rem;background:");
+    wbuf_str(&w, def->background);
+    wbuf_str(
+        &w, ";font:16px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif;color:#1d1d1f}\n"
+            "main{width:100%;max-width:32rem;background:#fff;border-radius:1rem;padding:1.5rem;"
+            "border-top:.5rem solid var(--accent);box-shadow:0 .5rem 2rem rgba(0,0,0,.15)}\n"
+            "h1{margin:0;color:var(--accent);font-size:2rem}\np{margin:.25rem 0 1rem;color:#555}\n"
+            "table{width:100%;border-collapse:collapse}\nth,td{text-align:left;padding:.4rem 0;"
+            "border-bottom:1px solid #eee;vertical-align:top}\nth{width:35%;color:#666;"
+            "font-weight:500}\ntd{font-family:ui-monospace,Menlo,Consolas,monospace;"
+            "word-break:break-all}\nfooter{margin-top:1rem;font-size:.875rem;color:#777}\n"
+            "a{color:var(--accent)}\n</style>\n</head>\n<body>\n<main>\n<h1>");
+    w_html(&w, def->title);
+    wbuf_str(&w, "</h1>\n<p>");
+    w_html(&w, def->tagline);
+    wbuf_str(&w, "</p>\n<table>\n");
+    w_row(&w, "App", def->name);
+    w_row(&w, "Pod", v->pod);
+    w_row(&w, "Pod IP", v->ip);
+    wbuf_str(&w, "<tr><th>Requests served</th><td>");
+    wbuf_u64(&w, v->requests);
+    wbuf_str(&w, "</td></tr>\n");
+    w_row(&w, "Host", v->host);
+    w_row(&w, "Time", v->time);
+    wbuf_str(&w,
+             "</table>\n<footer>The same as JSON: <a href=\"/api/info\">/api/info</a></footer>\n"
+             "</main>\n</body>\n</html>\n");
+    return w_done(&w);
+}
+
+/* One "key": "value" member of the JSON object, with the comma that precedes all but the first. */
+static void
+w_member(struct wbuf *w, const char *key, const char *value)
+{
+    wbuf_str(w, ",\"");
+    wbuf_str(w, key);
+    wbuf_str(w, "\":\"");
+    w_json(w, value);
+    wbuf_str(w, "\"");
+}
+
+size_t
+page_json(char *out, size_t cap, const struct app_def *def, const struct page_vars *v)
+{
+    struct wbuf w;
+
+    wbuf_init(&w, out, 0, cap);
+
+    wbuf_str(&w, "{\"app\":\"");
+    w_json(&w, def->name);
+    wbuf_str(&w, "\"");
+    w_member(&w, "pod", v->pod);
+    w_member(&w, "ip", v->ip);
+    wbuf_str(&w, ",\"requests\":");
+    wbuf_u64(&w, v->requests);
+    w_member(&w, "host", v->host);
+    w_member(&w, "time", v->time);
+    wbuf_str(&w, "}\n");
+    return w_done(&w);
+}
