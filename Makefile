@@ -68,7 +68,7 @@ test:
 	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SAN=1 unit integration
 
 unit: $(UNIT_BINS)
-	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; stdbuf -oL -eL $$t; done
 
 integration: $(APP_BINS) $(PORTIER)
 	$(Q)PORTIER_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -p no:cacheprovider tests/integration

@@ -63,7 +63,7 @@ addr_parse(const char *spec, struct sockaddr_storage *ss, socklen_t *len, char *
     }
     struct sockaddr_in *sin = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    if (*host == '\0' || inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+    if (spec[0] != '[' && (*host == '\0' || inet_pton(AF_INET, host, &sin->sin_addr) == 1)) {
         sin->sin_family = AF_INET;
         sin->sin_port = htons((unsigned short)p);
         *len = sizeof(*sin);
