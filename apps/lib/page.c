@@ -4,17 +4,6 @@
 #include "page.h"
 #include "wbuf.h"
 
-static const char hex[] = "0123456789abcdef";
-
-/* A byte of 0x80 or above read as Latin-1 becomes the two-byte UTF-8 sequence of U+0080..U+00FF. */
-static void
-w_latin1(struct wbuf *w, unsigned char c)
-{
-    char u[2] = {(char)(0xc0 | (c >> 6)), (char)(0x80 | (c & 0x3f))};
-
-    wbuf_raw(w, u, 2);
-}
-
 static void
 w_html(struct wbuf *w, const char *s)
 {
@@ -40,7 +29,7 @@ w_html(struct wbuf *w, const char *s)
                 /* Control characters are not allowed in HTML text; show them as U+FFFD. */
                 wbuf_str(w, "\xef\xbf\xbd");
             } else if (*c >= 0x80) {
-                w_latin1(w, *c);
+                wbuf_latin1(w, *c);
             } else {
                 wbuf_raw(w, c, 1);
             }
@@ -51,23 +40,7 @@ w_html(struct wbuf *w, const char *s)
 static void
 w_json(struct wbuf *w, const char *s)
 {
-    for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
-        if (*c == '"' || *c == '\\') {
-            char e[2] = {'\\', (char)*c};
-            wbuf_raw(w, e, 2);
-        } else if (*c < 0x20 || *c == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 0xf]};
-            wbuf_raw(w, e, 6);
-        } else if (*c >= 0x80) {
-            w_latin1(w, *c);
-        } else if (*c == '<' || *c == '>' || *c == '&') {
-            /* Escaped so that the JSON is also safe to embed in a <script> block. */
-            char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 0xf]};
-            wbuf_raw(w, e, 6);
-        } else {
-            wbuf_raw(w, c, 1);
-        }
-    }
+    wbuf_json(w, s, strlen(s));
 }
 
 static size_t

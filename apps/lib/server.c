@@ -54,9 +54,10 @@ struct conn {
     unsigned in_message : 1;  /* a request has begun and not yet been answered */
     unsigned close_after : 1; /* close once the output is flushed and no request is pending */
     unsigned field_is_host : 1;
-    unsigned in_value : 1; /* the last header callback was a value (the next field is a new one) */
-    unsigned url_long : 1; /* the URL did not fit in url[] */
-    unsigned saw_host : 1; /* a Host header was seen in this request */
+    unsigned in_value : 1;  /* the last header callback was a value (the next field is a new one) */
+    unsigned url_long : 1;  /* the URL did not fit in url[] */
+    unsigned url_query : 1; /* the '?' was seen: the rest of the URL is not kept */
+    unsigned saw_host : 1;  /* a Host header was seen in this request */
     size_t url_len, host_len, field_len;
     size_t in_off, in_len;   /* in[in_off..in_len) is read but not yet parsed (parser paused) */
     size_t out_off, out_len; /* out[out_off..out_len) is waiting to be written */
@@ -131,7 +132,7 @@ on_message_begin(http_parser *p)
 
     c->in_message = 1;
     c->url_len = c->host_len = c->field_len = 0;
-    c->url_long = c->field_is_host = c->in_value = c->saw_host = 0;
+    c->url_long = c->url_query = c->field_is_host = c->in_value = c->saw_host = 0;
     return 0;
 }
 
@@ -141,6 +142,15 @@ on_url(http_parser *p, const char *at, size_t n)
     struct conn *c = p->data;
     unsigned long_url = c->url_long;
 
+    /* The query never matters for routing, so only what precedes it is kept: a long query is fine.
+     */
+    if (c->url_query)
+        return 0;
+    const char *q = memchr(at, '?', n);
+    if (q != NULL) {
+        n = (size_t)(q - at);
+        c->url_query = 1;
+    }
     append(c->url, sizeof(c->url) - 1, &c->url_len, at, n, &long_url);
     c->url_long = long_url;
     return 0;
@@ -663,6 +673,10 @@ app_main(const struct app_def *def)
     evsignal_add(s->sig_int, NULL);
     fprintf(stderr, "%s: listening on %s (pod %s, ip %s)\n", def->name, spec, s->pod, s->ip);
     event_base_dispatch(s->base);
+    /* Freeing the signal events restores the default action; a late second SIGTERM must not kill
+     * a process that is exiting cleanly. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     fprintf(stderr, "%s: stopped after %llu request(s)\n", def->name,
             (unsigned long long)s->served);
     server_free(s);

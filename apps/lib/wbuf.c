@@ -41,3 +41,33 @@ wbuf_u64(struct wbuf *w, uint64_t v)
     } while (v != 0);
     wbuf_raw(w, tmp + i, sizeof(tmp) - i);
 }
+
+static const char hex[] = "0123456789abcdef";
+
+void
+wbuf_latin1(struct wbuf *w, unsigned char c)
+{
+    char u[2] = {(char)(0xc0 | (c >> 6)), (char)(0x80 | (c & 0x3f))};
+
+    wbuf_raw(w, u, 2);
+}
+
+void
+wbuf_json(struct wbuf *w, const char *s, size_t n)
+{
+    const unsigned char *c = (const unsigned char *)s, *end = c + n;
+
+    for (; c < end; c++) {
+        if (*c == '"' || *c == '\\') {
+            char e[2] = {'\\', (char)*c};
+            wbuf_raw(w, e, 2);
+        } else if (*c < 0x20 || *c == 0x7f || *c == '<' || *c == '>' || *c == '&') {
+            char e[6] = {'\\', 'u', '0', '0', hex[*c >> 4], hex[*c & 0xf]};
+            wbuf_raw(w, e, 6);
+        } else if (*c >= 0x80) {
+            wbuf_latin1(w, *c);
+        } else {
+            wbuf_raw(w, c, 1);
+        }
+    }
+}

@@ -22,4 +22,14 @@ void wbuf_raw(struct wbuf *w, const void *s, size_t n);
 void wbuf_str(struct wbuf *w, const char *s);
 void wbuf_u64(struct wbuf *w, uint64_t v);
 
+/*
+ * Appends n bytes of s escaped for the inside of a JSON string: quote, backslash and control bytes
+ * as escapes, '<', '>' and '&' as \u00XX (safe inside <script>), bytes of 0x80 and above taken as
+ * Latin-1, so the result is valid UTF-8 JSON whatever s holds.
+ */
+void wbuf_json(struct wbuf *w, const char *s, size_t n);
+
+/* Appends a byte of 0x80 or above, read as Latin-1, as its two-byte UTF-8 sequence. */
+void wbuf_latin1(struct wbuf *w, unsigned char c);
+
 #endif

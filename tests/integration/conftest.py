@@ -1,0 +1,172 @@
+"""Fixtures for the integration tests: the real binaries on loopback, stopped by PID, always.
+
+The binaries come from $PORTIER_BUILD (an absolute path such as /work/main/build or
+/work/main/build/asan), by default <repo>/build. Everything listens on port 28080 of its own
+127.0.0.x address, not 8080, so that a developer's `make run` can keep running alongside.
+"""
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import procs  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+PORT = 28080
+
+
+@dataclass
+class App:
+    """One app process of the topology and what it should report about itself."""
+
+    app: str  # "app2"
+    pod: str  # its POD_NAME
+    ip: str  # the loopback address it listens on
+    port: int
+    proc: procs.Proc
+
+    @property
+    def addr(self):
+        return (self.ip, self.port)
+
+
+# app, POD_NAME, address: the local topology of DESIGN.md, one "pod" per 127.0.0.x.
+TOPOLOGY = [
+    ("app1", "app1-pod", "127.0.0.21"),
+    ("app2", "app2-pod-a", "127.0.0.22"),
+    ("app2", "app2-pod-b", "127.0.0.23"),
+    ("app2", "app2-pod-c", "127.0.0.24"),
+    ("app3", "app3-pod", "127.0.0.25"),
+]
+
+
+def split_listen(listen: str):
+    """ "ip:port" or "[ipv6]:port" to (host, port)."""
+    host, port = listen.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def stop_all(started: List[procs.Proc]) -> List[str]:
+    """Stops every process by PID (SIGTERM, SIGKILL after the timeout); returns what went wrong.
+
+    A process is expected to exit 0 on SIGTERM, without needing SIGKILL and without a sanitizer
+    report. Every process is stopped before anything is reported.
+    """
+    problems = []
+    for p in started:
+        try:
+            r = procs.stop(p)
+        except AssertionError as e:  # a sanitizer report
+            problems.append(str(e))
+            continue
+        if r.killed:
+            problems.append(f"{p.name} (pid {p.pid}) ignored SIGTERM and was killed:\n{r.stderr}")
+        elif r.returncode != 0:
+            problems.append(f"{p.name} (pid {p.pid}) exited with {r.returncode}:\n{r.stderr}")
+    return problems
+
+
+@pytest.fixture(scope="session")
+def build_dir() -> Path:
+    """Where the binaries are; fails every test that needs them, clearly, when one is missing."""
+    path = Path(os.environ.get("PORTIER_BUILD") or REPO / "build")
+    missing = [a for a in ("app1", "app2", "app3") if not os.access(path / a, os.X_OK)]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not found in {path} (set PORTIER_BUILD or run make)",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def topology(build_dir, tmp_path_factory) -> Dict[str, App]:
+    """The five app processes of the local topology, by pod name; shared by the whole session.
+
+    Tests that count requests must compare before and after on one process, never absolute values.
+    """
+    log_dir = str(tmp_path_factory.mktemp("topology"))
+    started: List[procs.Proc] = []
+    apps: Dict[str, App] = {}
+    try:
+        for app, pod, ip in TOPOLOGY:
+            env = {"LISTEN": f"{ip}:{PORT}", "POD_NAME": pod, "POD_IP": None}
+            p = procs.start(
+                [str(build_dir / app)], env=env, wait_for=(ip, PORT), log_dir=log_dir, name=pod
+            )
+            started.append(p)
+            apps[pod] = App(app=app, pod=pod, ip=ip, port=PORT, proc=p)
+        yield apps
+    finally:
+        problems = stop_all(started)
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def app1(topology) -> App:
+    return topology["app1-pod"]
+
+
+@pytest.fixture
+def app2_pods(topology) -> List[App]:
+    return [topology[p] for p in ("app2-pod-a", "app2-pod-b", "app2-pod-c")]
+
+
+@pytest.fixture
+def app3(topology) -> App:
+    return topology["app3-pod"]
+
+
+@pytest.fixture
+def start_app(build_dir, tmp_path):
+    """A factory: start_app("app1", "127.0.0.27:28080", env={...}) starts one app of its own and
+    waits until it listens. env entries override the defaults (LISTEN, POD_NAME=<app>-solo, no
+    POD_IP); a value of None unsets the variable.
+
+    At teardown every process it started is stopped by PID and must exit 0 without a sanitizer
+    report; a test may stop one itself first (procs.stop / procs.wait), and that result counts.
+    """
+    started: List[procs.Proc] = []
+
+    def _start(app: str, listen: str, env: Optional[Mapping[str, Optional[str]]] = None):
+        full = {"LISTEN": listen, "POD_NAME": f"{app}-solo", "POD_IP": None}
+        full.update(env or {})
+        p = procs.start(
+            [str(build_dir / app)],
+            env=full,
+            wait_for=split_listen(listen),
+            log_dir=str(tmp_path),
+            name=app,
+        )
+        started.append(p)
+        return p
+
+    try:
+        yield _start
+    finally:
+        problems = stop_all(started)
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def run_app(build_dir, tmp_path):
+    """A factory: run_app("app1", env={...}) runs an app that is expected to exit by itself (a bad
+    LISTEN, say) and returns its procs.Result; killed (and failing) if it still runs after
+    timeout seconds. Nothing is inherited of POD_NAME, POD_IP or LISTEN unless env sets them."""
+
+    def _run(app: str, env: Mapping[str, Optional[str]], timeout: float = 3.0):
+        full = {"LISTEN": None, "POD_NAME": None, "POD_IP": None}
+        full.update(env)
+        return procs.run(
+            [str(build_dir / app)], env=full, timeout=timeout, log_dir=str(tmp_path), name=app
+        )
+
+    return _run
