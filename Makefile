@@ -94,11 +94,11 @@ $(BUILD)/app%: $(BUILD)/apps/app%/main.o $(APPLIB)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/portier: $(BUILD)/proxy/src/main.o $(PROXYLIB)
+$(BUILD)/portier: $(BUILD)/proxy/src/main.o $(PROXYLIB) $(APPLIB)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(APPLIB) $(PROXYLIB)
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(PROXYLIB) $(APPLIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA) $(PKG_LIBS)

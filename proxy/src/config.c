@@ -1,0 +1,1517 @@
+/*
+ * YAML to struct config: libyaml's document API builds the tree, a key table per mapping hands
+ * each value to its parser, and every error is collected with its position, so one run of
+ * portier -t shows them all. Nothing here binds, connects or resolves.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <yaml.h>
+
+#include "addr.h"
+#include "config.h"
+#include "util.h"
+
+#define MAX_FILE_BYTES (16 * 1024 * 1024)
+#define MAX_ERRORS 1000 /* kept for sorting; more are only counted */
+#define MAX_KEYS 16     /* per key table, for duplicate detection */
+#define MAX_WORKERS 256
+#define MAX_CONNECTIONS 1000000
+#define MAX_HOST 253 /* RFC 1035 2.3.4, without the trailing dot */
+#define MAX_LABEL 63
+#define DEFAULT_LISTEN "0.0.0.0:80"
+#define DEFAULT_HEALTH_INTERVAL_MS 5000
+#define MSG_MAX 512
+
+/*
+ * The refcount lives beside the public struct so readers cannot touch it. cfg is the first
+ * member, so a pointer to it converts back to the holder.
+ */
+struct config_holder {
+    struct config cfg;
+    atomic_uint refs;
+};
+
+struct config_error {
+    size_t line; /* 1-based; 0 for an error without a position */
+    size_t col;
+    size_t seq; /* order of discovery, so sorting by position is stable */
+    char *msg;  /* owned */
+};
+
+/* The state of one load; lives on config_parse()'s stack. */
+struct loader {
+    const char *name;            /* borrowed: FILE in the messages */
+    yaml_document_t *doc;        /* borrowed from config_parse() */
+    struct config *cfg;          /* being built; freed if any error is found */
+    struct config_error *errors; /* owned */
+    size_t nerrors;
+    size_t dropped; /* errors past MAX_ERRORS */
+    bool oom;
+};
+
+struct key {
+    const char *name;
+    /* Parses val (never a YAML null) into dst = base + offset. Returns 0, or -1 after an error. */
+    int (*parse)(struct loader *ld, const char *key, yaml_node_t *val, void *dst);
+    size_t offset;
+};
+
+static void config_free(struct config *cfg);
+
+/* Errors. */
+
+static void verror(struct loader *ld, size_t line, size_t col, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
+static void
+verror(struct loader *ld, size_t line, size_t col, const char *fmt, va_list ap)
+{
+    char msg[MSG_MAX];
+
+    if (ld->nerrors == MAX_ERRORS) {
+        ld->dropped++;
+        return;
+    }
+    if (ld->errors == NULL) {
+        ld->errors = calloc(MAX_ERRORS, sizeof(*ld->errors));
+        if (ld->errors == NULL) {
+            ld->oom = true;
+            return;
+        }
+    }
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    /* Values are quoted into messages; a control character must not break one-error-per-line. */
+    for (char *p = msg; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    struct config_error *e = &ld->errors[ld->nerrors];
+    if ((e->msg = strdup(msg)) == NULL) {
+        ld->oom = true;
+        return;
+    }
+    e->line = line;
+    e->col = col;
+    e->seq = ld->nerrors++;
+}
+
+static void node_error(struct loader *ld, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records an error at n's first character. */
+static void
+node_error(struct loader *ld, const yaml_node_t *n, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    verror(ld, n->start_mark.line + 1, n->start_mark.column + 1, fmt, ap);
+    va_end(ap);
+}
+
+static void mark_error(struct loader *ld, size_t line, size_t col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+mark_error(struct loader *ld, size_t line, size_t col, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    verror(ld, line, col, fmt, ap);
+    va_end(ap);
+}
+
+static int
+error_cmp(const void *a, const void *b)
+{
+    const struct config_error *x = a, *y = b;
+
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    if (x->col != y->col)
+        return x->col < y->col ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/*
+ * Writes the errors in file order into err, keeping room for a last "... and N more errors" line
+ * when they do not all fit.
+ */
+static void
+errors_format(struct loader *ld, char *err, size_t errlen)
+{
+    const size_t reserve = sizeof("... and 18446744073709551615 more errors\n");
+    size_t used = 0, i;
+
+    if (errlen == 0)
+        return;
+    err[0] = '\0';
+    if (ld->oom)
+        mark_error(ld, 0, 0, "out of memory");
+    if (ld->errors == NULL) {
+        snprintf(err, errlen, "%s: out of memory\n", ld->name);
+        return;
+    }
+    qsort(ld->errors, ld->nerrors, sizeof(*ld->errors), error_cmp);
+    for (i = 0; i < ld->nerrors; i++) {
+        const struct config_error *e = &ld->errors[i];
+        bool last = i + 1 == ld->nerrors && ld->dropped == 0;
+        size_t room = errlen - used - 1;
+        int n;
+
+        if (!last)
+            room = room > reserve ? room - reserve : 0;
+        if (e->line == 0)
+            n = snprintf(NULL, 0, "%s: %s\n", ld->name, e->msg);
+        else
+            n = snprintf(NULL, 0, "%s:%zu:%zu: %s\n", ld->name, e->line, e->col, e->msg);
+        if (n < 0 || (size_t)n > room)
+            break;
+        if (e->line == 0)
+            snprintf(err + used, errlen - used, "%s: %s\n", ld->name, e->msg);
+        else
+            snprintf(err + used, errlen - used, "%s:%zu:%zu: %s\n", ld->name, e->line, e->col,
+                     e->msg);
+        used += (size_t)n;
+    }
+    if (i < ld->nerrors || ld->dropped > 0)
+        snprintf(err + used, errlen - used, "... and %zu more errors\n",
+                 ld->nerrors - i + ld->dropped);
+}
+
+/* Allocation that records running out of memory as an error of the load. */
+
+static void *
+ld_calloc(struct loader *ld, size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+
+    if (p == NULL)
+        ld->oom = true;
+    return p;
+}
+
+static char *
+ld_strdup(struct loader *ld, const char *s)
+{
+    char *p = strdup(s);
+
+    if (p == NULL)
+        ld->oom = true;
+    return p;
+}
+
+/* Nodes. */
+
+static const char *
+kind_str(yaml_node_type_t type)
+{
+    switch (type) {
+    case YAML_SCALAR_NODE:
+        return "a single value";
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    default:
+        return "nothing";
+    }
+}
+
+/* YAML's null: an empty plain value, "~" or "null". A key set to null keeps its default. */
+static bool
+is_null(const yaml_node_t *n)
+{
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
+
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
+        if (strcmp((const char *)n->data.scalar.value, nulls[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool
+expect(struct loader *ld, const yaml_node_t *n, yaml_node_type_t type, const char *what)
+{
+    if (n->type == type)
+        return true;
+    node_error(ld, n, "%s: expected %s, not %s", what, kind_str(type), kind_str(n->type));
+    return false;
+}
+
+/* Returns n's text, or NULL after an error if n is not a scalar or holds a NUL byte. */
+static const char *
+scalar(struct loader *ld, const yaml_node_t *n, const char *what)
+{
+    const char *s;
+
+    if (!expect(ld, n, YAML_SCALAR_NODE, what))
+        return NULL;
+    s = (const char *)n->data.scalar.value;
+    if (strlen(s) != n->data.scalar.length) {
+        node_error(ld, n, "%s: contains a NUL character", what);
+        return NULL;
+    }
+    return s;
+}
+
+static size_t
+seq_len(const yaml_node_t *n)
+{
+    return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+static yaml_node_t *
+seq_item(struct loader *ld, const yaml_node_t *n, size_t i)
+{
+    return yaml_document_get_node(ld->doc, n->data.sequence.items.start[i]);
+}
+
+/* Returns the value of the first key called name in mapping n, or NULL if absent or null. */
+static yaml_node_t *
+mapping_get(struct loader *ld, const yaml_node_t *n, const char *name)
+{
+    if (n == NULL || n->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(ld->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(ld->doc, p->value);
+        if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, name) == 0)
+            return is_null(v) ? NULL : v;
+    }
+    return NULL;
+}
+
+/*
+ * Parses mapping n: each known key's value goes to its parser with base + offset; unknown and
+ * repeated keys are errors; a null value keeps the default. Returns 0, or -1 after any error.
+ */
+static int
+parse_mapping(struct loader *ld, yaml_node_t *n, const struct key *keys, void *base,
+              const char *where)
+{
+    bool seen[MAX_KEYS] = {false};
+    int rc = 0;
+
+    if (!expect(ld, n, YAML_MAPPING_NODE, where))
+        return -1;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(ld->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(ld->doc, p->value);
+        const char *name = scalar(ld, k, "a key");
+        const struct key *key;
+
+        if (name == NULL) {
+            rc = -1;
+            continue;
+        }
+        for (key = keys; key->name != NULL && strcmp(key->name, name) != 0; key++)
+            ;
+        if (key->name == NULL) {
+            node_error(ld, k, "unknown key \"%s\" in %s", name, where);
+            rc = -1;
+            continue;
+        }
+        if (seen[key - keys]) {
+            node_error(ld, k, "duplicate key \"%s\" in %s", name, where);
+            rc = -1;
+            continue;
+        }
+        assert(key - keys < MAX_KEYS);
+        seen[key - keys] = true;
+        if (!is_null(v) && key->parse(ld, key->name, v, (char *)base + key->offset) < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+/*
+ * Checks that n is a list and allocates one zeroed item of size bytes per entry, so items keep
+ * their index even when some fail to parse. Returns the array (NULL for an empty list), with the
+ * count in *count; on error, NULL with *count 0 and ld->oom or an error recorded.
+ */
+static void *
+list_alloc(struct loader *ld, yaml_node_t *n, const char *what, size_t size, size_t *count)
+{
+    void *items;
+
+    *count = 0;
+    if (!expect(ld, n, YAML_SEQUENCE_NODE, what) || seq_len(n) == 0)
+        return NULL;
+    if ((items = ld_calloc(ld, seq_len(n), size)) != NULL)
+        *count = seq_len(n);
+    return items;
+}
+
+/* Scalar values. */
+
+static int
+parse_string(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    const char *s = scalar(ld, n, key);
+    char **out = dst;
+
+    if (s == NULL)
+        return -1;
+    if (*s == '\0') {
+        node_error(ld, n, "%s: must not be empty", key);
+        return -1;
+    }
+    return (*out = ld_strdup(ld, s)) == NULL ? -1 : 0;
+}
+
+static int
+parse_bool(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+    const char *s = scalar(ld, n, key);
+    bool *out = dst;
+
+    if (s == NULL)
+        return -1;
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcasecmp(s, yes[i]) == 0 || strcasecmp(s, no[i]) == 0) {
+            *out = strcasecmp(s, yes[i]) == 0;
+            return 0;
+        }
+    }
+    node_error(ld, n, "%s: \"%s\" is not true or false", key, s);
+    return -1;
+}
+
+static int
+duration_value(struct loader *ld, const char *key, yaml_node_t *n, uint64_t *out, bool zero_ok)
+{
+    const char *s = scalar(ld, n, key);
+    char msg[MSG_MAX];
+
+    if (s == NULL)
+        return -1;
+    if (util_parse_duration(s, out, msg, sizeof(msg)) < 0) {
+        node_error(ld, n, "%s: %s", key, msg);
+        return -1;
+    }
+    if (*out == 0 && !zero_ok) {
+        node_error(ld, n, "%s: must be longer than 0", key);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+parse_duration(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return duration_value(ld, key, n, dst, false);
+}
+
+static int
+parse_duration_or_zero(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return duration_value(ld, key, n, dst, true);
+}
+
+static int
+size_value(struct loader *ld, const char *key, yaml_node_t *n, uint64_t *out, bool zero_ok)
+{
+    const char *s = scalar(ld, n, key);
+    char msg[MSG_MAX];
+
+    if (s == NULL)
+        return -1;
+    if (util_parse_size(s, out, msg, sizeof(msg)) < 0) {
+        node_error(ld, n, "%s: %s", key, msg);
+        return -1;
+    }
+    if (*out == 0 && !zero_ok) {
+        node_error(ld, n, "%s: must be at least 1 byte", key);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+parse_size(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return size_value(ld, key, n, dst, false);
+}
+
+static int
+parse_size_or_zero(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return size_value(ld, key, n, dst, true);
+}
+
+static int
+parse_connections(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    const char *s = scalar(ld, n, key);
+    char msg[MSG_MAX];
+    uint64_t *out = dst;
+
+    if (s == NULL)
+        return -1;
+    if (util_parse_uint(s, MAX_CONNECTIONS, out, msg, sizeof(msg)) < 0 || *out == 0) {
+        node_error(ld, n, "%s: must be a number from 1 to %d, not \"%s\"", key, MAX_CONNECTIONS, s);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+parse_workers(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    const char *s = scalar(ld, n, key);
+    char msg[MSG_MAX];
+    unsigned *out = dst;
+    uint64_t v;
+
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "auto") == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (util_parse_uint(s, MAX_WORKERS, &v, msg, sizeof(msg)) < 0 || v == 0) {
+        node_error(ld, n, "%s: must be auto or a number from 1 to %d, not \"%s\"", key, MAX_WORKERS,
+                   s);
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* Addresses. */
+
+/* Parses n as a numeric "host:port" into a; an empty host (":80") only if any_ok. */
+static int
+addr_value(struct loader *ld, const char *what, yaml_node_t *n, struct config_addr *a, bool any_ok)
+{
+    const char *s = scalar(ld, n, what);
+    char msg[MSG_MAX];
+
+    if (s == NULL)
+        return -1;
+    if (addr_parse(s, &a->ss, &a->len, msg, sizeof(msg)) < 0) {
+        node_error(ld, n, "%s: %s", what, msg);
+        return -1;
+    }
+    if (!any_ok && s[0] == ':') {
+        node_error(ld, n, "%s: \"%s\" needs a host", what, s);
+        return -1;
+    }
+    return (a->spec = ld_strdup(ld, s)) == NULL ? -1 : 0;
+}
+
+static bool
+addr_equal(const struct config_addr *a, const struct config_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static int
+parse_listen_address(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return addr_value(ld, key, n, dst, true);
+}
+
+static int
+parse_admin(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config_addr **out = dst;
+
+    if ((*out = ld_calloc(ld, 1, sizeof(**out))) == NULL)
+        return -1;
+    return addr_value(ld, key, n, *out, true);
+}
+
+static const struct key listener_keys[] = {
+    {"address", parse_listen_address, offsetof(struct config_listener, addr)},
+    {"tls", parse_bool, offsetof(struct config_listener, tls)},
+    {NULL, NULL, 0},
+};
+
+/* listen: the list of listeners; the default listener is added by check_listen(). */
+static int
+parse_listen(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config *cfg = dst;
+    int rc = 0;
+
+    cfg->listeners = list_alloc(ld, n, key, sizeof(*cfg->listeners), &cfg->nlisteners);
+    if (n->type != YAML_SEQUENCE_NODE || ld->oom)
+        return -1;
+    if (seq_len(n) == 0) {
+        node_error(ld, n, "%s: needs at least one listener", key);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        struct config_listener *l = &cfg->listeners[i];
+        yaml_node_t *item = seq_item(ld, n, i);
+
+        if (parse_mapping(ld, item, listener_keys, l, key) < 0)
+            rc = -1;
+        if (item->type != YAML_MAPPING_NODE)
+            continue;
+        if (mapping_get(ld, item, "address") == NULL) {
+            node_error(ld, item, "%s: a listener needs an address", key);
+            rc = -1;
+        }
+        if (l->addr.spec == NULL)
+            continue;
+        for (size_t j = 0; j < i; j++) {
+            if (cfg->listeners[j].addr.spec != NULL &&
+                addr_equal(&l->addr, &cfg->listeners[j].addr)) {
+                node_error(ld, mapping_get(ld, item, "address"), "%s: \"%s\" is already a listener",
+                           key, l->addr.spec);
+                rc = -1;
+                break;
+            }
+        }
+    }
+    return rc;
+}
+
+/* tls. */
+
+static const struct key cert_keys[] = {
+    {"cert", parse_string, offsetof(struct config_cert, cert)},
+    {"key", parse_string, offsetof(struct config_cert, key)},
+    {NULL, NULL, 0},
+};
+
+static int
+parse_certificates(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config *cfg = dst;
+    int rc = 0;
+
+    cfg->certs = list_alloc(ld, n, key, sizeof(*cfg->certs), &cfg->ncerts);
+    if (n->type != YAML_SEQUENCE_NODE || ld->oom)
+        return -1;
+    for (size_t i = 0; i < cfg->ncerts; i++) {
+        struct config_cert *c = &cfg->certs[i];
+        yaml_node_t *item = seq_item(ld, n, i);
+
+        if (parse_mapping(ld, item, cert_keys, c, "tls.certificates") < 0)
+            rc = -1;
+        if (item->type != YAML_MAPPING_NODE)
+            continue;
+        if (mapping_get(ld, item, "cert") == NULL || mapping_get(ld, item, "key") == NULL) {
+            node_error(ld, item, "tls.certificates: an entry needs both cert and key");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static const struct key tls_keys[] = {
+    {"certificates", parse_certificates, 0},
+    {NULL, NULL, 0},
+};
+
+static int
+parse_tls(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return parse_mapping(ld, n, tls_keys, dst, key);
+}
+
+/* Routes. */
+
+/*
+ * Lowercases s into out (cap bytes) without a trailing dot, and checks it is a host name:
+ * labels of letters, digits and '-', optionally under a leading "*." wildcard. Returns 0, or -1
+ * with a reason in err.
+ */
+static int
+host_normalise(const char *s, bool wildcard_ok, char *out, size_t cap, char *err, size_t errlen)
+{
+    size_t len = strlen(s), label = 0;
+    const char *p = s;
+
+    if (len > 0 && s[len - 1] == '.')
+        len--;
+    if (len == 0 || len > MAX_HOST || len >= cap) {
+        snprintf(err, errlen, "\"%s\" is not a host name (empty or longer than %d)", s, MAX_HOST);
+        return -1;
+    }
+    if (wildcard_ok && len > 2 && p[0] == '*' && p[1] == '.')
+        p += 2;
+    for (; p < s + len; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                goto bad;
+            label = 0;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '-') {
+            if (++label > MAX_LABEL)
+                goto bad;
+        } else {
+            goto bad;
+        }
+    }
+    if (label == 0)
+        goto bad;
+    for (size_t i = 0; i < len; i++)
+        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] - 'A' + 'a') : s[i];
+    out[len] = '\0';
+    return 0;
+bad:
+    snprintf(err, errlen,
+             wildcard_ok ? "\"%s\" is not a host name (letters, digits, '-' and '.', optionally "
+                           "after \"*.\")"
+                         : "\"%s\" is not a host name (letters, digits, '-' and '.')",
+             s);
+    return -1;
+}
+
+static int
+parse_route_host(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    const char *s = scalar(ld, n, key);
+    char host[MAX_HOST + 2], msg[MSG_MAX];
+    char **out = dst;
+
+    if (s == NULL)
+        return -1;
+    if (host_normalise(s, true, host, sizeof(host), msg, sizeof(msg)) < 0) {
+        node_error(ld, n, "%s: %s", key, msg);
+        return -1;
+    }
+    return (*out = ld_strdup(ld, host)) == NULL ? -1 : 0;
+}
+
+/* A path for routes and health checks: "/" then visible ASCII, no query or fragment. */
+static int
+parse_path(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    const char *s = scalar(ld, n, key);
+
+    if (s == NULL)
+        return -1;
+    if (s[0] != '/') {
+        node_error(ld, n, "%s: \"%s\" must start with \"/\"", key, s);
+        return -1;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p <= ' ' || *p >= 0x7f || *p == '?' || *p == '#') {
+            node_error(ld, n,
+                       "%s: \"%s\" may hold only visible ASCII, without '?' or '#' "
+                       "(percent-encode the rest)",
+                       key, s);
+            return -1;
+        }
+    }
+    return parse_string(ld, key, n, dst);
+}
+
+static const struct key route_keys[] = {
+    {"host", parse_route_host, offsetof(struct config_route, host)},
+    {"path", parse_path, offsetof(struct config_route, path)},
+    {"service", parse_string, offsetof(struct config_route, service_name)},
+    {NULL, NULL, 0},
+};
+
+/* routes: services are looked up later, in check_routes(), since they may come after. */
+static int
+parse_routes(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config *cfg = dst;
+    int rc = 0;
+
+    cfg->routes = list_alloc(ld, n, key, sizeof(*cfg->routes), &cfg->nroutes);
+    if (n->type != YAML_SEQUENCE_NODE || ld->oom)
+        return -1;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        struct config_route *r = &cfg->routes[i];
+        yaml_node_t *item = seq_item(ld, n, i);
+
+        if (parse_mapping(ld, item, route_keys, r, key) < 0)
+            rc = -1;
+        if (item->type != YAML_MAPPING_NODE)
+            continue;
+        if (mapping_get(ld, item, "path") == NULL && (r->path = ld_strdup(ld, "/")) == NULL)
+            return -1;
+        if (mapping_get(ld, item, "host") == NULL) {
+            node_error(ld, item, "%s: a route needs a host", key);
+            rc = -1;
+        }
+        if (mapping_get(ld, item, "service") == NULL) {
+            node_error(ld, item, "%s: a route needs a service", key);
+            rc = -1;
+        }
+        if (r->host == NULL || r->path == NULL)
+            continue;
+        r->wildcard = r->host[0] == '*';
+        for (size_t j = 0; j < i; j++) {
+            const struct config_route *o = &cfg->routes[j];
+            if (o->host != NULL && strcmp(o->host, r->host) == 0 && o->path != NULL &&
+                strcmp(o->path, r->path) == 0) {
+                node_error(ld, mapping_get(ld, item, "host"),
+                           "%s: host \"%s\" with path \"%s\" is already routed", key, r->host,
+                           r->path);
+                rc = -1;
+                break;
+            }
+        }
+    }
+    return rc;
+}
+
+/* Services. */
+
+static int
+parse_servers(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config_service *svc = dst;
+    int rc = 0;
+
+    svc->servers = list_alloc(ld, n, key, sizeof(*svc->servers), &svc->nservers);
+    if (n->type != YAML_SEQUENCE_NODE || ld->oom)
+        return -1;
+    for (size_t i = 0; i < svc->nservers; i++) {
+        yaml_node_t *item = seq_item(ld, n, i);
+
+        if (addr_value(ld, "server", item, &svc->servers[i], false) < 0) {
+            rc = -1;
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (svc->servers[j].spec != NULL && addr_equal(&svc->servers[i], &svc->servers[j])) {
+                node_error(ld, item, "server: \"%s\" is already in the list", svc->servers[i].spec);
+                rc = -1;
+                break;
+            }
+        }
+    }
+    return rc;
+}
+
+/* dns: "name:port", the name left for discovery to resolve. */
+static int
+parse_dns(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config_service *svc = dst;
+    const char *s = scalar(ld, n, key), *colon;
+    char host[MAX_HOST + 2], scratch[MAX_HOST + 2], msg[MSG_MAX];
+    uint64_t port;
+
+    if (s == NULL)
+        return -1;
+    colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(host)) {
+        node_error(ld, n, "%s: \"%s\" is not name:port", key, s);
+        return -1;
+    }
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    if (host_normalise(host, false, scratch, sizeof(scratch), msg, sizeof(msg)) < 0) {
+        node_error(ld, n, "%s: \"%s\" is not name:port (%s)", key, s, msg);
+        return -1;
+    }
+    if (util_parse_uint(colon + 1, 65535, &port, msg, sizeof(msg)) < 0 || port == 0) {
+        node_error(ld, n, "%s: \"%s\": port must be a number from 1 to 65535", key, s);
+        return -1;
+    }
+    svc->dns_port = (uint16_t)port;
+    if ((svc->dns = ld_strdup(ld, s)) == NULL || (svc->dns_name = ld_strdup(ld, host)) == NULL)
+        return -1;
+    return 0;
+}
+
+static const struct key health_keys[] = {
+    {"path", parse_path, offsetof(struct config_health_check, path)},
+    {"interval", parse_duration, offsetof(struct config_health_check, interval_ms)},
+    {NULL, NULL, 0},
+};
+
+static int
+parse_health(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config_health_check *h = dst;
+
+    int rc = parse_mapping(ld, n, health_keys, h, key);
+
+    if (n->type == YAML_MAPPING_NODE && mapping_get(ld, n, "path") == NULL) {
+        node_error(ld, n, "%s: needs a path", key);
+        return -1;
+    }
+    return rc;
+}
+
+static const struct key service_keys[] = {
+    {"servers", parse_servers, 0},
+    {"dns", parse_dns, 0},
+    {"health_check", parse_health, offsetof(struct config_service, health)},
+    {NULL, NULL, 0},
+};
+
+/* Parses one service's body n (NULL when it was null); k is its name, for errors. */
+static int
+parse_service(struct loader *ld, yaml_node_t *k, yaml_node_t *n, struct config_service *svc)
+{
+    char where[MSG_MAX];
+    yaml_node_t *servers = mapping_get(ld, n, "servers"), *dns = mapping_get(ld, n, "dns");
+    int rc = 0;
+
+    svc->health.interval_ms = DEFAULT_HEALTH_INTERVAL_MS;
+    snprintf(where, sizeof(where), "service \"%s\"", (const char *)k->data.scalar.value);
+    if (n != NULL && parse_mapping(ld, n, service_keys, svc, where) < 0)
+        rc = -1;
+    if (n != NULL && n->type != YAML_MAPPING_NODE)
+        return -1;
+    if (servers != NULL && dns != NULL) {
+        node_error(ld, dns, "%s: has both servers and dns; give one", where);
+        return -1;
+    }
+    if (dns == NULL && servers == NULL) {
+        node_error(ld, k, "%s: has no servers and no dns", where);
+        return -1;
+    }
+    if (servers != NULL && servers->type == YAML_SEQUENCE_NODE && seq_len(servers) == 0) {
+        node_error(ld, servers, "%s: servers is empty and there is no dns", where);
+        return -1;
+    }
+    return rc;
+}
+
+static bool
+service_name_valid(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
+/* services: a mapping of name to body, kept in file order. */
+static int
+parse_services(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config *cfg = dst;
+    size_t count;
+    int rc = 0;
+
+    if (!expect(ld, n, YAML_MAPPING_NODE, key))
+        return -1;
+    count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    if (count == 0)
+        return 0;
+    if ((cfg->services = ld_calloc(ld, count, sizeof(*cfg->services))) == NULL)
+        return -1;
+    cfg->nservices = count;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        yaml_node_t *k = yaml_document_get_node(ld->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(ld->doc, p->value);
+        struct config_service *svc = &cfg->services[i];
+        const char *name = scalar(ld, k, "a service name");
+
+        if (name == NULL) {
+            rc = -1;
+            continue;
+        }
+        if (!service_name_valid(name)) {
+            node_error(ld, k, "service name \"%s\" may hold only letters, digits, '.', '_', '-'",
+                       name);
+            rc = -1;
+            continue;
+        }
+        if (config_service_index(cfg, name) >= 0) {
+            node_error(ld, k, "duplicate service \"%s\"", name);
+            rc = -1;
+            continue;
+        }
+        if ((svc->name = ld_strdup(ld, name)) == NULL)
+            return -1;
+        if (parse_service(ld, k, is_null(v) ? NULL : v, svc) < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* Resolvers and trusted proxies. */
+
+/* resolvers: "ip[:port]"; a bare IPv6 address may go without brackets when it has no port. */
+static int
+parse_resolvers(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config *cfg = dst;
+    int rc = 0;
+
+    cfg->resolvers = list_alloc(ld, n, key, sizeof(*cfg->resolvers), &cfg->nresolvers);
+    if (n->type != YAML_SEQUENCE_NODE || ld->oom)
+        return -1;
+    for (size_t i = 0; i < cfg->nresolvers; i++) {
+        struct config_addr *a = &cfg->resolvers[i];
+        yaml_node_t *item = seq_item(ld, n, i);
+        const char *s = scalar(ld, item, "resolver"), *colon;
+        char spec[MSG_MAX], msg[MSG_MAX];
+
+        if (s == NULL) {
+            rc = -1;
+            continue;
+        }
+        colon = strchr(s, ':');
+        if (s[0] == '[' && strstr(s, "]:") == NULL)
+            snprintf(spec, sizeof(spec), "%s:53", s);
+        else if (s[0] != '[' && colon == NULL)
+            snprintf(spec, sizeof(spec), "%s:53", s);
+        else if (s[0] != '[' && strchr(colon + 1, ':') != NULL)
+            snprintf(spec, sizeof(spec), "[%s]:53", s);
+        else
+            snprintf(spec, sizeof(spec), "%s", s);
+        if (spec[0] == ':' || addr_parse(spec, &a->ss, &a->len, msg, sizeof(msg)) < 0) {
+            node_error(ld, item, "resolver: \"%s\" is not ip[:port]", s);
+            rc = -1;
+            continue;
+        }
+        if ((a->spec = ld_strdup(ld, spec)) == NULL)
+            return -1;
+    }
+    return rc;
+}
+
+/* Parses "ip[/prefix]" into c; the host bits below the prefix are cleared. Returns 0 or -1. */
+static int
+cidr_parse(const char *s, struct config_cidr *c)
+{
+    char ip[INET6_ADDRSTRLEN];
+    const char *slash = strchr(s, '/');
+    size_t iplen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    unsigned max;
+    uint64_t prefix;
+    char msg[MSG_MAX];
+
+    if (iplen >= sizeof(ip))
+        return -1;
+    memcpy(ip, s, iplen);
+    ip[iplen] = '\0';
+    if (inet_pton(AF_INET, ip, c->addr) == 1) {
+        c->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, ip, c->addr) == 1) {
+        c->family = AF_INET6;
+        max = 128;
+    } else {
+        return -1;
+    }
+    prefix = max;
+    if (slash != NULL && util_parse_uint(slash + 1, max, &prefix, msg, sizeof(msg)) < 0)
+        return -1;
+    c->prefix = (unsigned)prefix;
+    for (unsigned bit = c->prefix; bit < max; bit++)
+        c->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
+    return 0;
+}
+
+static int
+parse_trusted_proxies(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config *cfg = dst;
+    int rc = 0;
+
+    cfg->trusted_proxies =
+        list_alloc(ld, n, key, sizeof(*cfg->trusted_proxies), &cfg->ntrusted_proxies);
+    if (n->type != YAML_SEQUENCE_NODE || ld->oom)
+        return -1;
+    for (size_t i = 0; i < cfg->ntrusted_proxies; i++) {
+        struct config_cidr *c = &cfg->trusted_proxies[i];
+        yaml_node_t *item = seq_item(ld, n, i);
+        const char *s = scalar(ld, item, key);
+
+        if (s == NULL) {
+            rc = -1;
+            continue;
+        }
+        if (cidr_parse(s, c) < 0) {
+            node_error(ld, item,
+                       "%s: \"%s\" is not a CIDR (ip/prefix, a prefix up to 32 for IPv4, 128 "
+                       "for IPv6)",
+                       key, s);
+            rc = -1;
+            continue;
+        }
+        if ((c->spec = ld_strdup(ld, s)) == NULL)
+            return -1;
+    }
+    return rc;
+}
+
+/* Timeouts, limits, logs. */
+
+static const struct key timeout_keys[] = {
+    {"client_header", parse_duration, offsetof(struct config_timeouts, client_header_ms)},
+    {"client_idle", parse_duration, offsetof(struct config_timeouts, client_idle_ms)},
+    {"upstream_connect", parse_duration, offsetof(struct config_timeouts, upstream_connect_ms)},
+    {"upstream_response", parse_duration, offsetof(struct config_timeouts, upstream_response_ms)},
+    {"shutdown_grace", parse_duration_or_zero, offsetof(struct config_timeouts, shutdown_grace_ms)},
+    {NULL, NULL, 0},
+};
+
+static int
+parse_timeouts(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return parse_mapping(ld, n, timeout_keys, dst, key);
+}
+
+static const struct key limit_keys[] = {
+    {"max_header_bytes", parse_size, offsetof(struct config_limits, max_header_bytes)},
+    {"max_body_bytes", parse_size_or_zero, offsetof(struct config_limits, max_body_bytes)},
+    {"max_connections", parse_connections, offsetof(struct config_limits, max_connections)},
+    {NULL, NULL, 0},
+};
+
+static int
+parse_limits(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return parse_mapping(ld, n, limit_keys, dst, key);
+}
+
+static int
+parse_access_log(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config *cfg = dst;
+    const char *s = scalar(ld, n, key);
+
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "stdout") == 0) {
+        cfg->access_log = CONFIG_ACCESS_LOG_STDOUT;
+        return 0;
+    }
+    if (strcmp(s, "off") == 0) {
+        cfg->access_log = CONFIG_ACCESS_LOG_OFF;
+        return 0;
+    }
+    cfg->access_log = CONFIG_ACCESS_LOG_FILE;
+    return parse_string(ld, key, n, &cfg->access_log_path);
+}
+
+static int
+parse_log_format(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    enum config_log_format *out = dst;
+    const char *s = scalar(ld, n, key);
+
+    if (s == NULL)
+        return -1;
+    if (strcmp(s, "combined") == 0)
+        *out = CONFIG_LOG_COMBINED;
+    else if (strcmp(s, "json") == 0)
+        *out = CONFIG_LOG_JSON;
+    else {
+        node_error(ld, n, "%s: \"%s\" is not combined or json", key, s);
+        return -1;
+    }
+    return 0;
+}
+
+/* default_service: only recorded; check_default_service() finds it among the services. */
+static int
+parse_default_service(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    (void)dst;
+    return scalar(ld, n, key) == NULL ? -1 : 0;
+}
+
+static const struct key top_keys[] = {
+    {"listen", parse_listen, 0},
+    {"admin", parse_admin, offsetof(struct config, admin)},
+    {"workers", parse_workers, offsetof(struct config, workers)},
+    {"tls", parse_tls, 0},
+    {"routes", parse_routes, 0},
+    {"default_service", parse_default_service, 0},
+    {"services", parse_services, 0},
+    {"resolvers", parse_resolvers, 0},
+    {"trusted_proxies", parse_trusted_proxies, 0},
+    {"timeouts", parse_timeouts, offsetof(struct config, timeouts)},
+    {"limits", parse_limits, offsetof(struct config, limits)},
+    {"access_log", parse_access_log, 0},
+    {"access_log_format", parse_log_format, offsetof(struct config, access_log_format)},
+    {NULL, NULL, 0},
+};
+
+/* Cross-checks, once the whole file is parsed; root is the top-level mapping or NULL. */
+
+static void
+check_listen(struct loader *ld, yaml_node_t *root)
+{
+    struct config *cfg = ld->cfg;
+    yaml_node_t *listen = mapping_get(ld, root, "listen"), *admin = mapping_get(ld, root, "admin");
+    char msg[MSG_MAX];
+    int rc;
+
+    if (listen == NULL) {
+        if ((cfg->listeners = ld_calloc(ld, 1, sizeof(*cfg->listeners))) == NULL ||
+            (cfg->listeners[0].addr.spec = ld_strdup(ld, DEFAULT_LISTEN)) == NULL)
+            return;
+        cfg->nlisteners = 1;
+        rc = addr_parse(DEFAULT_LISTEN, &cfg->listeners[0].addr.ss, &cfg->listeners[0].addr.len,
+                        msg, sizeof(msg));
+        assert(rc == 0); /* a constant that addr_parse() accepts */
+        (void)rc;
+    }
+    for (size_t i = 0; listen != NULL && i < cfg->nlisteners; i++) {
+        yaml_node_t *tls = mapping_get(ld, seq_item(ld, listen, i), "tls");
+        if (cfg->listeners[i].tls && cfg->ncerts == 0)
+            node_error(ld, tls, "tls: true needs tls.certificates");
+    }
+    for (size_t i = 0; cfg->admin != NULL && cfg->admin->spec != NULL && i < cfg->nlisteners; i++) {
+        if (cfg->listeners[i].addr.spec != NULL &&
+            addr_equal(cfg->admin, &cfg->listeners[i].addr)) {
+            node_error(ld, admin, "admin: \"%s\" is also a listener", cfg->admin->spec);
+            break;
+        }
+    }
+}
+
+static void
+check_routes(struct loader *ld, yaml_node_t *root)
+{
+    struct config *cfg = ld->cfg;
+    yaml_node_t *routes = mapping_get(ld, root, "routes"), *def;
+    const char *name;
+    int idx;
+
+    for (size_t i = 0; routes != NULL && i < cfg->nroutes; i++) {
+        struct config_route *r = &cfg->routes[i];
+        if (r->service_name == NULL)
+            continue;
+        if ((idx = config_service_index(cfg, r->service_name)) < 0)
+            node_error(ld, mapping_get(ld, seq_item(ld, routes, i), "service"),
+                       "service: no service is called \"%s\"", r->service_name);
+        else
+            r->service = (size_t)idx;
+    }
+    def = mapping_get(ld, root, "default_service");
+    if (def == NULL || def->type != YAML_SCALAR_NODE)
+        return;
+    name = (const char *)def->data.scalar.value;
+    if ((cfg->default_service = config_service_index(cfg, name)) < 0)
+        node_error(ld, def, "default_service: no service is called \"%s\"", name);
+}
+
+/* Loading. */
+
+/* Reports a libyaml failure; a reader error (bad encoding) has an offset instead of a mark. */
+static void
+yaml_error(struct loader *ld, const yaml_parser_t *p, const char *buf)
+{
+    size_t line = p->problem_mark.line + 1, col = p->problem_mark.column + 1;
+    const char *problem = p->problem != NULL ? p->problem : "cannot parse";
+
+    if (p->error == YAML_MEMORY_ERROR) {
+        ld->oom = true;
+        return;
+    }
+    if (p->error == YAML_READER_ERROR) {
+        line = 1;
+        col = 1;
+        for (size_t i = 0; i < p->problem_offset; i++, col++)
+            if (buf[i] == '\n') {
+                line++;
+                col = 0;
+            }
+        mark_error(ld, line, col, "YAML: %s", problem);
+        return;
+    }
+    if (p->context != NULL)
+        mark_error(ld, line, col, "YAML: %s %s at line %zu column %zu", problem, p->context,
+                   p->context_mark.line + 1, p->context_mark.column + 1);
+    else
+        mark_error(ld, line, col, "YAML: %s", problem);
+}
+
+static void
+config_defaults(struct config *cfg)
+{
+    cfg->default_service = -1;
+    cfg->timeouts = (struct config_timeouts){
+        .client_header_ms = 10 * 1000,
+        .client_idle_ms = 60 * 1000,
+        .upstream_connect_ms = 2 * 1000,
+        .upstream_response_ms = 60 * 1000,
+        .shutdown_grace_ms = 10 * 1000,
+    };
+    cfg->limits = (struct config_limits){
+        .max_header_bytes = 16384,
+        .max_body_bytes = 0,
+        .max_connections = 10000,
+    };
+    cfg->access_log = CONFIG_ACCESS_LOG_STDOUT;
+    cfg->access_log_format = CONFIG_LOG_COMBINED;
+}
+
+/* Parses the document's root into ld->cfg and cross-checks it. */
+static void
+load_document(struct loader *ld)
+{
+    yaml_node_t *root = yaml_document_get_root_node(ld->doc);
+
+    if (root != NULL && is_null(root))
+        root = NULL;
+    if (root != NULL && root->type != YAML_MAPPING_NODE) {
+        node_error(ld, root,
+                   "the config must be a mapping of keys (listen, routes, services, ...), "
+                   "not %s",
+                   kind_str(root->type));
+        return;
+    }
+    if (root != NULL)
+        parse_mapping(ld, root, top_keys, ld->cfg, "config");
+    if (ld->oom)
+        return;
+    check_listen(ld, root);
+    check_routes(ld, root);
+}
+
+struct config *
+config_parse(const char *name, const char *buf, size_t len, char *err, size_t errlen)
+{
+    struct loader ld = {.name = name};
+    struct config_holder *h;
+    yaml_parser_t parser;
+    yaml_document_t doc, extra;
+    bool parsed = false;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (!yaml_parser_initialize(&parser)) {
+        snprintf(err, errlen, "%s: out of memory\n", name);
+        return NULL;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    if ((h = ld_calloc(&ld, 1, sizeof(*h))) == NULL)
+        goto fail;
+    atomic_init(&h->refs, 1);
+    ld.cfg = &h->cfg;
+    config_defaults(ld.cfg);
+    if ((ld.cfg->path = ld_strdup(&ld, name)) == NULL)
+        goto fail;
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_error(&ld, &parser, buf);
+        goto fail;
+    }
+    parsed = true;
+    ld.doc = &doc;
+    load_document(&ld);
+    /* A second document would be silently ignored; say so instead. */
+    if (!yaml_parser_load(&parser, &extra)) {
+        yaml_error(&ld, &parser, buf);
+    } else {
+        yaml_node_t *root = yaml_document_get_root_node(&extra);
+        if (root != NULL && !is_null(root))
+            node_error(&ld, root, "only one YAML document is allowed");
+        yaml_document_delete(&extra);
+    }
+fail:
+    if (parsed)
+        yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    if (ld.nerrors == 0 && ld.dropped == 0 && !ld.oom)
+        return &h->cfg;
+    errors_format(&ld, err, errlen);
+    for (size_t i = 0; i < ld.nerrors; i++)
+        free(ld.errors[i].msg);
+    free(ld.errors);
+    if (h != NULL)
+        config_free(&h->cfg);
+    return NULL;
+}
+
+struct config *
+config_load(const char *path, char *err, size_t errlen)
+{
+    struct config *cfg = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    if ((f = fopen(path, "rb")) == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    if ((buf = malloc(MAX_FILE_BYTES + 1)) == NULL) {
+        snprintf(err, errlen, "%s: out of memory\n", path);
+        goto out;
+    }
+    len = fread(buf, 1, MAX_FILE_BYTES + 1, f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: cannot read: %s\n", path, strerror(errno));
+        goto out;
+    }
+    if (len > MAX_FILE_BYTES) {
+        snprintf(err, errlen, "%s: larger than %d bytes\n", path, MAX_FILE_BYTES);
+        goto out;
+    }
+    cfg = config_parse(path, buf, len, err, errlen);
+out:
+    free(buf);
+    fclose(f);
+    return cfg;
+}
+
+/* Freeing. */
+
+static void
+addr_fini(struct config_addr *a)
+{
+    free(a->spec);
+}
+
+static void
+config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        addr_fini(&cfg->listeners[i].addr);
+    free(cfg->listeners);
+    if (cfg->admin != NULL)
+        addr_fini(cfg->admin);
+    free(cfg->admin);
+    for (size_t i = 0; i < cfg->ncerts; i++) {
+        free(cfg->certs[i].cert);
+        free(cfg->certs[i].key);
+    }
+    free(cfg->certs);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].host);
+        free(cfg->routes[i].path);
+        free(cfg->routes[i].service_name);
+    }
+    free(cfg->routes);
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        struct config_service *svc = &cfg->services[i];
+        for (size_t j = 0; j < svc->nservers; j++)
+            addr_fini(&svc->servers[j]);
+        free(svc->servers);
+        free(svc->name);
+        free(svc->dns);
+        free(svc->dns_name);
+        free(svc->health.path);
+    }
+    free(cfg->services);
+    for (size_t i = 0; i < cfg->nresolvers; i++)
+        addr_fini(&cfg->resolvers[i]);
+    free(cfg->resolvers);
+    for (size_t i = 0; i < cfg->ntrusted_proxies; i++)
+        free(cfg->trusted_proxies[i].spec);
+    free(cfg->trusted_proxies);
+    free(cfg->access_log_path);
+    free(cfg->path);
+    free((struct config_holder *)cfg);
+}
+
+/* References. */
+
+struct config *
+config_ref(struct config *cfg)
+{
+    struct config_holder *h = (struct config_holder *)cfg;
+
+    atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void
+config_unref(struct config *cfg)
+{
+    struct config_holder *h = (struct config_holder *)cfg;
+
+    /* acq_rel: every reader's last access happens before the free. */
+    if (cfg != NULL && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+        config_free(cfg);
+}
+
+/* Queries. */
+
+int
+config_service_index(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (cfg->services[i].name != NULL && strcmp(cfg->services[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool
+cidr_match(const struct config_cidr *c, int family, const uint8_t *a)
+{
+    unsigned full = c->prefix / 8, rest = c->prefix % 8;
+
+    if (c->family != family)
+        return false;
+    if (memcmp(c->addr, a, full) != 0)
+        return false;
+    return rest == 0 || ((c->addr[full] ^ a[full]) & (uint8_t)(0xff00u >> rest)) == 0;
+}
+
+bool
+config_trusted_proxy(const struct config *cfg, const struct sockaddr *sa)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    int family = sa->sa_family;
+    const uint8_t *a;
+
+    if (family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    } else if (family == AF_INET6) {
+        a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+        if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+            family = AF_INET;
+            a += sizeof(mapped);
+        }
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < cfg->ntrusted_proxies; i++)
+        if (cidr_match(&cfg->trusted_proxies[i], family, a))
+            return true;
+    return false;
+}
+
+static bool
+listener_in(const struct config_listener *l, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (addr_equal(&l->addr, &cfg->listeners[i].addr) && l->tls == cfg->listeners[i].tls)
+            return true;
+    return false;
+}
+
+static bool
+listen_equal(const struct config *a, const struct config *b)
+{
+    if (a->nlisteners != b->nlisteners)
+        return false;
+    for (size_t i = 0; i < a->nlisteners; i++)
+        if (!listener_in(&a->listeners[i], b))
+            return false;
+    return true;
+}
+
+int
+config_needs_restart(const struct config *old, const struct config *new, char *what, size_t len)
+{
+    bool admin = (old->admin == NULL) != (new->admin == NULL) ||
+                 (old->admin != NULL && !addr_equal(old->admin, new->admin));
+    bool listen = !listen_equal(old, new), workers = old->workers != new->workers;
+
+    snprintf(what, len, "%s%s%s%s%s", listen ? "listen" : "",
+             listen && (workers || admin) ? ", " : "", workers ? "workers" : "",
+             workers && admin ? ", " : "", admin ? "admin" : "");
+    return listen || workers || admin;
+}

@@ -1,0 +1,168 @@
+/*
+ * Loads portier's YAML configuration into an immutable, reference-counted struct config; opening
+ * the files it names, binding its addresses and resolving its DNS names are left to the modules
+ * that use them.
+ */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* An error buffer of this size holds a screenful of errors; a smaller one works, with fewer. */
+#define CONFIG_ERR_SIZE 8192
+
+enum config_access_log {
+    CONFIG_ACCESS_LOG_STDOUT,
+    CONFIG_ACCESS_LOG_OFF,
+    CONFIG_ACCESS_LOG_FILE,
+};
+
+enum config_log_format {
+    CONFIG_LOG_COMBINED,
+    CONFIG_LOG_JSON,
+};
+
+/* A numeric socket address and the text it was parsed from, for logs and metric labels. */
+struct config_addr {
+    char *spec; /* owned: as written ("127.0.0.1:8080"), or with the default port appended */
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+struct config_listener {
+    struct config_addr addr;
+    bool tls;
+};
+
+/* Paths only: nothing here opens them; tls.c (and portier -t) do. */
+struct config_cert {
+    char *cert; /* owned */
+    char *key;  /* owned */
+};
+
+struct config_route {
+    char *host;         /* owned: lowercase, trailing dot removed; "*.example.com" if wildcard */
+    bool wildcard;      /* host starts with "*.": matches names below the suffix, not the suffix */
+    char *path;         /* owned: a prefix starting with "/", as written; "/" by default */
+    size_t service;     /* index into config.services */
+    char *service_name; /* owned: the same name as config.services[service].name */
+};
+
+struct config_health_check {
+    char *path;           /* owned; NULL when the service has no active check */
+    uint64_t interval_ms; /* 5s unless set */
+};
+
+/* Exactly one of servers (a non-empty static list) and dns is set. */
+struct config_service {
+    char *name;                  /* owned: [A-Za-z0-9._-]+ */
+    struct config_addr *servers; /* owned array of nservers; NULL for a dns service */
+    size_t nservers;
+    char *dns;         /* owned: "name:port" as written; NULL for a static service */
+    char *dns_name;    /* owned: the name part of dns, as written (case and trailing dot kept) */
+    uint16_t dns_port; /* the port part of dns; 0 for a static service */
+    struct config_health_check health;
+};
+
+/* A trusted proxy network; a bare address is a /32 or /128. */
+struct config_cidr {
+    char *spec;       /* owned: as written */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network address with the host bits cleared; IPv4 uses the first 4 */
+    unsigned prefix;  /* 0-32 for IPv4, 0-128 for IPv6 */
+};
+
+/* All in milliseconds. Every one but shutdown_grace is at least 1. */
+struct config_timeouts {
+    uint64_t client_header_ms;     /* 10s: the request head must arrive within this */
+    uint64_t client_idle_ms;       /* 60s: a keep-alive connection may wait this long */
+    uint64_t upstream_connect_ms;  /* 2s */
+    uint64_t upstream_response_ms; /* 60s: to the response head, then between body reads */
+    uint64_t shutdown_grace_ms;    /* 10s; 0 closes everything at once */
+};
+
+struct config_limits {
+    uint64_t max_header_bytes; /* 16384, at least 1: request line and header lines together */
+    uint64_t max_body_bytes;   /* 0 = unlimited */
+    uint64_t max_connections;  /* 10000, 1 to 1000000: client connections across all workers */
+};
+
+/*
+ * A loaded configuration, read-only once config_load() returns it, so any thread may read it while
+ * it holds a reference. Every pointer in it, and in the structs it points to, is owned by the
+ * config and freed by the last config_unref(); borrow them no longer than a reference is held.
+ * Arrays come with their count and are in file order.
+ */
+struct config {
+    char *path; /* owned: the name the config was loaded under */
+
+    struct config_listener *listeners; /* owned, nlisteners >= 1 (default 0.0.0.0:80) */
+    size_t nlisteners;
+    struct config_addr *admin; /* owned; NULL when there is no admin listener */
+    unsigned workers;          /* 1-256, or 0 for auto (one per CPU) */
+
+    struct config_cert *certs; /* owned; the first is the default certificate */
+    size_t ncerts;
+
+    struct config_route *routes; /* owned */
+    size_t nroutes;
+    int default_service; /* index into services, or -1 (unknown hosts get 404) */
+
+    struct config_service *services; /* owned */
+    size_t nservices;
+
+    struct config_addr *resolvers; /* owned; port 53 unless given; none = /etc/resolv.conf */
+    size_t nresolvers;
+    struct config_cidr *trusted_proxies; /* owned */
+    size_t ntrusted_proxies;
+
+    struct config_timeouts timeouts;
+    struct config_limits limits;
+
+    enum config_access_log access_log; /* CONFIG_ACCESS_LOG_STDOUT by default */
+    char *access_log_path;             /* owned; set only for CONFIG_ACCESS_LOG_FILE */
+    enum config_log_format access_log_format;
+};
+
+/*
+ * Reads and checks the YAML file at path. Returns a config holding one reference, or NULL with
+ * every error found in err (as many as fit): one per line, each ending in '\n', as
+ * "FILE:LINE:COL: message" with FILE as path and LINE and COL 1-based at the offending value (or
+ * key), in file order; a file that cannot be read gives "FILE: message". When errors do not fit,
+ * the last line is "... and N more errors". The caller prints err as it is (portier -t to stderr,
+ * a reload to the log). On success err holds "". Pure apart from reading path; keeps no global
+ * state.
+ */
+struct config *config_load(const char *path, char *err, size_t errlen);
+
+/* As config_load(), from len bytes at buf, with name as FILE in errors and as config.path. */
+struct config *config_parse(const char *name, const char *buf, size_t len, char *err,
+                            size_t errlen);
+
+/* Takes one more reference to cfg, from any thread. Returns cfg. */
+struct config *config_ref(struct config *cfg);
+
+/* Drops one reference; the last one frees cfg and all it owns. config_unref(NULL) is a no-op. */
+void config_unref(struct config *cfg);
+
+/* Returns the index in cfg->services of the service called name (case-sensitive), or -1. */
+int config_service_index(const struct config *cfg, const char *name);
+
+/*
+ * Returns true if sa (AF_INET or AF_INET6) falls in one of cfg->trusted_proxies. An IPv4-mapped
+ * IPv6 address (::ffff:a.b.c.d, as a dual-stack listener reports IPv4 peers) is matched as IPv4.
+ */
+bool config_trusted_proxy(const struct config *cfg, const struct sockaddr *sa);
+
+/*
+ * Compares the parts a reload cannot change: listen (the set of addresses and their tls flags),
+ * workers and admin. Returns 1 if they differ and writes the differing keys ("listen, workers")
+ * into what, or 0 if a reload can apply new in place of old (what then holds "").
+ */
+int config_needs_restart(const struct config *old, const struct config *new, char *what,
+                         size_t len);
+
+#endif

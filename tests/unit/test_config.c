@@ -1,0 +1,894 @@
+/* Unit tests for config.c and util.c: YAML snippets x expected errors, snippets x parsed values. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "util.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static char err[CONFIG_ERR_SIZE];
+
+/* Writes yaml to a fresh temporary file and loads it from there; path receives the file's name. */
+static struct config *
+load_yaml(const char *yaml, char *path, size_t cap)
+{
+    struct config *cfg;
+    size_t len = strlen(yaml);
+    int fd;
+
+    snprintf(path, cap, "/tmp/test_config.XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, yaml, len), (ssize_t)len);
+    close(fd);
+    cfg = config_load(path, err, sizeof(err));
+    unlink(path);
+    return cfg;
+}
+
+/* Prefixes every line of lines with name and ':', as config_load() writes FILE. */
+static void
+prefix_lines(char *out, size_t cap, const char *name, const char *lines)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    while (*lines != '\0') {
+        const char *nl = strchr(lines, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - lines) + 1 : strlen(lines);
+        used += (size_t)snprintf(out + used, cap - used, "%s:%.*s", name, (int)n, lines);
+        assert_true(used < cap);
+        lines += n;
+    }
+}
+
+/* Errors. Expected text leaves out "FILE:", which the test adds. */
+
+struct error_case {
+    const char *yaml;
+    const char *errors;
+};
+
+static const struct error_case error_cases[] = {
+    /* Keys and types. */
+    {"listn:\n  - address: \":80\"\n", "1:1: unknown key \"listn\" in config\n"},
+    {"listen:\n  - adress: \":80\"\n",
+     "2:5: unknown key \"adress\" in listen\n2:5: listen: a listener needs an address\n"},
+    {"workers: 2\nworkers: 3\n", "2:1: duplicate key \"workers\" in config\n"},
+    {"timeouts:\n  client_idle: 5s\n  client_idle: 6s\n",
+     "3:3: duplicate key \"client_idle\" in timeouts\n"},
+    {"listen: \":80\"\n", "1:9: listen: expected a list, not a single value\n"},
+    {"listen:\n  address: \":80\"\n", "2:3: listen: expected a list, not a mapping\n"},
+    {"listen:\n  - \":80\"\n", "2:5: listen: expected a mapping, not a single value\n"},
+    {"timeouts: [1s]\n", "1:11: timeouts: expected a mapping, not a list\n"},
+    {"workers: {n: 1}\n", "1:10: workers: expected a single value, not a mapping\n"},
+    {"admin: [\"127.0.0.1:9180\"]\n", "1:8: admin: expected a single value, not a list\n"},
+    {"services: [app1]\n", "1:11: services: expected a mapping, not a list\n"},
+    {"? [a, b]\n: c\n", "1:3: a key: expected a single value, not a list\n"},
+    {"- listen\n",
+     "1:1: the config must be a mapping of keys (listen, routes, services, ...), not a list\n"},
+    {"just text\n",
+     "1:1: the config must be a mapping of keys (listen, routes, services, ...), not a single "
+     "value\n"},
+    {"access_log: \"a\\0b\"\n", "1:13: access_log: contains a NUL character\n"},
+    {"access_log: \"a\\nb\"\n"
+     "listn: 1\n",
+     "2:1: unknown key \"listn\" in config\n"},
+    {"limits: {max_connections: 1, max_conections: 2}\n",
+     "1:30: unknown key \"max_conections\" in limits\n"},
+
+    /* YAML itself. */
+    {"listen: [\n", "2:1: YAML: did not find expected node content while parsing a flow node at "
+                    "line 2 column 1\n"},
+    {"a: b\n c: d\n", "2:3: YAML: mapping values are not allowed in this context\n"},
+    {"workers: *n\n", "1:10: YAML: found undefined alias\n"},
+    {"workers: 1\naccess_log: \"\xff\"\n", "2:14: YAML: invalid leading UTF-8 octet\n"},
+    {"workers: 1\n---\nworkers: 2\n", "3:1: only one YAML document is allowed\n"},
+
+    /* Scalars. */
+    {"workers: 0\n", "1:10: workers: must be auto or a number from 1 to 256, not \"0\"\n"},
+    {"workers: 257\n", "1:10: workers: must be auto or a number from 1 to 256, not \"257\"\n"},
+    {"workers: many\n", "1:10: workers: must be auto or a number from 1 to 256, not \"many\"\n"},
+    {"workers: -1\n", "1:10: workers: must be auto or a number from 1 to 256, not \"-1\"\n"},
+    {"timeouts: {client_header: 10}\n",
+     "1:27: client_header: \"10\" is not a duration (a whole number followed by ms, s, m or h)\n"},
+    {"timeouts: {client_idle: 1.5s}\n",
+     "1:25: client_idle: \"1.5s\" is not a duration (a whole number followed by ms, s, m or h)\n"},
+    {"timeouts: {upstream_connect: 0s}\n", "1:30: upstream_connect: must be longer than 0\n"},
+    {"timeouts: {upstream_response: 18446744073709551616ms}\n",
+     "1:31: upstream_response: \"18446744073709551616ms\" is too long a duration\n"},
+    {"timeouts: {shutdown_grace: 5124095576030432h}\n",
+     "1:28: shutdown_grace: \"5124095576030432h\" is too long a duration\n"},
+    {"limits: {max_header_bytes: 16q}\n",
+     "1:28: max_header_bytes: \"16q\" is not a size (a whole number of bytes, optionally followed "
+     "by k, m or g)\n"},
+    {"limits: {max_header_bytes: 0}\n", "1:28: max_header_bytes: must be at least 1 byte\n"},
+    {"limits: {max_body_bytes: 17179869184g}\n",
+     "1:26: max_body_bytes: \"17179869184g\" is too large a size\n"},
+    {"limits: {max_connections: 0}\n",
+     "1:27: max_connections: must be a number from 1 to 1000000, not \"0\"\n"},
+    {"limits: {max_connections: 10k}\n",
+     "1:27: max_connections: must be a number from 1 to 1000000, not \"10k\"\n"},
+    {"listen:\n  - {address: \":80\", tls: maybe}\n",
+     "2:27: tls: \"maybe\" is not true or false\n"},
+    {"access_log: \"\"\n", "1:13: access_log: must not be empty\n"},
+    {"access_log_format: xml\n", "1:20: access_log_format: \"xml\" is not combined or json\n"},
+
+    /* Addresses. */
+    {"listen:\n  - address: 1.2.3.4\n",
+     "2:14: address: \"1.2.3.4\" is not host:port (IPv6 as [addr]:port)\n"},
+    {"listen:\n  - address: \"::1:80\"\n",
+     "2:14: address: \"::1:80\" is not host:port (IPv6 as [addr]:port)\n"},
+    {"listen:\n  - address: \"1.2.3.4:70000\"\n",
+     "2:14: address: \"1.2.3.4:70000\": port must be a number from 1 to 65535\n"},
+    {"listen:\n  - address: \"localhost:80\"\n",
+     "2:14: address: \"localhost:80\": \"localhost\" is not a numeric IP address\n"},
+    {"listen: []\n", "1:9: listen: needs at least one listener\n"},
+    {"listen:\n  - address: \":80\"\n  - address: \"0.0.0.0:80\"\n",
+     "3:14: listen: \"0.0.0.0:80\" is already a listener\n"},
+    {"admin: \"9180\"\n", "1:8: admin: \"9180\" is not host:port (IPv6 as [addr]:port)\n"},
+    {"listen:\n  - address: \"127.0.0.1:8080\"\nadmin: \"127.0.0.1:8080\"\n",
+     "3:8: admin: \"127.0.0.1:8080\" is also a listener\n"},
+    {"listen:\n  - address: \":443\"\n    tls: true\n", "3:10: tls: true needs tls.certificates\n"},
+    {"tls:\n  certificates:\n    - cert: a.crt\n",
+     "3:7: tls.certificates: an entry needs both cert and key\n"},
+    {"tls:\n  certificates: []\nlisten:\n  - {address: \":443\", tls: yes}\n",
+     "4:28: tls: true needs tls.certificates\n"},
+    {"tls: {certificate: []}\n", "1:7: unknown key \"certificate\" in tls\n"},
+    {"resolvers: [\"10.0.0.1:53\", \":53\", \"dns.google\", \"1.2.3.4:0\"]\n",
+     "1:28: resolver: \":53\" is not ip[:port]\n"
+     "1:35: resolver: \"dns.google\" is not ip[:port]\n"
+     "1:49: resolver: \"1.2.3.4:0\" is not ip[:port]\n"},
+    {"trusted_proxies: [10.0.0.0/33, \"::1/129\", 10.0.0.300, 10.0.0.0/, 10.0.0.0/x, "
+     "\"fe80::1/64/1\"]\n",
+     "1:19: trusted_proxies: \"10.0.0.0/33\" is not a CIDR (ip/prefix, a prefix up to 32 for IPv4, "
+     "128 for IPv6)\n"
+     "1:32: trusted_proxies: \"::1/129\" is not a CIDR (ip/prefix, a prefix up to 32 for IPv4, 128 "
+     "for IPv6)\n"
+     "1:43: trusted_proxies: \"10.0.0.300\" is not a CIDR (ip/prefix, a prefix up to 32 for IPv4, "
+     "128 for IPv6)\n"
+     "1:55: trusted_proxies: \"10.0.0.0/\" is not a CIDR (ip/prefix, a prefix up to 32 for IPv4, "
+     "128 for IPv6)\n"
+     "1:66: trusted_proxies: \"10.0.0.0/x\" is not a CIDR (ip/prefix, a prefix up to 32 for IPv4, "
+     "128 for IPv6)\n"
+     "1:78: trusted_proxies: \"fe80::1/64/1\" is not a CIDR (ip/prefix, a prefix up to 32 for "
+     "IPv4, "
+     "128 for IPv6)\n"},
+
+    /* Services. */
+    {"services:\n  s1: {servers: []}\n",
+     "2:17: service \"s1\": servers is empty and there is no dns\n"},
+    {"services:\n  s1:\n", "2:3: service \"s1\": has no servers and no dns\n"},
+    {"services:\n  s1: {health_check: {path: /}}\n",
+     "2:3: service \"s1\": has no servers and no dns\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n    dns: \"s1.local:80\"\n",
+     "4:10: service \"s1\": has both servers and dns; give one\n"},
+    {"services:\n  s1: {dns: \"s1.local\"}\n", "2:13: dns: \"s1.local\" is not name:port\n"},
+    {"services:\n  s1: {dns: \"s1.local:0\"}\n",
+     "2:13: dns: \"s1.local:0\": port must be a number from 1 to 65535\n"},
+    {"services:\n  s1: {dns: \"s_1.local:80\"}\n",
+     "2:13: dns: \"s_1.local:80\" is not name:port (\"s_1.local\" is not a host name (letters, "
+     "digits, '-' and '.'))\n"},
+    {"services:\n  s1: {dns: \"10.0.0.1\"}\n", "2:13: dns: \"10.0.0.1\" is not name:port\n"},
+    {"services:\n  s1: {servers: \"10.0.0.1:80\"}\n",
+     "2:17: servers: expected a list, not a single value\n"},
+    {"services:\n  s1: {servers: [\"10.0.0.1:80\", \":80\", \"10.0.0.1:80\", \"x\"]}\n",
+     "2:33: server: \":80\" needs a host\n"
+     "2:40: server: \"10.0.0.1:80\" is already in the list\n"
+     "2:55: server: \"x\" is not host:port (IPv6 as [addr]:port)\n"},
+    {"services:\n  s1: {servers: [\"10.0.0.1:80\"], weight: 2}\n",
+     "2:34: unknown key \"weight\" in service \"s1\"\n"},
+    {"services:\n  s1: {servers: [\"10.0.0.1:80\"]}\n  s1: {servers: [\"10.0.0.2:80\"]}\n",
+     "3:3: duplicate service \"s1\"\n"},
+    {"services:\n  \"s 1\": {servers: [\"10.0.0.1:80\"]}\n",
+     "2:3: service name \"s 1\" may hold only letters, digits, '.', '_', '-'\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n    health_check: {interval: 5s}\n",
+     "4:19: health_check: needs a path\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
+     "    health_check: {path: healthz, interval: 0s}\n",
+     "4:26: path: \"healthz\" must start with \"/\"\n4:45: interval: must be longer than 0\n"},
+
+    /* Routes. */
+    {"routes:\n  - host: app1.com\n    service: app1\n",
+     "3:14: service: no service is called \"app1\"\n"},
+    {"default_service: app3\n", "1:18: default_service: no service is called \"app3\"\n"},
+    {"routes:\n  - host: app1.com\n  - service: s1\nservices: {s1: {servers: [\"10.0.0.1:80\"]}}\n",
+     "2:5: routes: a route needs a service\n3:5: routes: a route needs a host\n"},
+    {"routes:\n  - {host: app1.com, service: s1}\n  - {host: APP1.com., path: /, service: s1}\n"
+     "services: {s1: {servers: [\"10.0.0.1:80\"]}}\n",
+     "3:12: routes: host \"app1.com\" with path \"/\" is already routed\n"},
+    {"routes:\n  - {host: app_1.com, service: s1}\n  - {host: \"*.\", service: s1}\n"
+     "  - {host: a..b, service: s1}\n  - {host: \"*foo.com\", service: s1}\n"
+     "  - {host: \"app1.com:80\", service: s1}\n  - {host: \"\", service: s1}\n"
+     "  - {host: \"a.*.com\", service: s1}\n"
+     "services: {s1: {servers: [\"10.0.0.1:80\"]}}\n",
+     "2:12: host: \"app_1.com\" is not a host name (letters, digits, '-' and '.', optionally after "
+     "\"*.\")\n"
+     "3:12: host: \"*.\" is not a host name (letters, digits, '-' and '.', optionally after "
+     "\"*.\")\n"
+     "4:12: host: \"a..b\" is not a host name (letters, digits, '-' and '.', optionally after "
+     "\"*.\")\n"
+     "5:12: host: \"*foo.com\" is not a host name (letters, digits, '-' and '.', optionally after "
+     "\"*.\")\n"
+     "6:12: host: \"app1.com:80\" is not a host name (letters, digits, '-' and '.', optionally "
+     "after \"*.\")\n"
+     "7:12: host: \"\" is not a host name (empty or longer than 253)\n"
+     "8:12: host: \"a.*.com\" is not a host name (letters, digits, '-' and '.', optionally after "
+     "\"*.\")\n"},
+    {"routes:\n  - {host: a.com, path: api, service: s1}\n  - {host: a.com, path: \"/a b\", "
+     "service: s1}\n  - {host: a.com, path: \"/a?b\", service: s1}\n"
+     "services: {s1: {servers: [\"10.0.0.1:80\"]}}\n",
+     "2:25: path: \"api\" must start with \"/\"\n"
+     "3:25: path: \"/a b\" may hold only visible ASCII, without '?' or '#' (percent-encode the "
+     "rest)\n"
+     "4:25: path: \"/a?b\" may hold only visible ASCII, without '?' or '#' (percent-encode the "
+     "rest)\n"},
+    {"routes:\n  - {host: a.com, service: \"\"}\n", "2:28: service: must not be empty\n"},
+
+    /* Several at once, reported in file order whichever check found them. */
+    {"routes:\n  - host: app1.com\n    service: nope\ndefault_service: gone\nlistn: 1\n"
+     "services:\n  s1: {servers: []}\nworkers: 0\n",
+     "3:14: service: no service is called \"nope\"\n"
+     "4:18: default_service: no service is called \"gone\"\n"
+     "5:1: unknown key \"listn\" in config\n"
+     "7:17: service \"s1\": servers is empty and there is no dns\n"
+     "8:10: workers: must be auto or a number from 1 to 256, not \"0\"\n"},
+};
+
+static void
+test_errors(void **state)
+{
+    char path[64], want[4 * CONFIG_ERR_SIZE];
+    int failed = 0;
+
+    (void)state;
+    for (size_t i = 0; i < N(error_cases); i++) {
+        const struct error_case *c = &error_cases[i];
+        struct config *cfg = load_yaml(c->yaml, path, sizeof(path));
+
+        prefix_lines(want, sizeof(want), path, c->errors);
+        if (cfg != NULL || strcmp(err, want) != 0) {
+            print_error("error case %zu:\n%s\nwant:\n%sgot:\n%s\n", i, c->yaml, want, err);
+            failed++;
+            config_unref(cfg);
+            continue;
+        }
+
+        cfg = config_parse("t.yaml", c->yaml, strlen(c->yaml), err, sizeof(err));
+        prefix_lines(want, sizeof(want), "t.yaml", c->errors);
+        assert_null(cfg);
+        assert_string_equal(err, want);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* Values: a config is dumped one fact per line, and each case lists lines the dump must hold. */
+
+static void
+dump_addr(char *out, size_t cap, const char *what, const struct config_addr *a, const char *tail)
+{
+    char host[INET6_ADDRSTRLEN];
+    const struct sockaddr *sa = (const struct sockaddr *)&a->ss;
+    unsigned port;
+
+    if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
+        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+        assert_int_equal(a->len, sizeof(struct sockaddr_in6));
+    } else {
+        assert_int_equal(sa->sa_family, AF_INET);
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+        assert_int_equal(a->len, sizeof(struct sockaddr_in));
+    }
+    snprintf(out + strlen(out), cap - strlen(out), "%s %s = %s %u%s\n", what, a->spec, host, port,
+             tail);
+}
+
+#define OUT out + strlen(out), cap - strlen(out)
+
+static void
+dump(const struct config *cfg, char *out, size_t cap)
+{
+    static const char *const logs[] = {"stdout", "off", "file"};
+    static const char *const formats[] = {"combined", "json"};
+    const struct config_timeouts *t = &cfg->timeouts;
+    const struct config_limits *l = &cfg->limits;
+
+    out[0] = '\0';
+    snprintf(OUT, "\n");
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        dump_addr(out, cap, "listen", &cfg->listeners[i].addr, cfg->listeners[i].tls ? " tls" : "");
+    if (cfg->admin != NULL)
+        dump_addr(out, cap, "admin", cfg->admin, "");
+    snprintf(OUT, "workers %u\n", cfg->workers);
+    for (size_t i = 0; i < cfg->ncerts; i++)
+        snprintf(OUT, "cert %s %s\n", cfg->certs[i].cert, cfg->certs[i].key);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        snprintf(OUT, "route %s %s -> %zu %s%s\n", r->host, r->path, r->service, r->service_name,
+                 r->wildcard ? " wildcard" : "");
+        assert_string_equal(r->service_name, cfg->services[r->service].name);
+    }
+    snprintf(OUT, "default_service %d\n", cfg->default_service);
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct config_service *s = &cfg->services[i];
+        snprintf(OUT, "service %s\n", s->name);
+        for (size_t j = 0; j < s->nservers; j++)
+            dump_addr(out, cap, "  server", &s->servers[j], "");
+        if (s->dns != NULL)
+            snprintf(OUT, "  dns %s = %s %u\n", s->dns, s->dns_name, s->dns_port);
+        if (s->health.path != NULL)
+            snprintf(OUT, "  health %s %llu\n", s->health.path,
+                     (unsigned long long)s->health.interval_ms);
+        assert_true((s->nservers > 0) != (s->dns != NULL));
+    }
+    for (size_t i = 0; i < cfg->nresolvers; i++)
+        dump_addr(out, cap, "resolver", &cfg->resolvers[i], "");
+    for (size_t i = 0; i < cfg->ntrusted_proxies; i++) {
+        const struct config_cidr *c = &cfg->trusted_proxies[i];
+        char ip[INET6_ADDRSTRLEN];
+        inet_ntop(c->family, c->addr, ip, sizeof(ip));
+        snprintf(OUT, "trusted %s = %s/%u\n", c->spec, ip, c->prefix);
+    }
+    snprintf(OUT, "timeouts %llu %llu %llu %llu %llu\n", (unsigned long long)t->client_header_ms,
+             (unsigned long long)t->client_idle_ms, (unsigned long long)t->upstream_connect_ms,
+             (unsigned long long)t->upstream_response_ms, (unsigned long long)t->shutdown_grace_ms);
+    snprintf(OUT, "limits %llu %llu %llu\n", (unsigned long long)l->max_header_bytes,
+             (unsigned long long)l->max_body_bytes, (unsigned long long)l->max_connections);
+    snprintf(OUT, "access_log %s %s\n", logs[cfg->access_log],
+             cfg->access_log_path != NULL ? cfg->access_log_path : "-");
+    snprintf(OUT, "access_log_format %s\n", formats[cfg->access_log_format]);
+    assert_true(strlen(out) + 1 < cap);
+}
+
+/* Every line of want must be a whole line of the dump. */
+static void
+assert_dump_has(const struct config *cfg, const char *want, size_t index)
+{
+    char got[8192], line[512];
+
+    dump(cfg, got, sizeof(got));
+    while (*want != '\0') {
+        const char *nl = strchr(want, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - want) + 1 : strlen(want);
+        snprintf(line, sizeof(line), "\n%.*s%s", (int)n, want, nl != NULL ? "" : "\n");
+        if (strstr(got, line) == NULL) {
+            print_error("value case %zu: no line %sin%s", index, line + 1, got);
+            fail();
+        }
+        want += n;
+    }
+}
+
+struct value_case {
+    const char *yaml;
+    const char *want;
+};
+
+static const char defaults[] = "listen 0.0.0.0:80 = 0.0.0.0 80\n"
+                               "workers 0\n"
+                               "default_service -1\n"
+                               "timeouts 10000 60000 2000 60000 10000\n"
+                               "limits 16384 0 10000\n"
+                               "access_log stdout -\n"
+                               "access_log_format combined\n";
+
+static const struct value_case value_cases[] = {
+    /* Empty, or as good as: every default. */
+    {"", defaults},
+    {"# nothing but a comment\n", defaults},
+    {"---\n", defaults},
+    {"{}\n", defaults},
+    {"listen:\nadmin: ~\nroutes: null\nservices:\ntimeouts:\n", defaults},
+    {"workers: 1\n---\n", "workers 1\n"},
+
+    /* The example from DESIGN.md. */
+    {"listen:\n"
+     "  - address: \"0.0.0.0:80\"\n"
+     "  - address: \"0.0.0.0:443\"\n"
+     "    tls: true\n"
+     "admin: \"127.0.0.1:9180\"\n"
+     "workers: auto\n"
+     "tls:\n"
+     "  certificates:\n"
+     "    - cert: /etc/portier/tls/tls.crt\n"
+     "      key: /etc/portier/tls/tls.key\n"
+     "routes:\n"
+     "  - host: app1.com\n"
+     "    service: app1\n"
+     "  - host: app2.com\n"
+     "    path: /\n"
+     "    service: app2\n"
+     "default_service: app3\n"
+     "services:\n"
+     "  app1:\n"
+     "    servers: [\"127.0.0.21:8080\"]\n"
+     "  app2:\n"
+     "    dns: \"app2.apps.svc.cluster.local:8080\"\n"
+     "  app3:\n"
+     "    servers: [\"127.0.0.25:8080\"]\n"
+     "    health_check: { path: /healthz, interval: 5s }\n"
+     "resolvers: []\n"
+     "trusted_proxies: []\n"
+     "timeouts: { client_header: 10s, client_idle: 60s, upstream_connect: 2s, "
+     "upstream_response: 60s, shutdown_grace: 10s }\n"
+     "limits: { max_header_bytes: 16384, max_body_bytes: 0, max_connections: 10000 }\n"
+     "access_log: stdout\n"
+     "access_log_format: combined\n",
+     "listen 0.0.0.0:80 = 0.0.0.0 80\n"
+     "listen 0.0.0.0:443 = 0.0.0.0 443 tls\n"
+     "admin 127.0.0.1:9180 = 127.0.0.1 9180\n"
+     "workers 0\n"
+     "cert /etc/portier/tls/tls.crt /etc/portier/tls/tls.key\n"
+     "route app1.com / -> 0 app1\n"
+     "route app2.com / -> 1 app2\n"
+     "default_service 2\n"
+     "service app1\n"
+     "  server 127.0.0.21:8080 = 127.0.0.21 8080\n"
+     "service app2\n"
+     "  dns app2.apps.svc.cluster.local:8080 = app2.apps.svc.cluster.local 8080\n"
+     "service app3\n"
+     "  server 127.0.0.25:8080 = 127.0.0.25 8080\n"
+     "  health /healthz 5000\n"
+     "timeouts 10000 60000 2000 60000 10000\n"
+     "limits 16384 0 10000\n"
+     "access_log stdout -\n"
+     "access_log_format combined\n"},
+
+    /* Scalars quoted or not, and every unit. */
+    {"workers: \"8\"\ntimeouts: {client_header: 500ms, client_idle: '2m', upstream_connect: 1s, "
+     "upstream_response: 1h, shutdown_grace: 0s}\n"
+     "limits: {max_header_bytes: 16k, max_body_bytes: \"1m\", max_connections: 1000000}\n",
+     "workers 8\ntimeouts 500 120000 1000 3600000 0\nlimits 16384 1048576 1000000\n"},
+    {"workers: 256\nlimits: {max_body_bytes: 1g, max_header_bytes: 1}\n",
+     "workers 256\nlimits 1 1073741824 10000\n"},
+    {"access_log: off\naccess_log_format: json\n", "access_log off -\naccess_log_format json\n"},
+    {"access_log: /var/log/portier/access.log\n", "access_log file /var/log/portier/access.log\n"},
+    {"access_log: \"stdout\"\n", "access_log stdout -\n"},
+
+    /* Listeners. */
+    {"listen:\n  - address: \"[::]:443\"\n    tls: yes\n  - {address: \":80\", tls: False}\n"
+     "tls: {certificates: [{cert: a.crt, key: a.key}, {cert: b.crt, key: b.key}]}\n",
+     "listen [::]:443 = :: 443 tls\nlisten :80 = 0.0.0.0 80\ncert a.crt a.key\n"
+     "cert b.crt b.key\n"},
+    {"listen:\n  - address: \"[::1]:8080\"\nadmin: \"[::1]:9180\"\n",
+     "listen [::1]:8080 = ::1 8080\nadmin [::1]:9180 = ::1 9180\n"},
+
+    /* Routes: hosts normalised, services by index, paths as written. */
+    {"routes:\n"
+     "  - {host: App1.COM., service: b}\n"
+     "  - {host: \"*.Example.com\", service: a}\n"
+     "  - {host: app1.com, path: /api, service: a}\n"
+     "  - {host: 10.0.0.1, path: \"/api/v1/\", service: b}\n"
+     "services:\n  a: {servers: [\"10.0.0.1:80\"]}\n  b: {servers: [\"10.0.0.2:80\"]}\n"
+     "default_service: b\n",
+     "route app1.com / -> 1 b\n"
+     "route *.example.com / -> 0 a wildcard\n"
+     "route app1.com /api -> 0 a\n"
+     "route 10.0.0.1 /api/v1/ -> 1 b\n"
+     "default_service 1\n"},
+
+    /* Services. */
+    {"services:\n"
+     "  web.v2_x-1:\n"
+     "    servers:\n      - \"10.0.0.1:80\"\n      - \"[fd00::1]:8080\"\n"
+     "    health_check: {path: /healthz}\n"
+     "  dns1: {dns: \"App2.apps.svc.cluster.local.:8080\", health_check: {path: /h, interval: "
+     "2m}}\n",
+     "service web.v2_x-1\n"
+     "  server 10.0.0.1:80 = 10.0.0.1 80\n"
+     "  server [fd00::1]:8080 = fd00::1 8080\n"
+     "  health /healthz 5000\n"
+     "service dns1\n"
+     "  dns App2.apps.svc.cluster.local.:8080 = App2.apps.svc.cluster.local. 8080\n"
+     "  health /h 120000\n"},
+
+    /* Resolvers get port 53 unless they say otherwise. */
+    {"resolvers: [10.43.0.10, \"10.43.0.11:5353\", \"::1\", \"[fd00::10]\", \"[fd00::11]:54\"]\n",
+     "resolver 10.43.0.10:53 = 10.43.0.10 53\n"
+     "resolver 10.43.0.11:5353 = 10.43.0.11 5353\n"
+     "resolver [::1]:53 = ::1 53\n"
+     "resolver [fd00::10]:53 = fd00::10 53\n"
+     "resolver [fd00::11]:54 = fd00::11 54\n"},
+
+    /* CIDRs: bare addresses are hosts, host bits are cleared. */
+    {"trusted_proxies: [10.0.0.0/8, 192.168.1.77/24, 127.0.0.1, \"::1\", \"fd00::/8\", "
+     "\"2001:db8::1/33\", 0.0.0.0/0]\n",
+     "trusted 10.0.0.0/8 = 10.0.0.0/8\n"
+     "trusted 192.168.1.77/24 = 192.168.1.0/24\n"
+     "trusted 127.0.0.1 = 127.0.0.1/32\n"
+     "trusted ::1 = ::1/128\n"
+     "trusted fd00::/8 = fd00::/8\n"
+     "trusted 2001:db8::1/33 = 2001:db8::/33\n"
+     "trusted 0.0.0.0/0 = 0.0.0.0/0\n"},
+
+    /* YAML's own features work as YAML says. */
+    {"services:\n  a: {servers: &s [\"10.0.0.9:80\"]}\n  b: {servers: *s}\n",
+     "service a\n  server 10.0.0.9:80 = 10.0.0.9 80\nservice b\n"
+     "  server 10.0.0.9:80 = 10.0.0.9 80\n"},
+    {"\xef\xbb\xbfworkers: 3 # a BOM and a comment\n", "workers 3\n"},
+};
+
+static void
+test_values(void **state)
+{
+    char path[64];
+
+    (void)state;
+    for (size_t i = 0; i < N(value_cases); i++) {
+        const struct value_case *c = &value_cases[i];
+        struct config *cfg = load_yaml(c->yaml, path, sizeof(path));
+
+        if (cfg == NULL) {
+            print_error("value case %zu:\n%s\n%s", i, c->yaml, err);
+            fail();
+            return;
+        }
+        assert_string_equal(err, "");
+        assert_string_equal(cfg->path, path);
+        assert_dump_has(cfg, c->want, i);
+        config_unref(cfg);
+
+        cfg = config_parse("t.yaml", c->yaml, strlen(c->yaml), err, sizeof(err));
+        assert_non_null(cfg);
+        assert_string_equal(cfg->path, "t.yaml");
+        assert_dump_has(cfg, c->want, i);
+        config_unref(cfg);
+    }
+}
+
+static void
+test_local_yaml_loads(void **state)
+{
+    struct config *cfg;
+
+    (void)state;
+    cfg = config_load("config/local.yaml", err, sizeof(err));
+    if (cfg == NULL) {
+        print_error("%s", err);
+        fail();
+        return;
+    }
+    assert_dump_has(cfg,
+                    "listen 127.0.0.1:8080 = 127.0.0.1 8080\n"
+                    "route app1.com / -> 0 app1\n"
+                    "route app2.com / -> 1 app2\n"
+                    "default_service 2\n"
+                    "service app1\n"
+                    "  server 127.0.0.21:8080 = 127.0.0.21 8080\n"
+                    "service app2\n"
+                    "  server 127.0.0.22:8080 = 127.0.0.22 8080\n"
+                    "  server 127.0.0.23:8080 = 127.0.0.23 8080\n"
+                    "  server 127.0.0.24:8080 = 127.0.0.24 8080\n"
+                    "service app3\n"
+                    "  server 127.0.0.25:8080 = 127.0.0.25 8080\n"
+                    "access_log stdout -\n",
+                    0);
+    assert_int_equal(cfg->nlisteners, 1);
+    assert_int_equal(cfg->nservices, 3);
+    assert_null(cfg->admin);
+    config_unref(cfg);
+}
+
+static void
+test_missing_file(void **state)
+{
+    (void)state;
+    assert_null(config_load("/nonexistent/portier.yaml", err, sizeof(err)));
+    assert_string_equal(err, "/nonexistent/portier.yaml: cannot open: No such file or directory\n");
+}
+
+/* More errors than fit: whole lines only, then a count of the rest. */
+static void
+test_error_overflow(void **state)
+{
+    static const size_t sizes[] = {CONFIG_ERR_SIZE, 200, 64, 1};
+    static const size_t counts[] = {3, 300, 1500};
+    char small[CONFIG_ERR_SIZE];
+    size_t cap = 1500 * 16, len = 0;
+    char *yaml = malloc(cap);
+
+    (void)state;
+    assert_non_null(yaml);
+    for (size_t c = 0; c < N(counts); c++) {
+        len = 0;
+        for (size_t i = 0; i < counts[c]; i++)
+            len += (size_t)snprintf(yaml + len, cap - len, "k%zu: 1\n", i);
+        for (size_t s = 0; s < N(sizes); s++) {
+            size_t lines = 0, more = 0;
+            const char *p;
+
+            memset(small, 'x', sizeof(small));
+            assert_null(config_parse("t.yaml", yaml, len, small, sizes[s]));
+            assert_int_equal(small[strlen(small)], '\0');
+            assert_true(strlen(small) < sizes[s]);
+            if (sizes[s] < 64)
+                continue;
+            for (p = small; (p = strstr(p, "unknown key")) != NULL; p++)
+                lines++;
+            if ((p = strstr(small, "... and ")) != NULL) {
+                more = strtoul(p + 8, NULL, 10);
+                assert_string_equal(strstr(p, " more errors\n"), " more errors\n");
+            }
+            assert_int_equal(lines + more, counts[c]);
+            assert_true(small[strlen(small) - 1] == '\n');
+        }
+    }
+    free(yaml);
+}
+
+static void
+test_refcount(void **state)
+{
+    struct config *cfg;
+
+    (void)state;
+    cfg = config_parse("t.yaml", "workers: 2\n", 11, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_ptr_equal(config_ref(cfg), cfg);
+    config_ref(cfg);
+    config_unref(cfg);
+    config_unref(cfg);
+    assert_int_equal(cfg->workers, 2); /* still held once; ASan would catch a use after free */
+    config_unref(cfg);
+    config_unref(NULL);
+}
+
+static void
+test_service_index(void **state)
+{
+    static const char yaml[] =
+        "services: {a: {servers: [\"10.0.0.1:80\"]}, B: {dns: \"b.local:80\"}}\n";
+    struct config *cfg;
+
+    (void)state;
+    cfg = config_parse("t.yaml", yaml, strlen(yaml), err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(config_service_index(cfg, "a"), 0);
+    assert_int_equal(config_service_index(cfg, "B"), 1);
+    assert_int_equal(config_service_index(cfg, "b"), -1);
+    assert_int_equal(config_service_index(cfg, ""), -1);
+    config_unref(cfg);
+}
+
+struct restart_case {
+    const char *old, *new;
+    int want;
+    const char *what;
+};
+
+static const struct restart_case restart_cases[] = {
+    {"", "", 0, ""},
+    {"", "listen: [{address: \"0.0.0.0:80\"}]\nroutes: []\ntimeouts: {client_idle: 1s}\n", 0, ""},
+    {"listen: [{address: \":80\"}, {address: \":81\"}]\n",
+     "listen: [{address: \":81\"}, {address: \"0.0.0.0:80\"}]\n", 0, ""},
+    {"workers: auto\n", "workers: 4\n", 1, "workers"},
+    {"", "admin: \"127.0.0.1:9180\"\n", 1, "admin"},
+    {"admin: \"127.0.0.1:9180\"\n", "admin: \"127.0.0.1:9181\"\n", 1, "admin"},
+    {"admin: \"127.0.0.1:9180\"\n", "admin: \"127.0.0.1:9180\"\nworkers: 2\n", 1, "workers"},
+    {"", "listen: [{address: \":8080\"}]\n", 1, "listen"},
+    {"listen: [{address: \":80\"}]\n", "listen: [{address: \":80\"}, {address: \":81\"}]\n", 1,
+     "listen"},
+    {"listen: [{address: \":443\"}]\n",
+     "listen: [{address: \":443\", tls: true}]\ntls: {certificates: [{cert: c, key: k}]}\n", 1,
+     "listen"},
+    {"", "listen: [{address: \":81\"}]\nworkers: 3\nadmin: \"127.0.0.1:1\"\n", 1,
+     "listen, workers, admin"},
+    {"", "listen: [{address: \":81\"}]\nadmin: \"127.0.0.1:1\"\n", 1, "listen, admin"},
+};
+
+static void
+test_needs_restart(void **state)
+{
+    char what[64];
+
+    (void)state;
+    for (size_t i = 0; i < N(restart_cases); i++) {
+        const struct restart_case *c = &restart_cases[i];
+        struct config *a = config_parse("old", c->old, strlen(c->old), err, sizeof(err));
+        struct config *b = config_parse("new", c->new, strlen(c->new), err, sizeof(err));
+
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(config_needs_restart(a, b, what, sizeof(what)), c->want);
+        assert_string_equal(what, c->what);
+        assert_int_equal(config_needs_restart(b, a, what, sizeof(what)), c->want);
+        config_unref(a);
+        config_unref(b);
+    }
+}
+
+struct trust_case {
+    const char *ip;
+    bool want;
+};
+
+static const struct trust_case trust_cases[] = {
+    {"10.1.2.3", true},
+    {"11.0.0.1", false},
+    {"192.168.1.200", true},
+    {"192.168.2.1", false},
+    {"127.0.0.1", true},
+    {"127.0.0.2", false},
+    {"::1", true},
+    {"::2", false},
+    {"fd00::1234", true},
+    {"fe00::1", false},
+    {"::ffff:10.9.9.9", true},
+    {"::ffff:11.0.0.1", false},
+    {"2001:db8:7fff::1", true},
+    {"2001:db8:8000::1", false},
+};
+
+static void
+test_trusted_proxy(void **state)
+{
+    static const char yaml[] = "trusted_proxies: [10.0.0.0/8, 192.168.1.0/24, 127.0.0.1, "
+                               "\"::1\", \"fd00::/8\", \"2001:db8::/33\"]\n";
+    struct config *cfg, *none;
+
+    (void)state;
+    cfg = config_parse("t.yaml", yaml, strlen(yaml), err, sizeof(err));
+    none = config_parse("t.yaml", "", 0, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_non_null(none);
+    for (size_t i = 0; i < N(trust_cases); i++) {
+        struct sockaddr_storage ss = {0};
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+        if (inet_pton(AF_INET, trust_cases[i].ip, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+        } else {
+            assert_int_equal(inet_pton(AF_INET6, trust_cases[i].ip, &sin6->sin6_addr), 1);
+            sin6->sin6_family = AF_INET6;
+        }
+        if (config_trusted_proxy(cfg, (struct sockaddr *)&ss) != trust_cases[i].want)
+            print_error("trust case %s\n", trust_cases[i].ip);
+        assert_int_equal(config_trusted_proxy(cfg, (struct sockaddr *)&ss), trust_cases[i].want);
+        assert_false(config_trusted_proxy(none, (struct sockaddr *)&ss));
+    }
+    config_unref(cfg);
+    config_unref(none);
+}
+
+/* util.c */
+
+struct parse_case {
+    const char *in;
+    int rc;
+    uint64_t want;
+    const char *err;
+};
+
+static const struct parse_case durations[] = {
+    {"500ms", 0, 500, NULL},
+    {"10s", 0, 10000, NULL},
+    {"2m", 0, 120000, NULL},
+    {"1h", 0, 3600000, NULL},
+    {"0s", 0, 0, NULL},
+    {"007s", 0, 7000, NULL},
+    {"18446744073709551615ms", 0, UINT64_MAX, NULL},
+    {"18446744073709551616ms", -1, 0, "\"18446744073709551616ms\" is too long a duration"},
+    {"18446744073709552s", -1, 0, "\"18446744073709552s\" is too long a duration"},
+    {"5124095576030432h", -1, 0, "\"5124095576030432h\" is too long a duration"},
+    {"10", -1, 0, "\"10\" is not a duration (a whole number followed by ms, s, m or h)"},
+    {"", -1, 0, "\"\" is not a duration (a whole number followed by ms, s, m or h)"},
+    {"s", -1, 0, "\"s\" is not a duration (a whole number followed by ms, s, m or h)"},
+    {"1.5s", -1, 0, NULL},
+    {"-1s", -1, 0, NULL},
+    {"+1s", -1, 0, NULL},
+    {" 1s", -1, 0, NULL},
+    {"1s ", -1, 0, NULL},
+    {"1 s", -1, 0, NULL},
+    {"1S", -1, 0, NULL},
+    {"1d", -1, 0, NULL},
+    {"1us", -1, 0, NULL},
+    {"1m30s", -1, 0, NULL},
+    {"99999999999999999999999x", -1, 0, NULL},
+};
+
+static const struct parse_case sizes[] = {
+    {"16384", 0, 16384, NULL},
+    {"0", 0, 0, NULL},
+    {"16k", 0, 16384, NULL},
+    {"16K", 0, 16384, NULL},
+    {"1m", 0, 1048576, NULL},
+    {"1G", 0, 1073741824, NULL},
+    {"18446744073709551615", 0, UINT64_MAX, NULL},
+    {"17179869183g", 0, 17179869183ull << 30, NULL},
+    {"18446744073709551616", -1, 0, "\"18446744073709551616\" is too large a size"},
+    {"17179869184g", -1, 0, "\"17179869184g\" is too large a size"},
+    {"18014398509481984k", -1, 0, "\"18014398509481984k\" is too large a size"},
+    {"", -1, 0, "\"\" is not a size (a whole number of bytes, optionally followed by k, m or g)"},
+    {"k", -1, 0, NULL},
+    {"16kb", -1, 0, NULL},
+    {"16t", -1, 0, NULL},
+    {"1.5m", -1, 0, NULL},
+    {"-1", -1, 0, NULL},
+    {"16 k", -1, 0, NULL},
+};
+
+static const struct parse_case uints[] = {
+    {"0", 0, 0, NULL},
+    {"256", 0, 256, NULL},
+    {"257", -1, 0, "\"257\" is larger than 256"},
+    {"99999999999999999999", -1, 0, "\"99999999999999999999\" is larger than 256"},
+    {"", -1, 0, "\"\" is not a whole number"},
+    {"1k", -1, 0, "\"1k\" is not a whole number"},
+    {"-1", -1, 0, NULL},
+};
+
+static void
+check_parse(const struct parse_case *cases, size_t n,
+            int (*fn)(const char *, uint64_t *, char *, size_t), const char *what)
+{
+    char msg[256];
+
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = 12345;
+        int rc = fn(cases[i].in, &v, msg, sizeof(msg));
+
+        if (rc != cases[i].rc)
+            print_error("%s \"%s\": rc %d\n", what, cases[i].in, rc);
+        assert_int_equal(rc, cases[i].rc);
+        if (rc == 0)
+            assert_true(v == cases[i].want);
+        else if (cases[i].err != NULL)
+            assert_string_equal(msg, cases[i].err);
+    }
+}
+
+static int
+uint_max_256(const char *s, uint64_t *v, char *msg, size_t len)
+{
+    return util_parse_uint(s, 256, v, msg, len);
+}
+
+static void
+test_util_durations(void **state)
+{
+    (void)state;
+    check_parse(durations, N(durations), util_parse_duration, "duration");
+}
+
+static void
+test_util_sizes(void **state)
+{
+    (void)state;
+    check_parse(sizes, N(sizes), util_parse_size, "size");
+}
+
+static void
+test_util_uints(void **state)
+{
+    (void)state;
+    check_parse(uints, N(uints), uint_max_256, "uint");
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_values),
+        cmocka_unit_test(test_local_yaml_loads), cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_error_overflow),   cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_service_index),    cmocka_unit_test(test_needs_restart),
+        cmocka_unit_test(test_trusted_proxy),    cmocka_unit_test(test_util_durations),
+        cmocka_unit_test(test_util_sizes),       cmocka_unit_test(test_util_uints),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
