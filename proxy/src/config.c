@@ -25,6 +25,7 @@
 #define MAX_KEYS 16     /* per key table, for duplicate detection */
 #define MAX_WORKERS 256
 #define MAX_CONNECTIONS 1000000
+#define MAX_HEADER_BYTES (1024 * 1024)
 #define MAX_HOST 253 /* RFC 1035 2.3.4, without the trailing dot */
 #define MAX_LABEL 63
 #define DEFAULT_LISTEN "0.0.0.0:80"
@@ -441,15 +442,24 @@ size_value(struct loader *ld, const char *key, yaml_node_t *n, uint64_t *out, bo
 }
 
 static int
-parse_size(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
-{
-    return size_value(ld, key, n, dst, false);
-}
-
-static int
 parse_size_or_zero(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
 {
     return size_value(ld, key, n, dst, true);
+}
+
+/* A head is held whole in memory while its request is in flight, so its size is bounded. */
+static int
+parse_header_size(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    uint64_t *out = dst;
+
+    if (size_value(ld, key, n, dst, false) < 0)
+        return -1;
+    if (*out > MAX_HEADER_BYTES) {
+        node_error(ld, n, "%s: must be at most 1m", key);
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -1069,7 +1079,7 @@ parse_timeouts(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
 }
 
 static const struct key limit_keys[] = {
-    {"max_header_bytes", parse_size, offsetof(struct config_limits, max_header_bytes)},
+    {"max_header_bytes", parse_header_size, offsetof(struct config_limits, max_header_bytes)},
     {"max_body_bytes", parse_size_or_zero, offsetof(struct config_limits, max_body_bytes)},
     {"max_connections", parse_connections, offsetof(struct config_limits, max_connections)},
     {NULL, NULL, 0},

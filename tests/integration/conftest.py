@@ -170,3 +170,83 @@ def run_app(build_dir, tmp_path):
         )
 
     return _run
+
+
+# portier in front of the topology, as config/local.yaml has it but on the test port.
+PORTIER_ADDR = ("127.0.0.1", 28081)
+
+LOCAL_CONFIG = f"""
+listen:
+  - address: "{PORTIER_ADDR[0]}:{PORTIER_ADDR[1]}"
+workers: 2
+routes:
+  - host: app1.com
+    service: app1
+  - host: app2.com
+    service: app2
+default_service: app3
+services:
+  app1:
+    servers: ["127.0.0.21:{PORT}"]
+  app2:
+    servers: ["127.0.0.22:{PORT}", "127.0.0.23:{PORT}", "127.0.0.24:{PORT}"]
+  app3:
+    servers: ["127.0.0.25:{PORT}"]
+"""
+
+
+@pytest.fixture(scope="session")
+def portier_bin(build_dir) -> Path:
+    path = build_dir / "portier"
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"portier not found in {build_dir} (run make)", pytrace=False)
+    return path
+
+
+@dataclass
+class Portier:
+    """A running portier: its process, its config file and the address it listens on."""
+
+    proc: procs.Proc
+    config: Path
+    addr: tuple
+
+    def log(self) -> str:
+        """The access log (stdout) so far."""
+        return self.proc.stdout()
+
+    def errors(self) -> str:
+        return self.proc.stderr()
+
+
+@pytest.fixture
+def start_portier(portier_bin, tmp_path):
+    """A factory: start_portier(yaml_text=LOCAL_CONFIG, addr=PORTIER_ADDR) writes the config to a
+    temp file, starts portier -c on it and waits until addr accepts connections. Returns a Portier.
+    At teardown every portier it started is stopped by PID (SIGTERM) and must exit 0 without a
+    sanitizer report; a test may stop it itself first (procs.stop), and that result counts.
+    """
+    started: List[procs.Proc] = []
+
+    def _start(yaml_text: str = LOCAL_CONFIG, addr: tuple = PORTIER_ADDR, name: str = "portier"):
+        cfg = tmp_path / f"{name}-{len(started)}.yaml"
+        cfg.write_text(yaml_text)
+        p = procs.start(
+            [str(portier_bin), "-c", str(cfg)], env={}, wait_for=addr, log_dir=str(tmp_path),
+            name=name,
+        )
+        started.append(p)
+        return Portier(proc=p, config=cfg, addr=addr)
+
+    try:
+        yield _start
+    finally:
+        problems = stop_all(started)
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def portier(topology, start_portier) -> Portier:
+    """portier with the local config in front of the shared topology."""
+    return start_portier()

@@ -114,6 +114,7 @@ static const struct error_case error_cases[] = {
      "1:28: max_header_bytes: \"16q\" is not a size (a whole number of bytes, optionally followed "
      "by k, m or g)\n"},
     {"limits: {max_header_bytes: 0}\n", "1:28: max_header_bytes: must be at least 1 byte\n"},
+    {"limits: {max_header_bytes: 2m}\n", "1:28: max_header_bytes: must be at most 1m\n"},
     {"limits: {max_body_bytes: 17179869184g}\n",
      "1:26: max_body_bytes: \"17179869184g\" is too large a size\n"},
     {"limits: {max_connections: 0}\n",

@@ -1,0 +1,1571 @@
+/*
+ * HTTP/1.x heads: the incremental scanner, the strict request and response parsers (http-parser
+ * tokenises, the rules of RFC 9110/9112 are checked here) and the head writers; bodies are in
+ * http_body.c. Pure: no I/O, no allocation, no locale.
+ */
+#include <assert.h>
+#include <string.h>
+
+#include <http_parser.h>
+
+#include "http.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Small helpers
+ */
+
+static inline bool
+is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static inline bool
+is_ows(unsigned char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static inline unsigned char
+lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
+}
+
+/* Case-insensitive ASCII comparison of a span with a lowercase NUL-terminated string. */
+static bool
+span_is(const char *p, size_t len, const char *lc)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (lc[i] == '\0' || lower((unsigned char)p[i]) != (unsigned char)lc[i])
+            return false;
+    }
+    return lc[i] == '\0';
+}
+
+static bool
+span_eq_ci(struct http_span a, struct http_span b)
+{
+    if (a.len != b.len)
+        return false;
+    for (size_t i = 0; i < a.len; i++) {
+        if (lower((unsigned char)a.p[i]) != lower((unsigned char)b.p[i]))
+            return false;
+    }
+    return true;
+}
+
+static struct http_span
+span_trim(struct http_span s)
+{
+    while (s.len > 0 && is_ows((unsigned char)s.p[0])) {
+        s.p++;
+        s.len--;
+    }
+    while (s.len > 0 && is_ows((unsigned char)s.p[s.len - 1]))
+        s.len--;
+    return s;
+}
+
+/*
+ * Walks a comma-separated list (RFC 9110 5.6.1: #element, with OWS around commas and empty
+ * elements allowed). Returns false at the end; else *elem is the next non-empty element, trimmed.
+ */
+static bool
+list_next(const char **pos, const char *end, struct http_span *elem)
+{
+    while (*pos < end) {
+        const char *start = *pos;
+        const char *comma = memchr(start, ',', (size_t)(end - start));
+        const char *stop = comma != NULL ? comma : end;
+
+        *pos = comma != NULL ? comma + 1 : end;
+        *elem = span_trim((struct http_span){start, (size_t)(stop - start)});
+        if (elem->len > 0)
+            return true;
+    }
+    return false;
+}
+
+static bool
+is_token(struct http_span s)
+{
+    if (s.len == 0)
+        return false;
+    for (size_t i = 0; i < s.len; i++) {
+        if (!http_is_tchar((unsigned char)s.p[i]))
+            return false;
+    }
+    return true;
+}
+
+const char *
+http_framing_str(enum http_framing f)
+{
+    switch (f) {
+    case HTTP_FRAMING_NONE:
+        return "none";
+    case HTTP_FRAMING_LENGTH:
+        return "length";
+    case HTTP_FRAMING_CHUNKED:
+        return "chunked";
+    case HTTP_FRAMING_CLOSE:
+        return "close";
+    }
+    return "?";
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The head scanner: one byte at a time, resumable, with fast loops over targets and values.
+ */
+
+enum scan_state {
+    SC_REQ_START, /* before the request line: an empty line or a method */
+    SC_REQ_START_LF,
+    SC_METHOD,
+    SC_TARGET0,
+    SC_TARGET,
+    SC_REQ_VERSION, /* "HTTP/d.d" then CR */
+    SC_RES_VERSION, /* "HTTP/d.d" then SP */
+    SC_CODE,
+    SC_CODE_END,
+    SC_REASON,
+    SC_LINE_LF,
+    SC_FIELD0, /* the start of a field line, or the CR of the empty line */
+    SC_NAME,
+    SC_VALUE,
+    SC_FIELD_LF,
+    SC_END_LF,
+    SC_DONE,
+    SC_ERROR,
+};
+
+/* A method longer than this is none that http-parser knows (the longest has 11 characters). */
+#define METHOD_MAX 16
+
+static const char version_pattern[] = "HTTP/#.#"; /* '#': a DIGIT (RFC 9112 2.3) */
+
+void
+http_scan_init(struct http_scan *s, enum http_scan_kind kind, size_t max)
+{
+    memset(s, 0, sizeof(*s));
+    s->kind = (uint8_t)kind;
+    s->max = max;
+    s->state = kind == HTTP_SCAN_REQUEST ? SC_REQ_START : SC_RES_VERSION;
+}
+
+static int
+scan_fail(struct http_scan *s, uint16_t status, const char *why)
+{
+    s->state = SC_ERROR;
+    s->error = s->kind == HTTP_SCAN_RESPONSE ? 502 : status;
+    s->why = why;
+    return -1;
+}
+
+/* Names the offending byte when it is one of the classics, else uses why (a CR here ends a line
+ * too early: the states that expect the LF of a CRLF say "bare CR" themselves). */
+static int
+scan_bad_byte(struct http_scan *s, unsigned char c, const char *why)
+{
+    if (c == '\n')
+        return scan_fail(s, 400, "bare LF in head");
+    if (c == 0)
+        return scan_fail(s, 400, "NUL in head");
+    if (c < 0x20 && c != '\t' && c != '\r')
+        return scan_fail(s, 400, "control character in head");
+    return scan_fail(s, 400, why);
+}
+
+static bool
+scan_in_start_line(const struct http_scan *s)
+{
+    return s->state < SC_LINE_LF;
+}
+
+/* Matches one byte of "HTTP/d.d". */
+static bool
+scan_version_byte(struct http_scan *s, unsigned char c)
+{
+    char want = version_pattern[s->idx];
+
+    if (want == '#' ? !is_digit(c) : c != (unsigned char)want)
+        return false;
+    s->idx++;
+    return true;
+}
+
+/*
+ * The state machine over n bytes (the caller has already cut n to the size limit). Returns 1 with
+ * *used bytes consumed when the head ends, 0 when all n were consumed, -1 on refusal.
+ */
+static int
+scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = p[i];
+
+        switch (s->state) {
+        case SC_REQ_START:
+            /* RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
+             * request-line. */
+            if (c == '\r') {
+                s->state = SC_REQ_START_LF;
+            } else if (http_is_tchar(c)) {
+                s->state = SC_METHOD;
+                s->idx = 1;
+            } else {
+                return scan_bad_byte(s, c, "bad request line");
+            }
+            break;
+        case SC_REQ_START_LF:
+            if (c != '\n')
+                return scan_bad_byte(s, c, "bare CR in head");
+            s->state = SC_REQ_START;
+            break;
+        case SC_METHOD:
+            if (http_is_tchar(c)) {
+                if (++s->idx > METHOD_MAX)
+                    return scan_fail(s, 501, "unknown method");
+            } else if (c == ' ') {
+                s->state = SC_TARGET0;
+            } else {
+                return scan_bad_byte(s, c, "bad request line");
+            }
+            break;
+        case SC_TARGET0:
+        case SC_TARGET: {
+            /* RFC 9112 3.2: the target has no whitespace; RFC 3986 has no controls or non-ASCII
+             * in URIs; a fragment is never sent (RFC 9110 7.1). */
+            size_t start = i;
+            while (i < n && p[i] > 0x20 && p[i] < 0x7f && p[i] != '#')
+                i++;
+            if (i > start)
+                s->state = SC_TARGET;
+            if (i == n)
+                continue;
+            c = p[i];
+            if (c == ' ' && s->state == SC_TARGET) {
+                s->state = SC_REQ_VERSION;
+                s->idx = 0;
+            } else if (c == '#') {
+                return scan_fail(s, 400, "fragment in request target");
+            } else {
+                return scan_bad_byte(s, c, "bad request target");
+            }
+            break;
+        }
+        case SC_REQ_VERSION:
+            if (s->idx < sizeof(version_pattern) - 1) {
+                if (!scan_version_byte(s, c))
+                    return scan_bad_byte(s, c, "bad HTTP version");
+            } else if (c == '\r') {
+                s->state = SC_LINE_LF;
+            } else {
+                return scan_bad_byte(s, c, "bad request line");
+            }
+            break;
+        case SC_RES_VERSION:
+            if (s->idx < sizeof(version_pattern) - 1) {
+                if (!scan_version_byte(s, c))
+                    return scan_bad_byte(s, c, "bad HTTP version");
+            } else if (c == ' ') {
+                s->state = SC_CODE;
+                s->idx = 0;
+            } else {
+                return scan_bad_byte(s, c, "bad status line");
+            }
+            break;
+        case SC_CODE:
+            if (!is_digit(c))
+                return scan_bad_byte(s, c, "bad status code");
+            if (++s->idx == 3)
+                s->state = SC_CODE_END;
+            break;
+        case SC_CODE_END:
+            /* RFC 9112 4 wants "SP [reason]"; servers that end the line after the code are
+             * common enough to accept, as every client does. */
+            if (c == ' ')
+                s->state = SC_REASON;
+            else if (c == '\r')
+                s->state = SC_LINE_LF;
+            else
+                return scan_bad_byte(s, c, "bad status line");
+            break;
+        case SC_REASON:
+            while (i < n && http_is_field_char(p[i]))
+                i++;
+            if (i == n)
+                continue;
+            c = p[i];
+            if (c != '\r')
+                return scan_bad_byte(s, c, "bad reason phrase");
+            s->state = SC_LINE_LF;
+            break;
+        case SC_LINE_LF:
+        case SC_FIELD_LF:
+            if (c != '\n')
+                return scan_bad_byte(s, c, "bare CR in head");
+            s->state = SC_FIELD0;
+            break;
+        case SC_FIELD0:
+            if (c == '\r') {
+                s->state = SC_END_LF;
+            } else if (http_is_tchar(c)) {
+                if (++s->nfields > HTTP_MAX_HEADERS)
+                    return scan_fail(s, 431, "too many header fields");
+                s->state = SC_NAME;
+            } else if (is_ows(c)) {
+                /* RFC 9112 5.2: obs-fold is refused rather than unfolded. */
+                return scan_fail(s, 400, "obs-fold in header");
+            } else if (c == ':') {
+                return scan_fail(s, 400, "empty header name");
+            } else {
+                return scan_bad_byte(s, c, "bad header name");
+            }
+            break;
+        case SC_NAME:
+            while (i < n && http_is_tchar(p[i]))
+                i++;
+            if (i == n)
+                continue;
+            c = p[i];
+            if (c == ':') {
+                s->state = SC_VALUE;
+            } else if (is_ows(c)) {
+                /* RFC 9112 5.1: no whitespace between the field name and the colon, ever. */
+                return scan_fail(s, 400, "whitespace before colon");
+            } else {
+                return scan_bad_byte(s, c, c == '\r' ? "header without colon" : "bad header name");
+            }
+            break;
+        case SC_VALUE:
+            while (i < n && http_is_field_char(p[i]))
+                i++;
+            if (i == n)
+                continue;
+            c = p[i];
+            if (c != '\r')
+                return scan_bad_byte(s, c, "bad header value");
+            s->state = SC_FIELD_LF;
+            break;
+        case SC_END_LF:
+            if (c != '\n')
+                return scan_bad_byte(s, c, "bare CR in head");
+            s->state = SC_DONE;
+            *used = i + 1;
+            return 1;
+        default:
+            assert(0);
+            return -1;
+        }
+        i++;
+    }
+    *used = n;
+    return 0;
+}
+
+int
+http_scan_feed(struct http_scan *s, const char *p, size_t n, size_t *used)
+{
+    size_t room, take, got = 0;
+    int rc;
+
+    *used = 0;
+    if (s->state == SC_DONE)
+        return 1;
+    if (s->state == SC_ERROR)
+        return -1;
+    room = s->max > s->len ? s->max - s->len : 0;
+    take = n < room ? n : room;
+    rc = scan_run(s, (const unsigned char *)p, take, &got);
+    if (rc < 0) {
+        *used = n;
+        return -1;
+    }
+    s->len += got;
+    *used = got;
+    if (rc > 0)
+        return 1;
+    if (take < n) {
+        *used = n;
+        if (s->kind == HTTP_SCAN_REQUEST && scan_in_start_line(s))
+            return scan_fail(s, 414, "request line too long");
+        return scan_fail(s, 431, "head too large");
+    }
+    return 0;
+}
+
+int
+http_scan_head(struct http_scan *s, const char *buf, size_t len)
+{
+    size_t used;
+
+    assert(len >= s->len);
+    if (len < s->len)
+        return scan_fail(s, 400, "head shrank");
+    return http_scan_feed(s, buf + s->len, len - s->len, &used);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Known field names: looked up once per field at parse time, kept in http_header.id.
+ */
+
+enum field_id {
+    FLD_OTHER,
+    FLD_CONNECTION,
+    FLD_CONTENT_LENGTH,
+    FLD_EXPECT,
+    FLD_HOST,
+    FLD_HTTP2_SETTINGS,
+    FLD_KEEP_ALIVE,
+    FLD_PROXY_CONNECTION,
+    FLD_TE,
+    FLD_TRAILER,
+    FLD_TRANSFER_ENCODING,
+    FLD_UPGRADE,
+    FLD_X_FORWARDED_FOR,
+    FLD_X_FORWARDED_HOST,
+    FLD_X_FORWARDED_PORT,
+    FLD_X_FORWARDED_PROTO,
+    FLD_X_REAL_IP,
+    FLD_X_REQUEST_ID,
+};
+
+static const char *const field_names[] = {
+    [FLD_CONNECTION] = "connection",
+    [FLD_CONTENT_LENGTH] = "content-length",
+    [FLD_EXPECT] = "expect",
+    [FLD_HOST] = "host",
+    [FLD_HTTP2_SETTINGS] = "http2-settings",
+    [FLD_KEEP_ALIVE] = "keep-alive",
+    [FLD_PROXY_CONNECTION] = "proxy-connection",
+    [FLD_TE] = "te",
+    [FLD_TRAILER] = "trailer",
+    [FLD_TRANSFER_ENCODING] = "transfer-encoding",
+    [FLD_UPGRADE] = "upgrade",
+    [FLD_X_FORWARDED_FOR] = "x-forwarded-for",
+    [FLD_X_FORWARDED_HOST] = "x-forwarded-host",
+    [FLD_X_FORWARDED_PORT] = "x-forwarded-port",
+    [FLD_X_FORWARDED_PROTO] = "x-forwarded-proto",
+    [FLD_X_REAL_IP] = "x-real-ip",
+    [FLD_X_REQUEST_ID] = "x-request-id",
+};
+
+static uint8_t
+field_id(struct http_span name)
+{
+    for (size_t i = 1; i < sizeof(field_names) / sizeof(field_names[0]); i++) {
+        if (span_is(name.p, name.len, field_names[i]))
+            return (uint8_t)i;
+    }
+    return FLD_OTHER;
+}
+
+const struct http_span *
+http_header_find(const struct http_headers *hs, const char *name)
+{
+    for (unsigned i = 0; i < hs->n; i++) {
+        if (span_is(hs->h[i].name.p, hs->h[i].name.len, name))
+            return &hs->h[i].value;
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * http-parser glue: callbacks record spans into the head, nothing is copied.
+ */
+
+struct parse_ctx {
+    struct http_headers *hs;
+    struct http_span *first_line; /* the URL of a request, the reason of a response */
+    bool in_value;
+    bool complete;
+    uint16_t error;
+    const char *why;
+};
+
+/* Grows a span with the next piece of the same string; pieces are contiguous in one head. */
+static int
+span_extend(struct http_span *s, const char *at, size_t n)
+{
+    if (s->p == NULL) {
+        s->p = at;
+        s->len = n;
+        return 0;
+    }
+    if (s->p + s->len != at)
+        return -1;
+    s->len += n;
+    return 0;
+}
+
+static int
+on_first_line(http_parser *hp, const char *at, size_t n)
+{
+    struct parse_ctx *ctx = hp->data;
+
+    return span_extend(ctx->first_line, at, n);
+}
+
+static int
+on_header_field(http_parser *hp, const char *at, size_t n)
+{
+    struct parse_ctx *ctx = hp->data;
+    struct http_headers *hs = ctx->hs;
+
+    if (hs->n > 0 && !ctx->in_value)
+        return span_extend(&hs->h[hs->n - 1].name, at, n);
+    if (hs->n == HTTP_MAX_HEADERS) {
+        ctx->error = 431;
+        ctx->why = "too many header fields";
+        return -1;
+    }
+    hs->h[hs->n].name = (struct http_span){at, n};
+    hs->h[hs->n].value = (struct http_span){at + n, 0};
+    hs->n++;
+    ctx->in_value = false;
+    return 0;
+}
+
+static int
+on_header_value(http_parser *hp, const char *at, size_t n)
+{
+    struct parse_ctx *ctx = hp->data;
+    struct http_header *h;
+
+    if (ctx->hs->n == 0)
+        return -1;
+    h = &ctx->hs->h[ctx->hs->n - 1];
+    if (!ctx->in_value) {
+        h->value = (struct http_span){at, n};
+        ctx->in_value = true;
+        return 0;
+    }
+    return span_extend(&h->value, at, n);
+}
+
+static int
+on_headers_complete(http_parser *hp)
+{
+    struct parse_ctx *ctx = hp->data;
+
+    /* The head is all we parse: what follows is a body or the next message, framed by us. */
+    ctx->complete = true;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+/*
+ * Runs the strict scanner and then http-parser over one complete head. Returns 0, or -1 with
+ * *error and *why set. hp is left with the version, method and status code.
+ */
+static int
+head_parse(http_parser *hp, enum http_parser_type type, struct parse_ctx *ctx, const char *head,
+           size_t len, uint16_t *error, const char **why)
+{
+    struct http_scan scan;
+    http_parser_settings settings;
+    enum http_errno e;
+
+    http_scan_init(&scan, type == HTTP_REQUEST ? HTTP_SCAN_REQUEST : HTTP_SCAN_RESPONSE, len);
+    switch (http_scan_head(&scan, head, len)) {
+    case -1:
+        *error = scan.error;
+        *why = scan.why;
+        return -1;
+    case 0:
+        *error = 400;
+        *why = "incomplete head";
+        return -1;
+    default:
+        if (scan.len != len) {
+            *error = 400;
+            *why = "bytes after the head";
+            return -1;
+        }
+        break;
+    }
+    http_parser_settings_init(&settings);
+    if (type == HTTP_REQUEST)
+        settings.on_url = on_first_line;
+    else
+        settings.on_status = on_first_line;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    http_parser_init(hp, type);
+    hp->data = ctx;
+    http_parser_execute(hp, &settings, head, len);
+    e = HTTP_PARSER_ERRNO(hp);
+    if (ctx->error != 0) {
+        *error = ctx->error;
+        *why = ctx->why;
+        return -1;
+    }
+    if ((e != HPE_OK && e != HPE_PAUSED) || !ctx->complete) {
+        *error = e == HPE_INVALID_METHOD ? 501 : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+        *why = e == HPE_OK || e == HPE_PAUSED ? "incomplete head" : http_errno_description(e);
+        return -1;
+    }
+    for (unsigned i = 0; i < ctx->hs->n; i++) {
+        struct http_header *h = &ctx->hs->h[i];
+
+        h->value = span_trim(h->value);
+        h->id = field_id(h->name);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Field rules shared by requests and responses.
+ */
+
+/* What the fields of a head say, before the request or response rules are applied. */
+struct facts {
+    unsigned ncl, nte, nhost, nrid;
+    const struct http_span *cl, *te, *host, *rid;
+    bool conn_close, conn_keep_alive, conn_upgrade;
+    bool upgrade, upgrade_websocket;
+    bool expect_other, expect_continue;
+};
+
+/* RFC 9110 8.6: Content-Length = 1*DIGIT. One value, no sign, no list, no spaces, below 2^63. */
+static int
+parse_content_length(struct http_span v, uint64_t *out)
+{
+    uint64_t n = 0;
+
+    if (v.len == 0)
+        return -1;
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char c = (unsigned char)v.p[i];
+
+        if (!is_digit(c))
+            return -1;
+        if (n > (UINT64_C(0x7fffffffffffffff) - (c - '0')) / 10)
+            return -1;
+        n = n * 10 + (c - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+/* Records the options of one Connection field (RFC 9110 7.6.1: a list of tokens). */
+static int
+connection_options(struct http_headers *hs, struct http_span v, struct facts *f, const char **why)
+{
+    const char *pos = v.p, *end = v.p + v.len;
+    struct http_span opt;
+
+    while (list_next(&pos, end, &opt)) {
+        if (!is_token(opt)) {
+            *why = "bad Connection option";
+            return -1;
+        }
+        if (hs->nconn == HTTP_MAX_CONN_TOKENS) {
+            *why = "too many Connection options";
+            return -1;
+        }
+        hs->conn[hs->nconn++] = opt;
+        if (span_is(opt.p, opt.len, "close"))
+            f->conn_close = true;
+        else if (span_is(opt.p, opt.len, "keep-alive"))
+            f->conn_keep_alive = true;
+        else if (span_is(opt.p, opt.len, "upgrade"))
+            f->conn_upgrade = true;
+    }
+    return 0;
+}
+
+/* RFC 9110 7.8: Upgrade lists protocols; only websocket (RFC 6455 4.1) is ever tunnelled. */
+static void
+upgrade_protocols(struct http_span v, struct facts *f)
+{
+    const char *pos = v.p, *end = v.p + v.len;
+    struct http_span proto;
+
+    f->upgrade = true;
+    while (list_next(&pos, end, &proto)) {
+        if (span_is(proto.p, proto.len, "websocket"))
+            f->upgrade_websocket = true;
+    }
+}
+
+/* RFC 9110 10.1.1: 100-continue is the only expectation defined. */
+static void
+expectations(struct http_span v, struct facts *f)
+{
+    const char *pos = v.p, *end = v.p + v.len;
+    struct http_span e;
+
+    while (list_next(&pos, end, &e)) {
+        if (span_is(e.p, e.len, "100-continue"))
+            f->expect_continue = true;
+        else
+            f->expect_other = true;
+    }
+}
+
+static int
+facts_collect(struct http_headers *hs, struct facts *f, const char **why)
+{
+    memset(f, 0, sizeof(*f));
+    hs->nconn = 0;
+    for (unsigned i = 0; i < hs->n; i++) {
+        const struct http_header *h = &hs->h[i];
+
+        switch (h->id) {
+        case FLD_CONTENT_LENGTH:
+            f->cl = f->ncl++ == 0 ? &h->value : f->cl;
+            break;
+        case FLD_TRANSFER_ENCODING:
+            f->te = f->nte++ == 0 ? &h->value : f->te;
+            break;
+        case FLD_HOST:
+            f->host = f->nhost++ == 0 ? &h->value : f->host;
+            break;
+        case FLD_X_REQUEST_ID:
+            f->rid = f->nrid++ == 0 ? &h->value : f->rid;
+            break;
+        case FLD_CONNECTION:
+            if (connection_options(hs, h->value, f, why) < 0)
+                return -1;
+            break;
+        case FLD_UPGRADE:
+            upgrade_protocols(h->value, f);
+            break;
+        case FLD_EXPECT:
+            expectations(h->value, f);
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The framing fields both ways: at most one Content-Length, valid; at most one Transfer-Encoding
+ * and never with Content-Length (RFC 9112 6.3 item 3: "ought to be handled as an error"); no
+ * Transfer-Encoding in HTTP/1.0 (RFC 9112 6.1). Returns 0, or -1 with *why set.
+ */
+static int
+framing_common(const struct facts *f, int version, uint64_t *cl, const char **why)
+{
+    if (f->ncl > 1) {
+        *why = "two Content-Length fields";
+        return -1;
+    }
+    if (f->ncl == 1 && parse_content_length(*f->cl, cl) < 0) {
+        *why = "invalid Content-Length";
+        return -1;
+    }
+    if (f->nte > 1) {
+        *why = "two Transfer-Encoding fields";
+        return -1;
+    }
+    if (f->nte == 1 && f->ncl == 1) {
+        *why = "Content-Length with Transfer-Encoding";
+        return -1;
+    }
+    if (f->nte == 1 && version == 10) {
+        *why = "Transfer-Encoding in HTTP/1.0";
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Transfer-Encoding of a request (RFC 9112 6.1, 6.3 item 4): the final coding must be chunked,
+ * else the length cannot be known (400); codings before it are ones we would forward unchecked,
+ * so they are refused as not implemented (501). Returns 0, or the status with *why set.
+ */
+static uint16_t
+request_transfer_coding(struct http_span v, const char **why)
+{
+    const char *pos = v.p, *end = v.p + v.len;
+    struct http_span coding, last = {NULL, 0};
+    unsigned n = 0;
+
+    while (list_next(&pos, end, &coding)) {
+        last = coding;
+        n++;
+    }
+    if (n == 0) {
+        *why = "empty Transfer-Encoding";
+        return 400;
+    }
+    if (!span_is(last.p, last.len, "chunked")) {
+        *why = "final transfer coding is not chunked";
+        return 400;
+    }
+    if (n > 1) {
+        *why = "transfer coding other than chunked";
+        return 501;
+    }
+    return 0;
+}
+
+/* RFC 9110 4.2.4 / RFC 3986 3.2.2: reg-name characters (unreserved, pct-encoded, sub-delims). */
+static bool
+is_reg_name_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) ||
+           (c != 0 && strchr("-._~!$&'()*+,;=%", c) != NULL);
+}
+
+/*
+ * RFC 9110 7.2 / RFC 3986 3.2.2-3.2.3: Host = uri-host [ ":" port ]. uri-host is a reg-name
+ * (percent-encodings checked) or an IPv4 address (a reg-name by syntax) or "[" IPv6 "]"; port
+ * is up to five digits, at most 65535, and may be empty. An empty Host is valid only where allowed.
+ */
+static bool
+host_valid(struct http_span h, bool allow_empty)
+{
+    size_t i = 0;
+
+    if (h.len == 0)
+        return allow_empty;
+    if (h.p[0] == '[') {
+        for (i = 1; i < h.len && h.p[i] != ']'; i++) {
+            unsigned char c = (unsigned char)h.p[i];
+
+            if (http_hex_value(c) < 0 && c != ':' && c != '.')
+                return false;
+        }
+        if (i == h.len || i < 3)
+            return false;
+        i++;
+    } else {
+        for (; i < h.len && h.p[i] != ':'; i++) {
+            unsigned char c = (unsigned char)h.p[i];
+
+            if (!is_reg_name_char(c))
+                return false;
+            if (c == '%' && (i + 2 >= h.len || http_hex_value((unsigned char)h.p[i + 1]) < 0 ||
+                             http_hex_value((unsigned char)h.p[i + 2]) < 0))
+                return false;
+        }
+        if (i == 0)
+            return false;
+    }
+    if (i == h.len)
+        return true;
+    if (h.p[i] != ':' || h.len - i - 1 > 5)
+        return false;
+    unsigned long port = 0;
+    for (i++; i < h.len; i++) {
+        if (!is_digit((unsigned char)h.p[i]))
+            return false;
+        port = port * 10 + (unsigned long)(h.p[i] - '0');
+    }
+    return port <= 65535;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Requests
+ */
+
+static int
+req_fail(struct http_request *req, uint16_t status, const char *why)
+{
+    req->error = status;
+    req->why = why;
+    return -1;
+}
+
+/* Splits "path?query" into the two spans. */
+static void
+split_query(struct http_request *req, const char *p, size_t len)
+{
+    const char *q = memchr(p, '?', len);
+    size_t plen = q != NULL ? (size_t)(q - p) : len;
+
+    req->path = (struct http_span){p, plen};
+    req->query = (struct http_span){p + plen, len - plen};
+}
+
+/*
+ * RFC 9112 3.2: origin-form for every method, absolute-form (http/https) for proxies and for
+ * servers alike (3.2.2), asterisk-form for OPTIONS only (3.2.4); authority-form is CONNECT's, and
+ * CONNECT is refused before this.
+ */
+static int
+request_target(struct http_request *req, enum http_method method)
+{
+    struct http_span t = req->target;
+    size_t skip;
+
+    if (t.p[0] == '/') {
+        split_query(req, t.p, t.len);
+        return 0;
+    }
+    if (t.len == 1 && t.p[0] == '*') {
+        if (method != HTTP_OPTIONS)
+            return req_fail(req, 400, "asterisk-form without OPTIONS");
+        req->path = t;
+        req->query = (struct http_span){t.p + 1, 0};
+        return 0;
+    }
+    if (t.len > 7 && span_is(t.p, 7, "http://"))
+        skip = 7;
+    else if (t.len > 8 && span_is(t.p, 8, "https://"))
+        skip = 8;
+    else
+        return req_fail(req, 400, "request target not in origin or absolute form");
+
+    const char *auth = t.p + skip, *end = t.p + t.len, *stop = auth;
+    while (stop < end && *stop != '/' && *stop != '?')
+        stop++;
+    struct http_span authority = {auth, (size_t)(stop - auth)};
+    /* RFC 9110 4.2.4: userinfo in an http(s) URI is to be treated as an error. */
+    if (memchr(authority.p, '@', authority.len) != NULL)
+        return req_fail(req, 400, "userinfo in request target");
+    /* RFC 9110 4.2.1: an http URI with an empty host is invalid. */
+    if (!host_valid(authority, false))
+        return req_fail(req, 400, "invalid host in request target");
+    req->absolute_form = true;
+    req->host = authority;
+    split_query(req, stop, (size_t)(end - stop));
+    return 0;
+}
+
+/* Host (RFC 9112 3.2): required in 1.1, never twice, always valid; an absolute-form target's
+ * authority overrides it. */
+static int
+request_host(struct http_request *req, const struct facts *f)
+{
+    if (f->nhost > 1)
+        return req_fail(req, 400, "two Host fields");
+    if (f->nhost == 1 && !host_valid(*f->host, true))
+        return req_fail(req, 400, "invalid Host");
+    /* Even with an absolute-form target, whose authority then wins (RFC 9112 3.2.2). */
+    if (f->nhost == 0 && req->version == 11)
+        return req_fail(req, 400, "no Host in HTTP/1.1 request");
+    if (!req->absolute_form && f->nhost == 1) {
+        req->host = *f->host;
+        req->has_host = true;
+    }
+    if (req->absolute_form)
+        req->has_host = true;
+    return 0;
+}
+
+static int
+request_framing(struct http_request *req, const struct facts *f)
+{
+    const char *why = NULL;
+    uint16_t status;
+
+    if (framing_common(f, req->version, &req->content_length, &why) < 0)
+        return req_fail(req, 400, why);
+    if (f->nte == 1) {
+        status = request_transfer_coding(*f->te, &why);
+        if (status != 0)
+            return req_fail(req, status, why);
+        req->framing = HTTP_FRAMING_CHUNKED;
+    } else if (f->ncl == 1) {
+        req->has_content_length = true;
+        req->framing = HTTP_FRAMING_LENGTH;
+    } else {
+        /* RFC 9112 6.3 item 7: a request without either has no body. */
+        req->framing = HTTP_FRAMING_NONE;
+    }
+    return 0;
+}
+
+int
+http_request_parse(struct http_request *req, const char *head, size_t len)
+{
+    http_parser hp;
+    struct parse_ctx ctx;
+    struct facts f;
+    uint16_t status = 0;
+    const char *why = NULL;
+
+    memset(req, 0, sizeof(*req));
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.hs = &req->hdrs;
+    ctx.first_line = &req->target;
+    req->head_len = len;
+    if (head_parse(&hp, HTTP_REQUEST, &ctx, head, len, &status, &why) < 0)
+        return req_fail(req, status, why);
+
+    /* RFC 9110 2.5 / 15.6.6: we speak 1.0 and 1.1; the scanner already checked the syntax. */
+    if (hp.http_major != 1 || hp.http_minor > 1)
+        return req_fail(req, 505, "unsupported HTTP version");
+    req->version = 10 + hp.http_minor;
+
+    /* The method as sent: the bytes up to the first SP after any leading empty lines. */
+    const char *m = head;
+    while (*m == '\r' || *m == '\n')
+        m++;
+    const char *sp = memchr(m, ' ', len - (size_t)(m - head));
+    req->method = (struct http_span){m, sp != NULL ? (size_t)(sp - m) : 0};
+    if (hp.method == HTTP_CONNECT)
+        return req_fail(req, 501, "CONNECT not supported");
+    req->is_head = hp.method == HTTP_HEAD;
+
+    if (req->target.len == 0)
+        return req_fail(req, 400, "empty request target");
+    if (memchr(req->target.p, '#', req->target.len) != NULL)
+        return req_fail(req, 400, "fragment in request target");
+    if (request_target(req, (enum http_method)hp.method) < 0)
+        return -1;
+
+    if (facts_collect(&req->hdrs, &f, &why) < 0)
+        return req_fail(req, 400, why);
+    if (request_host(req, &f) < 0 || request_framing(req, &f) < 0)
+        return -1;
+    if (req->version == 11 && f.expect_other)
+        return req_fail(req, 417, "unsupported expectation");
+
+    req->expect_continue = req->version == 11 && f.expect_continue;
+    /* RFC 9112 9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive". */
+    req->keep_alive = !f.conn_close && (req->version == 11 || f.conn_keep_alive);
+    /* RFC 9110 7.8 (Upgrade only with Connection: upgrade, ignored in 1.0), RFC 6455 4.1 (GET). */
+    req->upgrade_websocket =
+        f.upgrade_websocket && f.conn_upgrade && req->version == 11 && hp.method == HTTP_GET;
+    req->upgrade_dropped = f.upgrade && !req->upgrade_websocket;
+    if (f.nrid == 1)
+        req->request_id = *f.rid;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Responses
+ */
+
+static int
+res_fail(struct http_response *res, const char *why)
+{
+    res->error = 502;
+    res->why = why;
+    return -1;
+}
+
+int
+http_response_parse(struct http_response *res, const char *head, size_t len, unsigned flags)
+{
+    http_parser hp;
+    struct parse_ctx ctx;
+    struct facts f;
+    uint16_t status = 0;
+    const char *why = NULL;
+
+    memset(res, 0, sizeof(*res));
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.hs = &res->hdrs;
+    ctx.first_line = &res->reason;
+    res->head_len = len;
+    if (head_parse(&hp, HTTP_RESPONSE, &ctx, head, len, &status, &why) < 0)
+        return res_fail(res, why);
+    if (hp.http_major != 1 || hp.http_minor > 1)
+        return res_fail(res, "unsupported HTTP version");
+    res->version = 10 + hp.http_minor;
+    res->status = (int)hp.status_code;
+    /* RFC 9110 15: the first digit is the class, 1 to 5. */
+    if (res->status < 100 || res->status > 599)
+        return res_fail(res, "bad status code");
+    if (res->reason.p == NULL)
+        res->reason = (struct http_span){head, 0};
+
+    if (facts_collect(&res->hdrs, &f, &why) < 0)
+        return res_fail(res, why);
+    if (framing_common(&f, res->version, &res->content_length, &why) < 0)
+        return res_fail(res, why);
+    if (f.nte == 1) {
+        /* Codings other than a lone chunked are not forwarded: refused rather than read until
+         * close as RFC 9112 6.3 item 4 would allow. */
+        const char *pos = f.te->p;
+        struct http_span coding;
+        if (!list_next(&pos, f.te->p + f.te->len, &coding) ||
+            !span_is(coding.p, coding.len, "chunked") ||
+            list_next(&pos, f.te->p + f.te->len, &coding))
+            return res_fail(res, "transfer coding other than chunked");
+        res->chunked = true;
+    }
+    res->has_content_length = f.ncl == 1;
+
+    if (res->status == 101) {
+        if (!(flags & HTTP_RSP_F_UPGRADE) || !f.upgrade_websocket || !f.conn_upgrade)
+            return res_fail(res, "unexpected 101 response");
+        res->upgrade_websocket = true;
+    }
+    res->interim = res->status < 200 && res->status != 101;
+
+    /* RFC 9112 6.3, in its order. */
+    if ((flags & HTTP_RSP_F_HEAD) || res->status < 200 || res->status == 204 || res->status == 304)
+        res->framing = HTTP_FRAMING_NONE;
+    else if (res->chunked)
+        res->framing = HTTP_FRAMING_CHUNKED;
+    else if (res->has_content_length)
+        res->framing = HTTP_FRAMING_LENGTH;
+    else
+        res->framing = HTTP_FRAMING_CLOSE;
+
+    res->keep_alive = !f.conn_close && (res->version == 11 || f.conn_keep_alive) &&
+                      res->framing != HTTP_FRAMING_CLOSE && res->status != 101;
+    return 0;
+}
+
+unsigned
+http_response_flags(const struct http_request *req, const struct http_response *res,
+                    bool keep_alive)
+{
+    bool ka = keep_alive && req->keep_alive && res->framing != HTTP_FRAMING_CLOSE;
+    unsigned flags = 0;
+
+    if (res->interim) /* RFC 9110 15.2: no 1xx to an HTTP/1.0 client. */
+        return req->version == 10 ? HTTP_RES_F_SKIP : 0;
+    if (res->upgrade_websocket)
+        return HTTP_RES_F_UPGRADE;
+    if (req->version == 10) {
+        /* RFC 9112 6.1: no Transfer-Encoding to a 1.0 client; a chunked body goes out decoded
+         * and delimited by closing the connection. */
+        if (res->chunked)
+            flags |= HTTP_RES_F_DECHUNK;
+        if (res->framing == HTTP_FRAMING_CHUNKED)
+            ka = false;
+        return flags | (ka ? HTTP_RES_F_KEEPALIVE : HTTP_RES_F_CLOSE);
+    }
+    return ka ? 0 : HTTP_RES_F_CLOSE;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Writers: memcpy into a bounded buffer, counting what would have been written.
+ */
+
+struct out {
+    char *p;
+    size_t cap;
+    size_t len; /* bytes the head needs so far; only the first cap are stored */
+};
+
+static void
+put(struct out *o, const char *s, size_t n)
+{
+    if (n == 0)
+        return;
+    if (o->len < o->cap) {
+        size_t room = o->cap - o->len;
+        memcpy(o->p + o->len, s, n < room ? n : room);
+    }
+    o->len += n;
+}
+
+static void
+put_str(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+static void
+put_span(struct out *o, struct http_span s)
+{
+    put(o, s.p, s.len);
+}
+
+static void
+put_u64(struct out *o, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    put(o, tmp + i, sizeof(tmp) - i);
+}
+
+static void
+put_field(struct out *o, struct http_span name, struct http_span value)
+{
+    put_span(o, name);
+    put(o, ": ", 2);
+    put_span(o, value);
+    put(o, "\r\n", 2);
+}
+
+/* A field portier writes itself: "Name: value\r\n" from a C string. */
+static void
+put_own(struct out *o, const char *name, struct http_span value)
+{
+    put_str(o, name);
+    put_span(o, value);
+    put(o, "\r\n", 2);
+}
+
+static struct http_span
+cspan(const char *s)
+{
+    return (struct http_span){s != NULL ? s : "", s != NULL ? strlen(s) : 0};
+}
+
+/* true when name is one of the options of the message's Connection fields (RFC 9110 7.6.1). */
+static bool
+listed_in_connection(const struct http_headers *hs, struct http_span name)
+{
+    for (unsigned i = 0; i < hs->nconn; i++) {
+        if (span_eq_ci(hs->conn[i], name))
+            return true;
+    }
+    return false;
+}
+
+/* Hop-by-hop fields both ways (RFC 9110 7.6.1, 7.8, 10.1.4; RFC 7540 3.2.1 for HTTP2-Settings),
+ * and the framing fields, which the writers rebuild from parsed facts. */
+static bool
+is_hop_or_framing(uint8_t id)
+{
+    switch (id) {
+    case FLD_CONNECTION:
+    case FLD_KEEP_ALIVE:
+    case FLD_PROXY_CONNECTION:
+    case FLD_TE:
+    case FLD_UPGRADE:
+    case FLD_HTTP2_SETTINGS:
+    case FLD_CONTENT_LENGTH:
+    case FLD_TRANSFER_ENCODING:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The first non-empty value of a field a trusted peer sent, for the X-Forwarded-* it keeps. */
+static const struct http_span *
+first_value(const struct http_headers *hs, uint8_t id)
+{
+    for (unsigned i = 0; i < hs->n; i++) {
+        if (hs->h[i].id == id && hs->h[i].value.len > 0)
+            return &hs->h[i].value;
+    }
+    return NULL;
+}
+
+/*
+ * portier's own fields, after the client's. XXX: RFC 7239 Forwarded is passed on as sent; portier
+ * neither sets nor strips it, so backends must not trust it from untrusted clients.
+ */
+static void
+put_forwarded(struct out *o, const struct http_request *req, const struct http_forward *fwd,
+              struct http_span host)
+{
+    bool trusted = fwd->flags & HTTP_FWD_F_TRUSTED;
+    const struct http_span *kept;
+    struct http_span ip = cspan(fwd->client_ip);
+
+    /* X-Forwarded-For: a trusted peer's list (all its fields, in order) gets the peer appended;
+     * from anyone else it is replaced. */
+    put_str(o, "X-Forwarded-For: ");
+    if (trusted) {
+        for (unsigned i = 0; i < req->hdrs.n; i++) {
+            const struct http_header *h = &req->hdrs.h[i];
+            if (h->id == FLD_X_FORWARDED_FOR && h->value.len > 0) {
+                put_span(o, h->value);
+                put(o, ", ", 2);
+            }
+        }
+    }
+    put_span(o, ip);
+    put(o, "\r\n", 2);
+
+    kept = trusted ? first_value(&req->hdrs, FLD_X_FORWARDED_PROTO) : NULL;
+    if (kept != NULL || fwd->proto != NULL)
+        put_own(o, "X-Forwarded-Proto: ", kept != NULL ? *kept : cspan(fwd->proto));
+    kept = trusted ? first_value(&req->hdrs, FLD_X_FORWARDED_HOST) : NULL;
+    if (kept != NULL || host.len > 0)
+        put_own(o, "X-Forwarded-Host: ", kept != NULL ? *kept : host);
+    kept = trusted ? first_value(&req->hdrs, FLD_X_FORWARDED_PORT) : NULL;
+    if (kept != NULL || fwd->port != NULL)
+        put_own(o, "X-Forwarded-Port: ", kept != NULL ? *kept : cspan(fwd->port));
+    kept = trusted ? first_value(&req->hdrs, FLD_X_REAL_IP) : NULL;
+    put_own(o, "X-Real-IP: ", kept != NULL ? *kept : ip);
+    if (fwd->request_id_len > 0)
+        put_own(o, "X-Request-Id: ", (struct http_span){fwd->request_id, fwd->request_id_len});
+}
+
+size_t
+http_request_write(char *out, size_t cap, const struct http_request *req,
+                   const struct http_forward *fwd)
+{
+    struct out o = {out, cap, 0};
+    bool drop_expect = req->version == 10 || (fwd->flags & HTTP_FWD_F_DROP_EXPECT);
+    struct http_span host = req->has_host ? req->host : cspan(fwd->host);
+
+    /* RFC 9112 3.1 and 3.2.1: origin-form to the server, "/" for an empty path. */
+    put_span(&o, req->method);
+    put(&o, " ", 1);
+    if (req->path.len == 0)
+        put(&o, "/", 1);
+    put_span(&o, req->path);
+    put_span(&o, req->query);
+    put(&o, " HTTP/1.1\r\n", 11);
+    /* RFC 9112 3.2: Host first; for absolute-form the authority of the target (3.2.2). */
+    put_own(&o, "Host: ", host);
+
+    for (unsigned i = 0; i < req->hdrs.n; i++) {
+        const struct http_header *h = &req->hdrs.h[i];
+
+        switch (h->id) {
+        case FLD_HOST:
+        case FLD_X_FORWARDED_FOR:
+        case FLD_X_FORWARDED_HOST:
+        case FLD_X_FORWARDED_PORT:
+        case FLD_X_FORWARDED_PROTO:
+        case FLD_X_REAL_IP:
+        case FLD_X_REQUEST_ID:
+            continue;
+        case FLD_EXPECT:
+            if (drop_expect)
+                continue;
+            break;
+        default:
+            if (is_hop_or_framing(h->id))
+                continue;
+            break;
+        }
+        if (listed_in_connection(&req->hdrs, h->name))
+            continue;
+        put_field(&o, h->name, h->value);
+    }
+
+    if (req->framing == HTTP_FRAMING_LENGTH) {
+        put_str(&o, "Content-Length: ");
+        put_u64(&o, req->content_length);
+        put(&o, "\r\n", 2);
+    } else if (req->framing == HTTP_FRAMING_CHUNKED) {
+        put_str(&o, "Transfer-Encoding: chunked\r\n");
+    }
+    if (req->upgrade_websocket)
+        put_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    else
+        put_str(&o, "Connection: keep-alive\r\n");
+    put_forwarded(&o, req, fwd, host);
+    put(&o, "\r\n", 2);
+    return o.len;
+}
+
+/* Writes the three digits of a status code (100-999; anything else as 500). */
+static void
+put_status(struct out *o, int status)
+{
+    char d[3];
+
+    if (status < 100 || status > 999)
+        status = 500;
+    d[0] = (char)('0' + status / 100);
+    d[1] = (char)('0' + status / 10 % 10);
+    d[2] = (char)('0' + status % 10);
+    put(o, d, 3);
+}
+
+size_t
+http_response_write(char *out, size_t cap, const struct http_response *res, unsigned flags)
+{
+    struct out o = {out, cap, 0};
+    bool dechunk = flags & HTTP_RES_F_DECHUNK;
+
+    put(&o, "HTTP/1.1 ", 9);
+    put_status(&o, res->status);
+    put(&o, " ", 1);
+    if (res->reason.len > 0)
+        put_span(&o, res->reason);
+    else
+        put_str(&o, http_reason(res->status));
+    put(&o, "\r\n", 2);
+
+    for (unsigned i = 0; i < res->hdrs.n; i++) {
+        const struct http_header *h = &res->hdrs.h[i];
+
+        if (is_hop_or_framing(h->id))
+            continue;
+        /* RFC 9110 6.6.2: Trailer announces trailer fields, which decoding drops. */
+        if (h->id == FLD_TRAILER && dechunk)
+            continue;
+        if (listed_in_connection(&res->hdrs, h->name))
+            continue;
+        put_field(&o, h->name, h->value);
+    }
+
+    /* RFC 9110 8.6, RFC 9112 6.1: no Content-Length or Transfer-Encoding in 1xx and 204; HEAD
+     * and 304 keep them, describing the body a GET would get. */
+    if (res->status >= 200 && res->status != 204) {
+        if (res->has_content_length) {
+            put_str(&o, "Content-Length: ");
+            put_u64(&o, res->content_length);
+            put(&o, "\r\n", 2);
+        } else if (res->chunked && !dechunk) {
+            put_str(&o, "Transfer-Encoding: chunked\r\n");
+        }
+    }
+    if (flags & HTTP_RES_F_UPGRADE)
+        put_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    else if (flags & HTTP_RES_F_CLOSE)
+        put_str(&o, "Connection: close\r\n");
+    else if (flags & HTTP_RES_F_KEEPALIVE)
+        put_str(&o, "Connection: keep-alive\r\n");
+    put(&o, "\r\n", 2);
+    return o.len;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Helpers for the connection code
+ */
+
+bool
+http_request_id_valid(const char *id, size_t len)
+{
+    if (id == NULL || len == 0 || len > 128)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)id[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '.' ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* RFC 9110 15 (and RFC 8297 for 103, RFC 6585 for 428/429/431/511, RFC 7725 for 451). */
+#define HTTP_REASONS(XX)                                                                           \
+    XX(100, "Continue")                                                                            \
+    XX(101, "Switching Protocols")                                                                 \
+    XX(103, "Early Hints")                                                                         \
+    XX(200, "OK")                                                                                  \
+    XX(201, "Created")                                                                             \
+    XX(202, "Accepted")                                                                            \
+    XX(203, "Non-Authoritative Information")                                                       \
+    XX(204, "No Content")                                                                          \
+    XX(205, "Reset Content")                                                                       \
+    XX(206, "Partial Content")                                                                     \
+    XX(300, "Multiple Choices")                                                                    \
+    XX(301, "Moved Permanently")                                                                   \
+    XX(302, "Found")                                                                               \
+    XX(303, "See Other")                                                                           \
+    XX(304, "Not Modified")                                                                        \
+    XX(305, "Use Proxy")                                                                           \
+    XX(307, "Temporary Redirect")                                                                  \
+    XX(308, "Permanent Redirect")                                                                  \
+    XX(400, "Bad Request")                                                                         \
+    XX(401, "Unauthorized")                                                                        \
+    XX(402, "Payment Required")                                                                    \
+    XX(403, "Forbidden")                                                                           \
+    XX(404, "Not Found")                                                                           \
+    XX(405, "Method Not Allowed")                                                                  \
+    XX(406, "Not Acceptable")                                                                      \
+    XX(407, "Proxy Authentication Required")                                                       \
+    XX(408, "Request Timeout")                                                                     \
+    XX(409, "Conflict")                                                                            \
+    XX(410, "Gone")                                                                                \
+    XX(411, "Length Required")                                                                     \
+    XX(412, "Precondition Failed")                                                                 \
+    XX(413, "Content Too Large")                                                                   \
+    XX(414, "URI Too Long")                                                                        \
+    XX(415, "Unsupported Media Type")                                                              \
+    XX(416, "Range Not Satisfiable")                                                               \
+    XX(417, "Expectation Failed")                                                                  \
+    XX(421, "Misdirected Request")                                                                 \
+    XX(422, "Unprocessable Content")                                                               \
+    XX(426, "Upgrade Required")                                                                    \
+    XX(428, "Precondition Required")                                                               \
+    XX(429, "Too Many Requests")                                                                   \
+    XX(431, "Request Header Fields Too Large")                                                     \
+    XX(451, "Unavailable For Legal Reasons")                                                       \
+    XX(500, "Internal Server Error")                                                               \
+    XX(501, "Not Implemented")                                                                     \
+    XX(502, "Bad Gateway")                                                                         \
+    XX(503, "Service Unavailable")                                                                 \
+    XX(504, "Gateway Timeout")                                                                     \
+    XX(505, "HTTP Version Not Supported")                                                          \
+    XX(511, "Network Authentication Required")
+
+const char *
+http_reason(int status)
+{
+    switch (status) {
+#define XX(code, text)                                                                             \
+    case code:                                                                                     \
+        return text;
+        HTTP_REASONS(XX)
+#undef XX
+    default:
+        return "Unknown";
+    }
+}
+
+static void
+put_status_text(struct out *o, int status)
+{
+    put_status(o, status);
+    put(o, " ", 1);
+    put_str(o, http_reason(status));
+}
+
+size_t
+http_error_body(char *out, size_t cap, int status, const char *id, size_t id_len, bool html)
+{
+    struct out o = {out, cap, 0};
+    bool with_id = http_request_id_valid(id, id_len);
+
+    if (!html) {
+        put_status_text(&o, status);
+        if (with_id) {
+            put_str(&o, ", request id ");
+            put(&o, id, id_len);
+        }
+        put(&o, "\n", 1);
+        return o.len;
+    }
+    put_str(&o, "<!DOCTYPE html>\n<html><head><title>");
+    put_status_text(&o, status);
+    put_str(&o, "</title></head><body><h1>");
+    put_status_text(&o, status);
+    put_str(&o, "</h1>");
+    if (with_id) {
+        put_str(&o, "<p>request id ");
+        put(&o, id, id_len);
+        put_str(&o, "</p>");
+    }
+    put_str(&o, "</body></html>\n");
+    return o.len;
+}
+
+size_t
+http_error_write(char *out, size_t cap, int status, const char *id, size_t id_len, unsigned flags)
+{
+    struct out o = {out, cap, 0};
+    bool html = flags & HTTP_ERR_F_HTML;
+    size_t body_len = http_error_body(NULL, 0, status, id, id_len, html);
+
+    put(&o, "HTTP/1.1 ", 9);
+    put_status_text(&o, status);
+    put_str(&o, html ? "\r\nContent-Type: text/html; charset=utf-8\r\n"
+                     : "\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    put_str(&o, "Content-Length: ");
+    put_u64(&o, body_len);
+    put_str(&o, "\r\nCache-Control: no-store\r\n");
+    if (http_request_id_valid(id, id_len)) {
+        put_str(&o, "X-Request-Id: ");
+        put(&o, id, id_len);
+        put(&o, "\r\n", 2);
+    }
+    if (flags & HTTP_ERR_F_CLOSE)
+        put_str(&o, "Connection: close\r\n");
+    put(&o, "\r\n", 2);
+    if (!(flags & HTTP_ERR_F_HEAD)) {
+        size_t off = o.len;
+        size_t room = off < cap ? cap - off : 0;
+        http_error_body(room > 0 ? out + off : NULL, room, status, id, id_len, html);
+        o.len += body_len;
+    }
+    return o.len;
+}

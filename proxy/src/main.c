@@ -1,0 +1,272 @@
+/* portier: argv, config check and load, workers, and the signals that reload, reopen and stop. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <http_parser.h>
+#include <openssl/crypto.h>
+#include <yaml.h>
+
+#include "config.h"
+#include "log.h"
+#include "runtime.h"
+#include "worker.h"
+
+#define PORTIER_VERSION "0.1.0"
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: portier -c FILE      run with the config in FILE\n"
+               "       portier -t -c FILE   check FILE and exit (0: good, 1: errors on stderr)\n"
+               "       portier -v           print the version and the linked libraries'\n");
+}
+
+static void
+version(void)
+{
+    unsigned long hp = http_parser_version();
+
+    printf("portier %s\nlibevent %s\n%s\nlibyaml %s\nhttp-parser %lu.%lu.%lu\n", PORTIER_VERSION,
+           event_get_version(), OpenSSL_version(OPENSSL_VERSION), yaml_get_version_string(),
+           (hp >> 16) & 255, (hp >> 8) & 255, hp & 255);
+}
+
+/* The main thread's state: what signals act on. */
+struct main_ctx {
+    const char *path;
+    struct proxy proxy;
+    struct event_base *base;
+};
+
+static int
+access_log_apply(const struct config *cfg, char *err, size_t errlen)
+{
+    switch (cfg->access_log) {
+    case CONFIG_ACCESS_LOG_OFF:
+        return log_access_open("off", err, errlen);
+    case CONFIG_ACCESS_LOG_FILE:
+        return log_access_open(cfg->access_log_path, err, errlen);
+    case CONFIG_ACCESS_LOG_STDOUT:
+        break;
+    }
+    return log_access_open("stdout", err, errlen);
+}
+
+/* Logs each line of a multi-line error text at level. */
+static void
+log_lines(enum log_level level, const char *text)
+{
+    const char *p = text;
+
+    while (*p != '\0') {
+        const char *nl = strchr(p, '\n');
+        int n = nl != NULL ? (int)(nl - p) : (int)strlen(p);
+        if (n > 0)
+            log_msg(level, "%.*s", n, p);
+        p += n + (nl != NULL);
+    }
+}
+
+/* SIGHUP: a new config applies to new requests; a bad one is logged and the old one kept. */
+static void
+reload(struct main_ctx *m)
+{
+    char err[CONFIG_ERR_SIZE], what[128];
+    struct config *cfg = config_load(m->path, err, sizeof(err));
+    struct runtime *rt;
+
+    if (cfg == NULL) {
+        log_msg(LOG_ERROR, "reload: %s has errors, keeping the running config:", m->path);
+        log_lines(LOG_ERROR, err);
+        return;
+    }
+    rt = runtime_new(cfg, err, sizeof(err));
+    if (rt == NULL) {
+        log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
+        config_unref(cfg);
+        return;
+    }
+    if (config_needs_restart(m->proxy.rt->cfg, cfg, what, sizeof(what)))
+        log_msg(LOG_WARN, "reload: a change of %s needs a restart; the rest applies now", what);
+    if (access_log_apply(cfg, err, sizeof(err)) < 0)
+        log_msg(LOG_ERROR, "reload: %s; the access log is unchanged", err);
+    config_unref(cfg);
+    pthread_mutex_lock(&m->proxy.lock);
+    struct runtime *old = m->proxy.rt;
+    m->proxy.rt = rt;
+    pthread_mutex_unlock(&m->proxy.lock);
+    runtime_unref(old);
+    for (size_t i = 0; i < m->proxy.nworkers; i++)
+        worker_notify(m->proxy.workers[i], WORKER_RELOAD);
+    log_msg(LOG_INFO, "reload: %s applied", m->path);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct main_ctx *m = arg;
+
+    (void)what;
+    switch (sig) {
+    case SIGHUP:
+        reload(m);
+        break;
+    case SIGUSR1:
+        if (log_access_reopen() == 0)
+            log_msg(LOG_INFO, "access log reopened");
+        break;
+    default:
+        log_msg(LOG_INFO, "%s: draining connections", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        for (size_t i = 0; i < m->proxy.nworkers; i++)
+            worker_notify(m->proxy.workers[i], WORKER_DRAIN);
+        event_base_loopexit(m->base, NULL);
+        break;
+    }
+}
+
+static unsigned
+worker_count(const struct config *cfg)
+{
+    long n = cfg->workers != 0 ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : (unsigned)n;
+}
+
+static int
+serve(struct main_ctx *m, struct config *cfg)
+{
+    char err[CONFIG_ERR_SIZE];
+    static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
+    struct event *sev[4] = {NULL, NULL, NULL, NULL};
+    unsigned n = worker_count(cfg);
+    int rc = 1;
+
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        if (cfg->listeners[i].tls) {
+            /* XXX: TLS termination is the next piece of work; refuse rather than serve plaintext.
+             */
+            log_msg(LOG_ERROR, "listen %s: tls is not supported by this build yet",
+                    cfg->listeners[i].addr.spec);
+            return 1;
+        }
+    }
+    if (access_log_apply(cfg, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "%s", err);
+        return 1;
+    }
+    m->proxy.rt = runtime_new(cfg, err, sizeof(err));
+    if (m->proxy.rt == NULL) {
+        log_msg(LOG_ERROR, "%s", err);
+        return 1;
+    }
+    m->proxy.workers = calloc(n, sizeof(*m->proxy.workers));
+    m->base = event_base_new();
+    if (m->proxy.workers == NULL || m->base == NULL) {
+        log_msg(LOG_ERROR, "out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        m->proxy.workers[i] = worker_new((int)i, &m->proxy, m->proxy.rt, err, sizeof(err));
+        if (m->proxy.workers[i] == NULL) {
+            log_msg(LOG_ERROR, "%s", err);
+            goto out;
+        }
+        m->proxy.nworkers++;
+    }
+    for (size_t i = 0; i < 4; i++) {
+        sev[i] = evsignal_new(m->base, sigs[i], signal_cb, m);
+        if (sev[i] == NULL || evsignal_add(sev[i], NULL) < 0) {
+            log_msg(LOG_ERROR, "cannot handle signal %d", sigs[i]);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < m->proxy.nworkers; i++) {
+        if (worker_start(m->proxy.workers[i], err, sizeof(err)) < 0) {
+            log_msg(LOG_ERROR, "%s", err);
+            for (size_t j = 0; j < i; j++)
+                worker_notify(m->proxy.workers[j], WORKER_DRAIN);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        log_msg(LOG_INFO, "listening on %s (%u worker%s)", cfg->listeners[i].addr.spec, n,
+                n == 1 ? "" : "s");
+    event_base_dispatch(m->base);
+    rc = 0;
+out:
+    for (size_t i = 0; i < m->proxy.nworkers; i++)
+        worker_join_free(m->proxy.workers[i]);
+    for (size_t i = 0; i < 4; i++) {
+        if (sev[i] != NULL)
+            event_free(sev[i]);
+    }
+    free(m->proxy.workers);
+    if (m->base != NULL)
+        event_base_free(m->base);
+    runtime_unref(m->proxy.rt);
+    if (rc == 0)
+        log_msg(LOG_INFO, "stopped");
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct main_ctx m = {.path = NULL, .proxy = {.lock = PTHREAD_MUTEX_INITIALIZER}};
+    char err[CONFIG_ERR_SIZE];
+    int check = 0, opt, rc;
+
+    while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+        switch (opt) {
+        case 'c':
+            m.path = optarg;
+            break;
+        case 't':
+            check = 1;
+            break;
+        case 'v':
+            version();
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (m.path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    struct config *cfg = config_load(m.path, err, sizeof(err));
+    if (cfg == NULL) {
+        fputs(err, stderr);
+        return 1;
+    }
+    if (check) {
+        config_unref(cfg);
+        fprintf(stderr, "%s: ok\n", m.path);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    /* portier's own scanner enforces max_header_bytes (and 64 KiB on responses); http-parser's
+     * built-in 80 KiB must never be the tighter limit, whatever a reload sets. */
+    http_parser_set_max_header_size(UINT32_MAX);
+    if (evthread_use_pthreads() < 0) {
+        log_msg(LOG_ERROR, "libevent without thread support");
+        config_unref(cfg);
+        return 1;
+    }
+    rc = serve(&m, cfg);
+    config_unref(cfg);
+    return rc;
+}

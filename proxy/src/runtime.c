@@ -1,0 +1,85 @@
+/* Turns a config into the router and balancers that serve it, and counts who still uses them. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "runtime.h"
+
+/* The balancer of one service from its static list; a dns service starts empty (503). */
+static struct balancer *
+service_balancer(const struct config_service *svc)
+{
+    struct balancer_addr addrs[BALANCER_MAX_SERVERS];
+    size_t n = 0;
+
+    /* XXX: dns services get their servers from discovery, which is not there yet. */
+    for (size_t i = 0; i < svc->nservers && n < BALANCER_MAX_SERVERS; i++) {
+        const struct config_addr *a = &svc->servers[i];
+        if (balancer_addr_init(&addrs[n], (const struct sockaddr *)&a->ss, a->len) == 0)
+            n++;
+    }
+    return balancer_new(addrs, n, BALANCER_COOLDOWN_MS);
+}
+
+struct runtime *
+runtime_new(struct config *cfg, char *err, size_t errlen)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+    struct router_route *routes = NULL;
+
+    if (rt == NULL)
+        goto nomem;
+    atomic_init(&rt->refs, 1);
+    rt->cfg = config_ref(cfg);
+    rt->balancers = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(*rt->balancers));
+    routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*routes));
+    if (rt->balancers == NULL || routes == NULL)
+        goto nomem;
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        if (cfg->services[i].nservers > BALANCER_MAX_SERVERS) {
+            snprintf(err, errlen, "service %s: more than %d servers", cfg->services[i].name,
+                     BALANCER_MAX_SERVERS);
+            goto fail;
+        }
+        if ((rt->balancers[i] = service_balancer(&cfg->services[i])) == NULL)
+            goto nomem;
+    }
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        routes[i].host = cfg->routes[i].host;
+        routes[i].path = cfg->routes[i].path;
+        routes[i].service = (int)cfg->routes[i].service;
+    }
+    rt->router = router_new(routes, cfg->nroutes, cfg->default_service, err, errlen);
+    if (rt->router == NULL)
+        goto fail;
+    free(routes);
+    return rt;
+
+nomem:
+    snprintf(err, errlen, "out of memory");
+fail:
+    free(routes);
+    runtime_unref(rt);
+    return NULL;
+}
+
+struct runtime *
+runtime_ref(struct runtime *rt)
+{
+    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+    return rt;
+}
+
+void
+runtime_unref(struct runtime *rt)
+{
+    if (rt == NULL || atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    router_free(rt->router);
+    if (rt->balancers != NULL) {
+        for (size_t i = 0; i < rt->cfg->nservices; i++)
+            balancer_free(rt->balancers[i]);
+        free(rt->balancers);
+    }
+    config_unref(rt->cfg);
+    free(rt);
+}

@@ -1,0 +1,33 @@
+/* A runtime: one loaded config with what serving it needs (router, a balancer per service), swapped
+ * whole on reload; building it is the only place that turns a config into live objects. */
+#ifndef RUNTIME_H
+#define RUNTIME_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "balancer.h"
+#include "config.h"
+#include "router.h"
+
+/* Read-only once built; any thread may read it while it holds a reference. */
+struct runtime {
+    atomic_uint refs;
+    struct config *cfg;          /* ref */
+    struct router *router;       /* owned */
+    struct balancer **balancers; /* owned, one per cfg->services[i] */
+};
+
+/*
+ * Builds a runtime for cfg, taking a reference to cfg. Returns it holding one reference, or NULL
+ * with a message in err.
+ */
+struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
+
+/* Takes one more reference, from any thread. Returns rt. */
+struct runtime *runtime_ref(struct runtime *rt);
+
+/* Drops one reference; the last frees the runtime. runtime_unref(NULL) is a no-op. */
+void runtime_unref(struct runtime *rt);
+
+#endif

@@ -1,0 +1,370 @@
+/*
+ * Worker threads: listening sockets, accepting within max_connections, runtime snapshots, batched
+ * access-log writes and the drain at shutdown. What happens on a connection is conn.c's business.
+ */
+#define _GNU_SOURCE /* accept4 */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "worker.h"
+
+#define ACCEPT_BATCH 64
+#define ACCEPT_RETRY_MS 50
+#define LOG_FLUSH_MS 100
+
+/* Opens one SO_REUSEPORT listening socket; every worker has its own, and the kernel spreads
+ * connections over them, so no accept lock is ever needed. */
+static int
+listen_socket(const struct config_addr *a, char *err, size_t errlen)
+{
+    int one = 1;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "listen %s: socket: %s", a->spec, strerror(errno));
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4096) < 0) {
+        snprintf(err, errlen, "listen %s: %s", a->spec, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void
+accept_pause(struct worker *w)
+{
+    struct timeval tv = {0, ACCEPT_RETRY_MS * 1000};
+
+    for (size_t i = 0; i < w->nlisteners; i++)
+        event_del(w->listeners[i].ev);
+    w->accepting = 0;
+    evtimer_add(w->accept_retry, &tv);
+}
+
+static void
+accept_resume(struct worker *w)
+{
+    if (w->accepting || w->draining)
+        return;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        event_add(w->listeners[i].ev, NULL);
+    w->accepting = 1;
+}
+
+static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t max = w->snap->rt->cfg->limits.max_connections;
+
+    (void)fd;
+    (void)what;
+    if (atomic_load_explicit(&w->proxy->nconns, memory_order_relaxed) < max)
+        accept_resume(w);
+    else
+        accept_pause(w);
+}
+
+static void
+accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+    struct listener *l = arg;
+    struct worker *w = l->w;
+    uint64_t max = w->snap->rt->cfg->limits.max_connections;
+
+    (void)what;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+
+        if (atomic_load_explicit(&w->proxy->nconns, memory_order_relaxed) >= max) {
+            /* At the limit new connections wait in the kernel's backlog, not in our memory. */
+            accept_pause(w);
+            return;
+        }
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_msg(LOG_WARN, "accept: %s; pausing accept for %dms", strerror(errno),
+                        ACCEPT_RETRY_MS);
+                accept_pause(w);
+            }
+            return;
+        }
+        atomic_fetch_add_explicit(&w->proxy->nconns, 1, memory_order_relaxed);
+        w->nconns++;
+        conn_accept(w, fd, (struct sockaddr *)&peer, len, l);
+    }
+}
+
+/* Main thread -> worker: runs in the worker's thread after worker_notify(). */
+static void
+notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    unsigned notices = atomic_exchange(&w->notices, 0);
+
+    (void)fd;
+    (void)what;
+    if (notices & WORKER_RELOAD) {
+        struct wsnap *s = malloc(sizeof(*s));
+        if (s == NULL) {
+            log_msg(LOG_ERROR, "worker %d: out of memory taking the new config", w->id);
+        } else {
+            pthread_mutex_lock(&w->proxy->lock);
+            s->rt = runtime_ref(w->proxy->rt);
+            pthread_mutex_unlock(&w->proxy->lock);
+            s->users = 1;
+            worker_snap_drop(w->snap);
+            w->snap = s;
+        }
+    }
+    if ((notices & WORKER_DRAIN) && !w->draining) {
+        struct timeval grace;
+        uint64_t ms = w->snap->rt->cfg->timeouts.shutdown_grace_ms;
+
+        accept_pause(w);
+        w->draining = 1;
+        event_del(w->accept_retry);
+        for (size_t i = 0; i < w->nlisteners; i++) {
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+        upconn_close_idle(w);
+        conn_drain(w);
+        if (w->nconns == 0) {
+            event_base_loopexit(w->base, NULL);
+            return;
+        }
+        grace.tv_sec = (time_t)(ms / 1000);
+        grace.tv_usec = (suseconds_t)(ms % 1000 * 1000);
+        evtimer_add(w->grace_ev, &grace);
+    }
+}
+
+static void
+grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    log_msg(LOG_WARN, "worker %d: shutdown_grace is over, closing %u connection(s)", w->id,
+            w->nconns);
+    conn_close_all(w, "shutdown");
+    event_base_loopexit(w->base, NULL);
+}
+
+static void
+log_flush(struct worker *w)
+{
+    log_access_write(w->logbuf, w->loglen);
+    w->loglen = 0;
+}
+
+static void
+log_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    log_flush(arg);
+}
+
+void
+worker_log(struct worker *w, const char *line, size_t n)
+{
+    if (n > sizeof(w->logbuf) - w->loglen)
+        log_flush(w);
+    if (n > sizeof(w->logbuf)) {
+        log_access_write(line, n);
+        return;
+    }
+    if (w->loglen == 0) {
+        struct timeval tv = {0, LOG_FLUSH_MS * 1000};
+        evtimer_add(w->log_ev, &tv);
+    }
+    memcpy(w->logbuf + w->loglen, line, n);
+    w->loglen += n;
+}
+
+void
+worker_request_id(struct worker *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (int half = 0; half < 2; half++) {
+        /* xorshift128+: fast and plenty for ids that only need to be unique, not secret. */
+        uint64_t s1 = w->rng[0], s0 = w->rng[1];
+        w->rng[0] = s0;
+        s1 ^= s1 << 23;
+        w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+        uint64_t v = w->rng[1] + s0;
+        for (int i = 0; i < 16; i++, v >>= 4)
+            out[half * 16 + i] = hex[v & 0xf];
+    }
+    out[32] = '\0';
+}
+
+struct wsnap *
+worker_snap_take(struct worker *w)
+{
+    w->snap->users++;
+    return w->snap;
+}
+
+void
+worker_snap_drop(struct wsnap *s)
+{
+    if (s != NULL && --s->users == 0) {
+        runtime_unref(s->rt);
+        free(s);
+    }
+}
+
+void
+worker_conn_closed(struct worker *w)
+{
+    atomic_fetch_sub_explicit(&w->proxy->nconns, 1, memory_order_relaxed);
+    w->nconns--;
+    if (w->draining && w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    sigset_t all;
+
+    /* Signals are the main thread's. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    event_base_dispatch(w->base);
+    conn_close_all(w, NULL);
+    upconn_close_idle(w);
+    log_flush(w);
+    return NULL;
+}
+
+struct worker *
+worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen)
+{
+    const struct config *cfg = rt->cfg;
+    struct worker *w = calloc(1, sizeof(*w));
+
+    if (w == NULL || (w->snap = malloc(sizeof(*w->snap))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(w);
+        return NULL;
+    }
+    w->id = id;
+    w->proxy = p;
+    w->snap->rt = runtime_ref(rt);
+    w->snap->users = 1;
+    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
+        w->rng[0] = (uint64_t)getpid() << 32 | (uint64_t)id;
+        w->rng[1] = (uint64_t)time(NULL) | 1;
+    }
+    w->base = event_base_new();
+    w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
+    if (w->base == NULL || w->listeners == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        struct listener *l = &w->listeners[i];
+        const struct config_addr *a = &cfg->listeners[i].addr;
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+
+        l->w = w;
+        l->tls = cfg->listeners[i].tls;
+        snprintf(l->port, sizeof(l->port), "%u",
+                 ntohs(a->ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port));
+        w->nlisteners++;
+        if ((l->fd = listen_socket(a, err, errlen)) < 0)
+            goto fail;
+        l->ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
+        if (l->ev == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        event_add(l->ev, NULL);
+    }
+    w->accepting = 1;
+    w->notify_ev = event_new(w->base, -1, 0, notify_cb, w);
+    w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
+    w->grace_ev = evtimer_new(w->base, grace_cb, w);
+    w->log_ev = evtimer_new(w->base, log_cb, w);
+    if (w->notify_ev == NULL || w->accept_retry == NULL || w->grace_ev == NULL ||
+        w->log_ev == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    return w;
+
+fail:
+    worker_join_free(w);
+    return NULL;
+}
+
+int
+worker_start(struct worker *w, char *err, size_t errlen)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+
+    if (rc != 0) {
+        snprintf(err, errlen, "worker %d: %s", w->id, strerror(rc));
+        return -1;
+    }
+    w->started = 1;
+    return 0;
+}
+
+void
+worker_notify(struct worker *w, unsigned notice)
+{
+    atomic_fetch_or(&w->notices, notice);
+    event_active(w->notify_ev, EV_READ, 0);
+}
+
+void
+worker_join_free(struct worker *w)
+{
+    if (w == NULL)
+        return;
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].ev != NULL)
+            event_free(w->listeners[i].ev);
+        if (w->listeners[i].fd >= 0)
+            close(w->listeners[i].fd);
+    }
+    free(w->listeners);
+    if (w->notify_ev != NULL)
+        event_free(w->notify_ev);
+    if (w->accept_retry != NULL)
+        event_free(w->accept_retry);
+    if (w->grace_ev != NULL)
+        event_free(w->grace_ev);
+    if (w->log_ev != NULL)
+        event_free(w->log_ev);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    worker_snap_drop(w->snap);
+    free(w);
+}
