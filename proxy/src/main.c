@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "discovery.h"
 #include "log.h"
 #include "runtime.h"
 #include "worker.h"
@@ -39,11 +40,21 @@ version(void)
            (hp >> 16) & 255, (hp >> 8) & 255, hp & 255);
 }
 
+/* libevent's own warnings and errors go to our log; its chatter (nameserver up/down) does not,
+ * since discovery logs what matters once. */
+static void
+libevent_log_cb(int severity, const char *msg)
+{
+    if (severity >= EVENT_LOG_WARN)
+        log_msg(severity == EVENT_LOG_WARN ? LOG_WARN : LOG_ERROR, "libevent: %s", msg);
+}
+
 /* The main thread's state: what signals act on. */
 struct main_ctx {
     const char *path;
     struct proxy proxy;
     struct event_base *base;
+    struct discovery *disc; /* owned: feeds the current runtime's dns services */
 };
 
 static int
@@ -94,6 +105,15 @@ reload(struct main_ctx *m)
         config_unref(cfg);
         return;
     }
+    struct discovery *disc = discovery_start(m->base, rt, m->proxy.rt, err, sizeof(err));
+    if (disc == NULL) {
+        log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
+        runtime_unref(rt);
+        config_unref(cfg);
+        return;
+    }
+    discovery_stop(m->disc);
+    m->disc = disc;
     if (config_needs_restart(m->proxy.rt->cfg, cfg, what, sizeof(what)))
         log_msg(LOG_WARN, "reload: a change of %s needs a restart; the rest applies now", what);
     if (access_log_apply(cfg, err, sizeof(err)) < 0)
@@ -173,6 +193,13 @@ serve(struct main_ctx *m, struct config *cfg)
         log_msg(LOG_ERROR, "out of memory");
         goto out;
     }
+    m->disc = discovery_start(m->base, m->proxy.rt, NULL, err, sizeof(err));
+    if (m->disc == NULL) {
+        log_msg(LOG_ERROR, "%s", err);
+        goto out;
+    }
+    /* Listeners open only once dns services have servers, or a short while has passed. */
+    discovery_wait_first(m->disc, 3000);
     for (unsigned i = 0; i < n; i++) {
         m->proxy.workers[i] = worker_new((int)i, &m->proxy, m->proxy.rt, err, sizeof(err));
         if (m->proxy.workers[i] == NULL) {
@@ -209,6 +236,7 @@ out:
             event_free(sev[i]);
     }
     free(m->proxy.workers);
+    discovery_stop(m->disc);
     if (m->base != NULL)
         event_base_free(m->base);
     runtime_unref(m->proxy.rt);
@@ -258,6 +286,7 @@ main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    event_set_log_callback(libevent_log_cb);
     /* portier's own scanner enforces max_header_bytes (and 64 KiB on responses); http-parser's
      * built-in 80 KiB must never be the tighter limit, whatever a reload sets. */
     http_parser_set_max_header_size(UINT32_MAX);

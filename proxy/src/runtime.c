@@ -11,7 +11,7 @@ service_balancer(const struct config_service *svc)
     struct balancer_addr addrs[BALANCER_MAX_SERVERS];
     size_t n = 0;
 
-    /* XXX: dns services get their servers from discovery, which is not there yet. */
+    /* A dns service starts empty; discovery fills it (and seeds it across reloads). */
     for (size_t i = 0; i < svc->nservers && n < BALANCER_MAX_SERVERS; i++) {
         const struct config_addr *a = &svc->servers[i];
         if (balancer_addr_init(&addrs[n], (const struct sockaddr *)&a->ss, a->len) == 0)
