@@ -22,11 +22,11 @@
 #include "addr.h"
 #include "conn.h"
 #include "http.h"
+#include "iobuf.h"
 #include "log.h"
 #include "upconn.h"
 #include "worker.h"
 
-#define READ_CHUNK 65536
 /* Back-pressure: stop reading one side while the other holds more than this unsent. */
 #define HIGH_WATER (256 * 1024)
 #define LOW_WATER (64 * 1024)
@@ -68,8 +68,7 @@ struct xchg {
     unsigned res_head : 1;  /* the final response head went to the client */
     unsigned retried : 1;   /* a dead pooled connection was already retried once */
     unsigned timed_out : 1; /* the last server failure was a timeout */
-    char rid[33];
-    const char *rid_p;
+    char rid[129];          /* the request id: the client's (up to 128) or ours (32) */
     size_t rid_len;
     char host[ROUTER_HOST_MAX + 1];
     size_t cap;  /* bytes of head */
@@ -88,6 +87,7 @@ struct conn {
     struct xchg *x;       /* owned: the exchange in progress, or NULL between requests */
     struct upconn *up;    /* owned while busy: the server connection of x */
     struct http_scan scan;
+    uint32_t rsize; /* the next read's size (iobuf_read) */
     unsigned read_paused : 1;
     unsigned draining : 1;
     unsigned in_head : 1; /* bytes of a request head have arrived */
@@ -220,7 +220,7 @@ exchange_log(struct conn *c, struct xchg *x)
         .upstream = x->server != NULL ? balancer_server_addr(x->server)->label : NULL,
         .upstream_status = x->upstream_status,
         .duration_us = mono_us() - x->start_us,
-        .request_id = x->rid_p != NULL ? x->rid : NULL,
+        .request_id = x->rid,
     };
     size_t n;
 
@@ -256,6 +256,10 @@ exchange_new(struct conn *c)
     memset(x, 0, offsetof(struct xchg, cap));
     x->snap = worker_snap_take(w);
     x->service = -1;
+    /* Every exchange has an id from the start, so that even a refusal's page and log line name
+     * one; a valid X-Request-Id from the client replaces it once the head is parsed. */
+    worker_request_id(w, x->rid);
+    x->rid_len = 32;
     x->start_us = mono_us();
     x->start = (time_t)(now_us(w) / 1000000);
     return x;
@@ -285,8 +289,8 @@ respond_error(struct conn *c, int status, int keep)
     const char *rid = NULL;
     size_t rid_len = 0, n;
 
-    if (x != NULL && x->rid_p != NULL) {
-        rid = x->rid_p;
+    if (x != NULL) {
+        rid = x->rid;
         rid_len = x->rid_len;
     }
     if (x != NULL && x->req.is_head)
@@ -297,6 +301,8 @@ respond_error(struct conn *c, int status, int keep)
     evbuffer_add(c->out, page, n);
     if (x != NULL) {
         x->status = status;
+        if (!(flags & HTTP_ERR_F_HEAD))
+            x->bytes = http_error_body(NULL, 0, status, rid, rid_len, true);
         exchange_log(c, x);
     }
     if (c->up != NULL) {
@@ -448,6 +454,26 @@ dechunk_fn(void *ctx, const char *p, size_t n, size_t *used)
     return rc;
 }
 
+/* For the log of a refused request: its method and target as sent, if the request line has them. */
+static void
+log_refused_head(struct xchg *x, size_t len)
+{
+    const char *sp1 = memchr(x->head, ' ', len < 32 ? len : 32);
+
+    if (x->req.method.len > 0 || sp1 == NULL)
+        return;
+    x->req.method = (struct http_span){x->head, (size_t)(sp1 - x->head)};
+    if (x->req.target.len == 0) {
+        const char *start = sp1 + 1, *end = x->head + len;
+        const char *sp2 = memchr(start, ' ', (size_t)(end - start));
+        const char *cr = memchr(start, '\r', (size_t)(end - start));
+        if (sp2 == NULL || (cr != NULL && cr < sp2))
+            sp2 = cr;
+        if (sp2 != NULL)
+            x->req.target = (struct http_span){start, (size_t)(sp2 - start)};
+    }
+}
+
 /* Looks for a complete request head in c->in; parses it and starts its exchange. */
 static int
 conn_read_head(struct conn *c)
@@ -485,18 +511,14 @@ conn_read_head(struct conn *c)
     }
     evbuffer_remove(c->in, x->head, len);
     if (http_request_parse(&x->req, x->head, len) < 0) {
+        log_refused_head(x, len);
         respond_error(c, x->req.error, 0);
         return -1;
     }
     if (http_request_id_valid(x->req.request_id.p, x->req.request_id.len)) {
-        x->rid_p = x->req.request_id.p;
         x->rid_len = x->req.request_id.len;
-        memcpy(x->rid, x->rid_p, x->rid_len < 32 ? x->rid_len : 32);
-        x->rid[x->rid_len < 32 ? x->rid_len : 32] = '\0';
-    } else {
-        worker_request_id(c->w, x->rid);
-        x->rid_p = x->rid;
-        x->rid_len = 32;
+        memcpy(x->rid, x->req.request_id.p, x->rid_len);
+        x->rid[x->rid_len] = '\0';
     }
     exchange_start(c);
     return 1;
@@ -533,7 +555,7 @@ conn_upstream_ready(struct upconn *u)
         .proto = c->l->tls ? "https" : "http",
         .port = c->l->port,
         .host = NULL,
-        .request_id = x->rid_p,
+        .request_id = x->rid,
         .request_id_len = x->rid_len,
         .flags = 0,
     };
@@ -577,7 +599,7 @@ static int
 request_forward_body(struct conn *c)
 {
     struct xchg *x = c->x;
-    size_t take;
+    size_t take = 0;
     int rc;
 
     if (x->req_done)
@@ -587,7 +609,8 @@ request_forward_body(struct conn *c)
         upconn_timeout(c->up, x->snap->rt->cfg->timeouts.upstream_response_ms);
         return 0;
     }
-    rc = feed_chains(c->in, 0, body_fn, &x->reqbody, &take);
+    /* A body already complete (Content-Length: 0) needs no bytes to say so. */
+    rc = http_body_done(&x->reqbody) ? 1 : feed_chains(c->in, 0, body_fn, &x->reqbody, &take);
     if (rc < 0) {
         if (!x->res_head) {
             respond_error(c, x->reqbody.error, 0);
@@ -748,7 +771,10 @@ response_body(struct conn *c)
     size_t take;
     int rc;
 
-    if (x->res_flags & HTTP_RES_F_DECHUNK)
+    take = 0;
+    if (http_body_done(&x->resbody))
+        rc = 1; /* HEAD, 204, 304, Content-Length: 0: the head was the whole response */
+    else if (x->res_flags & HTTP_RES_F_DECHUNK)
         rc = feed_chains(u->in, 0, dechunk_fn, &d, &take);
     else
         rc = feed_chains(u->in, 0, body_fn, &x->resbody, &take);
@@ -870,7 +896,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
     int n;
 
     (void)what;
-    n = evbuffer_read(c->in, fd, READ_CHUNK);
+    n = iobuf_read(c->in, fd, &c->rsize);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return;
@@ -1064,4 +1090,14 @@ conn_close_all(struct worker *w, const char *why)
         log_msg(LOG_WARN, "closing %u connection(s): %s", w->nconns, why);
     while (w->conns != NULL)
         conn_close(w->conns, NULL);
+}
+
+void
+conn_free_cache(struct worker *w)
+{
+    while (w->free_x != NULL) {
+        struct xchg *x = w->free_x;
+        w->free_x = x->next_free;
+        free(x);
+    }
 }

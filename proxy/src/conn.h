@@ -25,6 +25,9 @@ void conn_drain(struct worker *w);
 /* Closes every client connection of w (why is logged once for all, or NULL for silence). */
 void conn_close_all(struct worker *w, const char *why);
 
+/* Frees the exchanges w keeps for reuse; call once its connections are gone. */
+void conn_free_cache(struct worker *w);
+
 /*
  * For upconn.c, each called at most once per event, from the server connection's callbacks.
  * conn_upstream_ready: the connection to the server is up (or was taken from the pool).

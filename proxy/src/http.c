@@ -1219,8 +1219,10 @@ listed_in_connection(const struct http_headers *hs, struct http_span name)
     return false;
 }
 
-/* Hop-by-hop fields both ways (RFC 9110 7.6.1, 7.8, 10.1.4; RFC 7540 3.2.1 for HTTP2-Settings),
- * and the framing fields, which the writers rebuild from parsed facts. */
+/* Hop-by-hop fields both ways (RFC 9110 7.6.1, 7.8, 10.1.4; RFC 7540 3.2.1 for HTTP2-Settings;
+ * Trailer, which RFC 2616 13.5.1 listed and the project drops too, since trailers are only
+ * forwarded inside chunked framing that portier may rewrite), and the framing fields, which the
+ * writers rebuild from parsed facts. */
 static bool
 is_hop_or_framing(uint8_t id)
 {
@@ -1229,6 +1231,7 @@ is_hop_or_framing(uint8_t id)
     case FLD_KEEP_ALIVE:
     case FLD_PROXY_CONNECTION:
     case FLD_TE:
+    case FLD_TRAILER:
     case FLD_UPGRADE:
     case FLD_HTTP2_SETTINGS:
     case FLD_CONTENT_LENGTH:
@@ -1386,9 +1389,6 @@ http_response_write(char *out, size_t cap, const struct http_response *res, unsi
         const struct http_header *h = &res->hdrs.h[i];
 
         if (is_hop_or_framing(h->id))
-            continue;
-        /* RFC 9110 6.6.2: Trailer announces trailer fields, which decoding drops. */
-        if (h->id == FLD_TRAILER && dechunk)
             continue;
         if (listed_in_connection(&res->hdrs, h->name))
             continue;

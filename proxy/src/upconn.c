@@ -11,13 +11,13 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "iobuf.h"
 #include "upconn.h"
 #include "worker.h"
 
 /* Shorter than the apps' 75 s (and nginx's default), so the pool closes first, not the server. */
 #define POOL_IDLE_MS 30000
 #define POOL_MAX 256
-#define READ_CHUNK 65536
 
 static void
 pool_unlink(struct upconn *u)
@@ -58,7 +58,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    n = evbuffer_read(u->in, u->fd, READ_CHUNK);
+    n = iobuf_read(u->in, u->fd, &u->rsize);
     if (u->owner == NULL) {
         /* Pooled: a close (or anything else) from the server ends this connection. */
         upconn_close(u);

@@ -32,6 +32,7 @@ struct upconn {
     struct evbuffer *out; /* owned: bytes for the server */
     struct balancer_addr addr;
     uint64_t idle_since_ms;
+    uint32_t rsize; /* the next read's size (iobuf_read) */
     unsigned connecting : 1;
     unsigned reused : 1;      /* taken from the pool: the server may have closed it meanwhile */
     unsigned read_paused : 1; /* back-pressure: the client is slow */

@@ -355,6 +355,7 @@ worker_join_free(struct worker *w)
             close(w->listeners[i].fd);
     }
     free(w->listeners);
+    conn_free_cache(w);
     if (w->notify_ev != NULL)
         event_free(w->notify_ev);
     if (w->accept_retry != NULL)

@@ -924,10 +924,10 @@ static const struct write_case writes[] = {
      &fwd_plain,
      "POST /up HTTP/1.1\r\nHost: a.com\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n"
      "Connection: keep-alive\r\n" PORTIER_TAIL("10.0.0.1", "http", "a.com", "80", "10.0.0.1")},
-    {"chunked, Trailer kept",
+    {"chunked, Trailer dropped as hop-by-hop",
      "POST / HTTP/1.1\r\nHost: a.com\r\nTransfer-Encoding: Chunked\r\nTrailer: X-Sum\r\n\r\n",
      &fwd_plain,
-     "POST / HTTP/1.1\r\nHost: a.com\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n"
+     "POST / HTTP/1.1\r\nHost: a.com\r\nTransfer-Encoding: chunked\r\n"
      "Connection: keep-alive\r\n" PORTIER_TAIL("10.0.0.1", "http", "a.com", "80", "10.0.0.1")},
     {"absolute-form to origin-form, Host from the target",
      "GET http://App2.com:8080/x?y HTTP/1.1\r\nHost: other.com\r\n\r\n", &fwd_plain,
@@ -1033,6 +1033,10 @@ test_response_write(void **state)
                                        "Trailer: X-Sum\r\n\r\n",
                                        0, HTTP_RES_F_DECHUNK | HTTP_RES_F_CLOSE),
                         "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+    assert_string_equal(write_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                       "Trailer: X-Sum\r\n\r\n",
+                                       0, 0),
+                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_string_equal(
         write_response("HTTP/1.0 200\r\nContent-Length: 1\r\n\r\n", 0, HTTP_RES_F_KEEPALIVE),
         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n");

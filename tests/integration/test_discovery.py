@@ -1,0 +1,217 @@
+"""DNS discovery against a real DNS server on loopback: dnsmasq serving app2.test from a hosts file
+it re-reads on SIGHUP, as a headless Service's records change when pods come and go.
+
+Every test runs a bounded load through portier while the records change and asserts that no
+request fails: scaling 3 -> 5 -> 2, the DNS server going away, and a rolling replacement of every
+replica (start the new pod, update the records, SIGTERM the old one).
+"""
+
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+import procs
+
+DNS = ("127.0.0.53", 28453)
+APP_PORT = 28480
+PORTIER = ("127.0.0.1", 28481)
+NAME = "app2.test"
+# Records change by SIGHUP; with TTL 1 s portier looks again within about a second.
+FOLLOW_S = 4.0
+
+CONFIG = f"""
+listen:
+  - address: "{PORTIER[0]}:{PORTIER[1]}"
+workers: 2
+routes:
+  - host: app2.com
+    service: app2
+services:
+  app2:
+    dns: "{NAME}:{APP_PORT}"
+resolvers: ["{DNS[0]}:{DNS[1]}"]
+access_log: off
+"""
+
+
+class Dnsmasq:
+    """dnsmasq answering NAME from a hosts file; set() rewrites it and makes dnsmasq re-read it."""
+
+    def __init__(self, proc: procs.Proc, hosts: str):
+        self.proc = proc
+        self.hosts = hosts
+
+    def set(self, ips):
+        with open(self.hosts, "w") as f:
+            f.writelines(f"{ip} {NAME}\n" for ip in ips)
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+
+@pytest.fixture
+def dnsmasq(tmp_path):
+    exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    if not os.access(exe, os.X_OK):
+        pytest.fail("dnsmasq is not installed (scripts/deps.sh installs dnsmasq-base)")
+    hosts = str(tmp_path / "hosts")
+    open(hosts, "w").close()
+    argv = [
+        exe, "--no-daemon", f"--port={DNS[1]}", f"--listen-address={DNS[0]}",
+        "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}",
+        "--local=/test/", "--local-ttl=1", "--cache-size=0", "--pid-file",
+        # As ourselves, so that it can still read the hosts file in our temp dir.
+        f"--user={pwd.getpwuid(os.getuid()).pw_name}",
+    ]
+    p = procs.start(argv, wait_for=DNS, log_dir=str(tmp_path), name="dnsmasq")
+    try:
+        yield Dnsmasq(p, hosts)
+    finally:
+        procs.stop(p)
+
+
+class Load:
+    """Requests through portier, one keep-alive connection, until stopped; records what answered."""
+
+    def __init__(self):
+        self.seen = []  # (monotonic time, pod)
+        self.failures = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        conn = http.client.HTTPConnection(*PORTIER, timeout=5)
+        deadline = time.monotonic() + 60  # a hard bound, whatever the test does
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn.request("GET", "/api/info", headers={"Host": "app2.com"})
+                r = conn.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    self.failures.append(f"{r.status}: {body[:200]!r}")
+                else:
+                    self.seen.append((time.monotonic(), json.loads(body)["pod"]))
+            except (OSError, http.client.HTTPException) as e:
+                self.failures.append(repr(e))
+                conn.close()
+                conn = http.client.HTTPConnection(*PORTIER, timeout=5)
+            time.sleep(0.005)
+        conn.close()
+
+    def pods_since(self, t):
+        return {pod for when, pod in self.seen if when >= t}
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def wait_for_pods(load, since, expected, timeout=FOLLOW_S):
+    """Waits until the requests after `since` came from exactly `expected` pods (recent ones)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recent = load.pods_since(max(since, time.monotonic() - 0.5))
+        if recent == expected:
+            return
+        time.sleep(0.1)
+    raise AssertionError(
+        f"pods answering: {sorted(load.pods_since(time.monotonic() - 0.5))}, "
+        f"expected {sorted(expected)}"
+    )
+
+
+def pod_ip(i):
+    return f"127.0.0.{30 + i}"
+
+
+def start_pods(start_app, ids):
+    return {
+        i: start_app("app2", f"{pod_ip(i)}:{APP_PORT}", env={"POD_NAME": f"pod-{i}"}) for i in ids
+    }
+
+
+def test_scale_up_and_down_without_a_failed_request(dnsmasq, start_app, start_portier):
+    start_pods(start_app, range(1, 6))
+    dnsmasq.set([pod_ip(i) for i in (1, 2, 3)])
+    start_portier(CONFIG, addr=PORTIER)
+    with Load() as load:
+        wait_for_pods(load, 0, {"pod-1", "pod-2", "pod-3"})
+        t = time.monotonic()
+        dnsmasq.set([pod_ip(i) for i in (1, 2, 3, 4, 5)])
+        wait_for_pods(load, t, {f"pod-{i}" for i in range(1, 6)})
+        t = time.monotonic()
+        dnsmasq.set([pod_ip(i) for i in (4, 5)])
+        wait_for_pods(load, t, {"pod-4", "pod-5"})
+    assert load.failures == []
+
+
+def test_dns_server_gone_keeps_the_last_servers(dnsmasq, start_app, start_portier):
+    start_pods(start_app, (1, 2))
+    dnsmasq.set([pod_ip(1), pod_ip(2)])
+    p = start_portier(CONFIG, addr=PORTIER)
+    with Load() as load:
+        wait_for_pods(load, 0, {"pod-1", "pod-2"})
+        procs.stop(dnsmasq.proc)
+        t = time.monotonic()
+        time.sleep(FOLLOW_S)
+        assert load.pods_since(t) == {"pod-1", "pod-2"}
+        # evdns gives up after 2 attempts of 2 s: then the failure is logged, once.
+        p.proc.wait_for_output("cannot resolve app2.test; keeping its last servers", timeout=8)
+        time.sleep(2.5)
+        assert load.pods_since(t) == {"pod-1", "pod-2"}
+    assert load.failures == []
+    assert p.errors().count("cannot resolve app2.test") == 1
+
+
+def test_scaled_to_zero_is_503_and_back(dnsmasq, start_app, start_portier):
+    start_pods(start_app, (1,))
+    dnsmasq.set([])
+    start_portier(CONFIG, addr=PORTIER)
+    conn = http.client.HTTPConnection(*PORTIER, timeout=5)
+    conn.request("GET", "/api/info", headers={"Host": "app2.com"})
+    r = conn.getresponse()
+    assert r.status == 503, r.read()
+    r.read()
+    dnsmasq.set([pod_ip(1)])
+    deadline = time.monotonic() + FOLLOW_S
+    while True:
+        conn.request("GET", "/api/info", headers={"Host": "app2.com"})
+        r = conn.getresponse()
+        body = r.read()
+        if r.status == 200:
+            assert json.loads(body)["pod"] == "pod-1"
+            break
+        assert time.monotonic() < deadline, f"still {r.status} after the record came back"
+        time.sleep(0.2)
+    conn.close()
+
+
+def test_rolling_replacement_costs_no_request(dnsmasq, start_app, start_portier):
+    """Each of three replicas replaced in turn: the new pod starts, the records change, the old
+    pod gets SIGTERM at once (no preStop pause here, the harder case). Refused connections go
+    to the next server and a pooled connection that died unused is retried, so nothing fails."""
+    live = start_pods(start_app, (1, 2, 3))
+    dnsmasq.set([pod_ip(i) for i in live])
+    start_portier(CONFIG, addr=PORTIER)
+    with Load() as load:
+        wait_for_pods(load, 0, {"pod-1", "pod-2", "pod-3"})
+        for old, new in ((1, 4), (2, 5), (3, 6)):
+            live.update(start_pods(start_app, (new,)))
+            ips = [pod_ip(i) for i in live if i != old]
+            dnsmasq.set(ips)
+            result = procs.stop(live.pop(old))
+            assert result.returncode == 0, result.stderr
+            time.sleep(0.5)
+        t = time.monotonic()
+        wait_for_pods(load, t, {"pod-4", "pod-5", "pod-6"})
+    assert load.failures == []
+    assert len(load.seen) > 100
