@@ -617,10 +617,16 @@ parse_certificates(struct loader *ld, const char *key, yaml_node_t *n, void *dst
             rc = -1;
         if (item->type != YAML_MAPPING_NODE)
             continue;
-        if (mapping_get(ld, item, "cert") == NULL || mapping_get(ld, item, "key") == NULL) {
+        yaml_node_t *cert = mapping_get(ld, item, "cert"), *keyn = mapping_get(ld, item, "key");
+        if (cert == NULL || keyn == NULL) {
             node_error(ld, item, "tls.certificates: an entry needs both cert and key");
             rc = -1;
+            continue;
         }
+        c->cert_line = (unsigned)cert->start_mark.line + 1;
+        c->cert_col = (unsigned)cert->start_mark.column + 1;
+        c->key_line = (unsigned)keyn->start_mark.line + 1;
+        c->key_col = (unsigned)keyn->start_mark.column + 1;
     }
     return rc;
 }

@@ -41,6 +41,8 @@ struct config_listener {
 struct config_cert {
     char *cert; /* owned */
     char *key;  /* owned */
+    /* Where each path was written (1-based), so checks of the files can point at it. */
+    unsigned cert_line, cert_col, key_line, key_col;
 };
 
 struct config_route {

@@ -18,6 +18,7 @@
 #include "discovery.h"
 #include "log.h"
 #include "runtime.h"
+#include "tls.h"
 #include "worker.h"
 
 #define PORTIER_VERSION "0.1.0"
@@ -97,6 +98,12 @@ reload(struct main_ctx *m)
     if (cfg == NULL) {
         log_msg(LOG_ERROR, "reload: %s has errors, keeping the running config:", m->path);
         log_lines(LOG_ERROR, err);
+        return;
+    }
+    if (tls_check(cfg, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "reload: %s has errors, keeping the running config:", m->path);
+        log_lines(LOG_ERROR, err);
+        config_unref(cfg);
         return;
     }
     rt = runtime_new(cfg, err, sizeof(err));
@@ -278,6 +285,11 @@ main(int argc, char **argv)
     struct config *cfg = config_load(m.path, err, sizeof(err));
     if (cfg == NULL) {
         fputs(err, stderr);
+        return 1;
+    }
+    if (tls_check(cfg, err, sizeof(err)) < 0) {
+        fputs(err, stderr);
+        config_unref(cfg);
         return 1;
     }
     if (check) {

@@ -43,6 +43,31 @@ listen_socket(const struct config_addr *a, char *err, size_t errlen)
     return fd;
 }
 
+/*
+ * SO_REUSEPORT would let a second portier (or anything else using it) share the address silently,
+ * taking part of the traffic. Binding once without it first fails with EADDRINUSE in that case,
+ * so the address is known to be ours before the workers' sockets share it among themselves.
+ */
+static int
+listen_probe(const struct config_addr *a, char *err, size_t errlen)
+{
+    int one = 1;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "listen %s: socket: %s", a->spec, strerror(errno));
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0) {
+        snprintf(err, errlen, "listen %s: %s", a->spec, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 static void
 accept_pause(struct worker *w)
 {
@@ -295,6 +320,9 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         snprintf(l->port, sizeof(l->port), "%u",
                  ntohs(a->ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port));
         w->nlisteners++;
+        l->fd = -1;
+        if (id == 0 && listen_probe(a, err, errlen) < 0)
+            goto fail;
         if ((l->fd = listen_socket(a, err, errlen)) < 0)
             goto fail;
         l->ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
