@@ -16,7 +16,13 @@ endif
 
 PKGS     := libevent libevent_openssl libevent_pthreads openssl yaml-0.1
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread
+PKG_LIBS   = $(shell pkg-config $(PKG_STATIC) --libs $(PKGS)) -lhttp_parser -lpthread
+# STATIC=1 links every library statically (Debian ships the .a files in the -dev packages): the
+# binaries that `make images` packs into images holding nothing else.
+ifeq ($(STATIC),1)
+PKG_STATIC := --static
+LDFLAGS    += -static
+endif
 CMOCKA     = $(shell pkg-config --cflags --libs cmocka)
 ALL_CFLAGS = $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) -Iapps/lib -Iproxy/src -MMD -MP
 
@@ -44,7 +50,8 @@ UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTEST      := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run test test-build unit integration asan fmt fmt-check lint compdb bench images clean
+.PHONY: all deps run test test-build unit integration k8s-test asan fuzz fmt fmt-check lint compdb bench images \
+        up down deploy clean
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -74,9 +81,48 @@ unit: $(UNIT_BINS)
 
 integration: $(APP_BINS) $(PORTIER)
 	$(Q)PORTIER_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -p no:cacheprovider tests/integration
+	$(Q)$(if $(filter 1,$(SAN)),,$(MAKE) --no-print-directory k8s-test)
+
+# The cluster side, offline: manifests rendered and schema-checked, the images built the way the VM
+# provision builds them and run in chroots, shellcheck, vagrant validate. Once, not again under ASan.
+k8s-test: $(PORTIER)
+	$(Q)PORTIER_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -p no:cacheprovider tests/k8s
+
+# Images for k3s, no Docker: static binaries in $(K8S_BUILD), one archive per image in $(IMAGES),
+# tagged with portier's version. Needs root (umoci keeps owners; portier's binary gets a capability).
+# The linker's warnings about getaddrinfo and dlopen in static programs are expected: portier
+# resolves with libevent's own DNS client and loads no OpenSSL modules.
+K8S_BUILD ?= $(BUILD)/static
+IMAGES    ?= build/images
+VERSION    = $(shell sed -n 's/^\#define PORTIER_VERSION "\(.*\)"$$/\1/p' proxy/src/main.c)
+
+images:
+	$(Q)$(MAKE) --no-print-directory BUILD=$(K8S_BUILD) STATIC=1 $(APPS:%=$(K8S_BUILD)/%) $(K8S_BUILD)/portier
+	$(Q)k8s/build-images.sh $(K8S_BUILD) $(IMAGES) $(VERSION)
+
+# The p2 VM (vagrant/Vagrantfile; VAGRANT_DEFAULT_PROVIDER=libvirt for libvirt). up boots and
+# provisions it; deploy sends the working tree, rebuilds and imports the images, rolls the pods.
+up:
+	$(Q)cd vagrant && vagrant up
+
+down:
+	$(Q)cd vagrant && vagrant destroy -f
+
+deploy:
+	$(Q)cd vagrant && vagrant rsync && vagrant provision --provision-with images && \
+		vagrant provision --provision-with deploy
 
 asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SAN=1 all
+
+# libFuzzer on the HTTP parsers (needs clang: apt-get install clang); FUZZ_SECONDS per run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(Q)mkdir -p $(BUILD)/fuzz/corpus
+	$(Q)clang -std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iproxy/src \
+		tests/fuzz/fuzz_http.c proxy/src/http.c proxy/src/http_body.c -lhttp_parser \
+		-o $(BUILD)/fuzz/fuzz_http
+	$(Q)$(BUILD)/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) $(BUILD)/fuzz/corpus
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -129,7 +175,8 @@ compdb:
 bench:
 	$(Q)scripts/deps.sh --check 2>/dev/null || scripts/deps.sh
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)bench/apps.sh
+	$(Q)BUILD=$(BUILD) bench/apps.sh
+	$(Q)BUILD=$(BUILD) bench/run.sh
 
 clean:
 	$(Q)rm -rf $(BUILD)

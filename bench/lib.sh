@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the bench scripts: installing tools, starting and stopping pinned processes, wrk.
 # Sourced, not run. Every process started here is recorded and stopped by PID on exit.
 
@@ -6,6 +7,7 @@ BENCH_TMP=$(mktemp -d /tmp/portier-bench.XXXXXX)
 
 bench_cleanup() {
     local pid
+    trap - EXIT INT TERM
     for pid in "${BENCH_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -14,7 +16,10 @@ bench_cleanup() {
     done
     rm -rf "$BENCH_TMP"
 }
-trap bench_cleanup EXIT INT TERM
+# Ctrl-C and SIGTERM end the script (which runs the EXIT trap) instead of resuming after the handler.
+trap bench_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Installs the Debian packages named (binary:package pairs) whose binary is missing.
 bench_need() {
@@ -28,25 +33,80 @@ bench_need() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# bench_start CPU LOGFILE CMD...: starts CMD pinned to CPU in the background; sets BENCH_LAST_PID.
+# bench_pin CPU CMD...: runs CMD on the CPU list CPU (taskset syntax), or anywhere when CPU is "any".
+bench_pin() {
+    local cpu=$1
+    shift
+    if [ "$cpu" = any ]; then
+        "$@"
+    else
+        taskset -c "$cpu" "$@"
+    fi
+}
+
+# bench_start CPU LOGFILE CMD...: starts CMD pinned to CPU ("any": unpinned) in the background,
+# stdout and stderr to LOGFILE; sets BENCH_LAST_PID.
 bench_start() {
     local cpu=$1 log=$2
     shift 2
-    taskset -c "$cpu" "$@" >"$log" 2>&1 &
+    # Simple commands, not bench_pin: a function in the background would be a subshell, and $! its
+    # PID rather than CMD's. taskset execs CMD, so $! is CMD's own PID.
+    if [ "$cpu" = any ]; then
+        "$@" >"$log" 2>&1 </dev/null &
+    else
+        taskset -c "$cpu" "$@" >"$log" 2>&1 </dev/null &
+    fi
     BENCH_LAST_PID=$!
     BENCH_PIDS+=("$BENCH_LAST_PID")
 }
 
-# bench_stop PID: stops one process started by bench_start and waits for it.
+# bench_stop PID: stops one process started by bench_start, waits for it and forgets it, so that the
+# exit trap never signals a PID the system may since have given to another process.
 bench_stop() {
+    local pid keep=()
     kill "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+    for pid in "${BENCH_PIDS[@]}"; do
+        [ "$pid" = "$1" ] || keep+=("$pid")
+    done
+    BENCH_PIDS=("${keep[@]}")
+}
+
+# bench_tree PID: prints PID and its descendants (nginx's workers, say), one a line.
+bench_tree() {
+    # The command name may hold spaces and parentheses: the fields that follow start after the last
+    # ")". cat, unlike awk, goes on when a process ends between the glob and the read (and then
+    # fails, which is no failure here).
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
+        { pid = $1; sub(/.*\) /, ""); parent[pid] = $2 }
+        END { print root; n = 1; list[1] = root
+              for (i = 1; i <= n; i++) for (p in parent) if (parent[p] == list[i]) { list[++n] = p; print p } }'
+}
+
+# bench_cpu_ticks PID: utime + stime, in clock ticks, of PID and its descendants (all their threads).
+bench_cpu_ticks() {
+    local p total=0 t
+    for p in $(bench_tree "$1"); do
+        t=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# bench_rss_kb PID...: the sum of VmRSS, in KiB, of the processes named.
+bench_rss_kb() {
+    local p total=0 r
+    for p in "$@"; do
+        r=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$p/status" 2>/dev/null) || r=0
+        total=$((total + ${r:-0}))
+    done
+    echo "$total"
 }
 
 # bench_wait_port HOST PORT: waits up to 5 s for a TCP listener.
 bench_wait_port() {
-    local i
-    for i in $(seq 50); do
+    local _
+    for _ in $(seq 50); do
         (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
         sleep 0.1
     done
@@ -54,17 +114,22 @@ bench_wait_port() {
     return 1
 }
 
-# bench_wrk CPU SECONDS CONNS URL [wrk args...]: prints "req/s p50_ms p99_ms" of one wrk run.
+# bench_wrk CPU SECONDS CONNS URL [wrk args...]: one wrk run pinned to CPU ("any": unpinned) with
+# $WRK_THREADS threads (1 by default); prints "req/s p50_ms p99_ms requests errors", errors being
+# non-2xx/3xx responses plus socket errors.
 bench_wrk() {
     local cpu=$1 secs=$2 conns=$3 url=$4
     shift 4
-    taskset -c "$cpu" wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url" | awk '
+    bench_pin "$cpu" wrk -t"${WRK_THREADS:-1}" -c"$conns" -d"${secs}s" --latency "$@" "$url" | awk '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0;
                          if (v ~ /s$/) return v * 1000; return v }
         /Requests\/sec:/ { rps = $2 }
         $1 == "50%" { p50 = ms($2) }
         $1 == "99%" { p99 = ms($2) }
-        END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+        / requests in / { reqs = $1 }
+        /Non-2xx or 3xx responses:/ { errs += $NF }
+        /Socket errors:/ { gsub(/,/, ""); errs += $4 + $6 + $8 + $10 }
+        END { printf "%.0f %.3f %.3f %d %d\n", rps, p50, p99, reqs, errs }'
 }
 
 # median of the numbers on stdin.

@@ -21,11 +21,35 @@ commands=(
     "curl:curl"
     "openssl:openssl"
     "/usr/bin/python3:python3"
+    # The bench smoke in `make test` (bench/run.sh --smoke). nginx and haproxy live in /usr/sbin,
+    # which a user's PATH may lack.
+    "wrk:wrk"
+    "/usr/sbin/nginx:nginx-light"
+    "/usr/sbin/haproxy:haproxy"
+    "taskset:util-linux"
+    # tests/integration/test_discovery.py: a real DNS server on loopback (no service is started).
+    "/usr/sbin/dnsmasq:dnsmasq-base"
+    # tests/k8s and make images: image tools, shell lint, schema checks (Node.js), vagrant validate.
+    "skopeo:skopeo"
+    "umoci:umoci"
+    "setcap:libcap2-bin"
+    "readelf:binutils"
+    "shellcheck:shellcheck"
+    "node:nodejs"
+    "npm:npm"
+    "vagrant:vagrant"
 )
 # header or file -> Debian package (for libraries without a pkg-config module).
 files=(
     "/usr/include/http_parser.h:libhttp-parser-dev"
+    "/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json:vagrant-libvirt"
 )
+# Debian's kubectl (kubernetes-client, 1.20) is unpacked into the tree rather than installed: a
+# machine may already have another package's /usr/bin/kubectl (a cloud SDK's), which dpkg will not
+# overwrite. tests/k8s runs this one.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+kubectl_dir=$repo/build/tools/kubernetes-client
+kubectl_bin=$kubectl_dir/usr/bin/kubectl
 
 missing=()
 have_pkgconfig=0
@@ -43,6 +67,9 @@ for entry in "${files[@]}"; do
     [ -e "$f" ] || missing+=("$pkg")
 done
 if ! /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1; then missing+=("python3-pytest"); fi
+if ! /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1; then missing+=("python3-yaml"); fi
+need_kubectl=0
+[ -x "$kubectl_bin" ] || need_kubectl=1
 
 # Unique, in order.
 if [ ${#missing[@]} -gt 0 ]; then
@@ -50,14 +77,29 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--check" ]; then
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "missing Debian packages: ${missing[*]} (run: make deps)" >&2
+    if [ ${#missing[@]} -gt 0 ] || [ "$need_kubectl" = 1 ]; then
+        [ ${#missing[@]} -eq 0 ] || echo "missing Debian packages: ${missing[*]} (run: make deps)" >&2
+        [ "$need_kubectl" = 0 ] || echo "missing $kubectl_bin (Debian's kubernetes-client; run: make deps)" >&2
         exit 1
     fi
     exit 0
 fi
 
-if [ ${#missing[@]} -eq 0 ]; then
+# unpack_kubectl: Debian's kubernetes-client, downloaded by apt and unpacked into $kubectl_dir.
+unpack_kubectl() {
+    local tmp
+    tmp=$(mktemp -d)
+    chmod 0755 "$tmp"
+    chown _apt "$tmp" 2>/dev/null || true # apt downloads as _apt where it can, else warns
+    (cd "$tmp" && apt-get download -qq kubernetes-client)
+    rm -rf "$kubectl_dir"
+    mkdir -p "$kubectl_dir"
+    dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$kubectl_dir"
+    rm -rf "$tmp"
+    echo "deps: Debian's kubectl unpacked: $("$kubectl_bin" version --client --short 2>/dev/null || true)"
+}
+
+if [ ${#missing[@]} -eq 0 ] && [ "$need_kubectl" = 0 ]; then
     echo "deps: everything is installed"
     exit 0
 fi
@@ -65,10 +107,13 @@ fi
 sudo=""
 if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-        echo "deps: need root to install: ${missing[*]}" >&2
+        echo "deps: need root to install: ${missing[*]:-kubernetes-client}" >&2
         exit 1
     fi
 fi
-echo "deps: installing ${missing[*]}"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ "$need_kubectl" = 1 ]; then unpack_kubectl; fi

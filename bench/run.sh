@@ -1,0 +1,674 @@
+#!/usr/bin/env bash
+# portier side by side with nginx and HAProxy, and the no-proxy limit (issue 4). Starts three app2
+# replicas (and, for the body-size scenarios, a static origin), then portier, nginx and HAProxy one
+# at a time, each configured for the same job; pins the proxy under test to CPU 0 and wrk, the apps
+# and the origin to CPU 1; rotates the order of the targets every round. bench/README.md says what
+# each scenario means and how to read the report.
+#
+# Usage: bench/run.sh [--rounds N] [--seconds S] [--warmup S] [--scenarios LIST] [--clients N]
+#                     [--no-report]
+#        bench/run.sh --smoke                     one 1-second round of (a), no report (make test)
+#        bench/run.sh --target http://HOST[:PORT] the client side only, against a proxy elsewhere
+# LIST is comma-separated: a (keep-alive, 100 B), b (a new connection per request), c (4 KiB and
+# 256 KiB bodies), e (10,000 idle keep-alive clients), w (2 workers, unpinned); default a,b,c,e,w.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+usage() {
+    sed -n '8,13s/^# \{0,1\}//p' "$0" >&2
+    exit 2
+}
+
+rounds=5 seconds=5 warmup=1 scenarios=a,b,c,e,w clients=10000 report=1 target=""
+while [ $# -gt 0 ]; do
+    case $1 in
+    --rounds) rounds=${2:?}; shift 2 ;;
+    --seconds) seconds=${2:?}; shift 2 ;;
+    --warmup) warmup=${2:?}; shift 2 ;;
+    --scenarios) scenarios=${2:?}; shift 2 ;;
+    --clients) clients=${2:?}; shift 2 ;;
+    --no-report) report=0; shift ;;
+    --smoke) rounds=1 seconds=1 warmup=0 scenarios=a report=0; shift ;;
+    --target) target=${2:?}; shift 2 ;;
+    *) usage ;;
+    esac
+done
+for n in "$rounds" "$seconds" "$warmup" "$clients"; do
+    [[ $n =~ ^[0-9]+$ ]] || { echo "bench: not a whole number: $n" >&2; usage; }
+done
+if [ "$rounds" -lt 1 ] || [ "$seconds" -lt 1 ]; then usage; fi
+
+build=${BUILD:-build}
+app_port=28300 origin_port=28301
+declare -A proxy_addr=([portier]=127.0.0.40:28310 [nginx]=127.0.0.41:28311 [haproxy]=127.0.0.42:28312)
+proxies=(portier nginx haproxy)
+proxy_cpu=0 client_cpu=1
+if [ "$(nproc)" -lt 2 ]; then
+    echo "bench: one CPU only: everything shares CPU 0, and the figures mean little" >&2
+    client_cpu=0
+fi
+conns=64
+host_header='Host: app2.com'
+results=$BENCH_TMP/results.txt idle_results=$BENCH_TMP/idle.txt
+: >"$results"
+: >"$idle_results"
+
+# The scenario ids (a b c4 c256 e w2), in the order LIST names them; each round runs them all.
+ids=()
+IFS=, read -ra wanted <<<"$scenarios"
+for w in "${wanted[@]}"; do
+    case $w in
+    a) ids+=(a) ;;
+    b) ids+=(b) ;;
+    c) ids+=(c4 c256) ;;
+    d) ;; # always reported as skipped
+    e) ids+=(e) ;;
+    w) ids+=(w2) ;;
+    *) echo "bench: unknown scenario: $w" >&2; usage ;;
+    esac
+done
+
+# scenario_set ID: sets s_label, s_path, s_args (extra wrk arguments), s_workers, s_proxy_cpu,
+# s_client_cpu and s_threads for one scenario.
+scenario_set() {
+    s_path=/api/info s_args=() s_workers=1 s_proxy_cpu=$proxy_cpu s_client_cpu=$client_cpu s_threads=1
+    case $1 in
+    a) s_label="(a) keep-alive, 100 B" ;;
+    b) s_label="(b) a new connection per request" s_args=(-H 'Connection: close') ;;
+    c4) s_label="(c) keep-alive, 4 KiB body" s_path=/bytes/4k ;;
+    c256) s_label="(c) keep-alive, 256 KiB body" s_path=/bytes/256k ;;
+    w2) s_label="(a) with 2 workers, unpinned" s_workers=2 s_proxy_cpu=any s_client_cpu=any s_threads=2 ;;
+    e) s_label="(e) $clients idle keep-alive clients" ;;
+    esac
+}
+
+# short_label ID: the scenario's name in the chart and the goals.
+short_label() {
+    case $1 in
+    a) echo "(a) 100 B" ;;
+    b) echo "(b) new connections" ;;
+    c4) echo "(c) 4 KiB" ;;
+    c256) echo "(c) 256 KiB" ;;
+    w2) echo "(w) 2 workers" ;;
+    e) echo "(e) idle clients" ;;
+    esac
+}
+
+# scenario_cmd ID URL: the wrk command line of a scenario, for the report.
+scenario_cmd() {
+    scenario_set "$1"
+    local pin="taskset -c $s_client_cpu "
+    [ "$s_client_cpu" = any ] && pin=""
+    printf '%swrk -t%s -c%s -d%ss --latency -H '\''%s'\''' "$pin" "$s_threads" "$conns" "$seconds" "$host_header"
+    [ ${#s_args[@]} -eq 0 ] || printf " -H '%s'" "${s_args[1]}"
+    printf ' %s\n' "$2"
+}
+
+# check_url URL [SIZE]: one request; fails the bench unless it is a 200 (of SIZE bytes if given).
+check_url() {
+    local got
+    got=$(curl -sS -o /dev/null --max-time 5 -H "$host_header" -w '%{http_code} %{size_download}' "$1") ||
+        got="no answer"
+    if [ "${got%% *}" != 200 ] || { [ -n "${2:-}" ] && [ "${got#* }" != "$2" ]; }; then
+        echo "bench: GET $1 (${host_header}) gave \"$got\", expected 200${2:+ with $2 bytes}" >&2
+        return 1
+    fi
+}
+
+# The medians: one line per scenario and target of the results file, "-" where a figure does not
+# apply: scenario target rps ×nginx ×haproxy ×limit ×best-peer p50 p99 cpu_us cpu×nginx rss_kb
+# errors runs. Each × is the median over rounds of that round's ratio.
+stats() {
+    awk '
+    function med(list,   n, a, i, j, x) {
+        n = split(list, a, " ")
+        if (n == 0) return "-"
+        for (i = 2; i <= n; i++) {
+            x = a[i] + 0
+            for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
+            a[j + 1] = x
+        }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function ratio(s, r, t, u) {
+        return ((s, r, u) in rps && rps[s, r, u] > 0) ? " " rps[s, r, t] / rps[s, r, u] : ""
+    }
+    {
+        s = $1; r = $2; t = $3
+        if (!(s in seen)) { seen[s] = 1; order[++ns] = s }
+        runs[s, t]++; round[s, r] = 1
+        rps[s, r, t] = $4; cpu[s, r, t] = $9
+        rpsl[s, t] = rpsl[s, t] " " $4; p50[s, t] = p50[s, t] " " $5; p99[s, t] = p99[s, t] " " $6
+        errs[s, t] += $8
+        if ($9 != "-") cpul[s, t] = cpul[s, t] " " $9
+        if ($10 != "-") rssl[s, t] = rssl[s, t] " " $10
+    }
+    END {
+        for (i = 1; i <= ns; i++) {
+            s = order[i]
+            nt = split("portier nginx haproxy limit remote", tl, " ")
+            for (k = 1; k <= nt; k++) {
+                t = tl[k]; xng = xha = xli = xbest = xcpu = ""
+                if (!((s, t) in runs)) continue
+                for (key in round) {
+                    split(key, kk, SUBSEP)
+                    if (kk[1] != s || !((s, kk[2], t) in rps)) continue
+                    r = kk[2]
+                    xng = xng ratio(s, r, t, "nginx"); xha = xha ratio(s, r, t, "haproxy")
+                    xli = xli ratio(s, r, t, "limit")
+                    if ((s, r, "nginx") in rps && (s, r, "haproxy") in rps)
+                        xbest = xbest ratio(s, r, t, rps[s, r, "nginx"] > rps[s, r, "haproxy"] ? "nginx" : "haproxy")
+                    if (cpu[s, r, t] != "-" && (s, r, "nginx") in cpu && cpu[s, r, "nginx"] > 0)
+                        xcpu = xcpu " " cpu[s, r, t] / cpu[s, r, "nginx"]
+                }
+                print s, t, med(rpsl[s, t]), med(xng), med(xha), med(xli), med(xbest), med(p50[s, t]),
+                      med(p99[s, t]), med(cpul[s, t]), med(xcpu), med(rssl[s, t]), errs[s, t], runs[s, t]
+            }
+        }
+    }' "$results"
+}
+
+# table ID: the markdown table of one scenario from $stats_out.
+table() {
+    if [ -n "$target" ]; then
+        echo "| target | req/s | p50 ms | p99 ms | errors |"
+        echo "| --- | ---: | ---: | ---: | ---: |"
+        awk -v s="$1" -v url="$target" '$1 == s { printf "| %s | %.0f | %.2f | %.2f | %d |\n", url, $3, $8, $9, $13 }' \
+            <<<"$stats_out"
+        return
+    fi
+    echo "| target | req/s | × nginx | × HAProxy | × limit | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    awk -v s="$1" '
+    function f(v, fmt) { return v == "-" ? "-" : sprintf(fmt, v) }
+    $1 == s {
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ($2 == "limit" ? "limit (no proxy)" : $2),
+               f($3, "%.0f"), f($4, "%.3f"), f($5, "%.3f"), f($6, "%.3f"), f($8, "%.2f"), f($9, "%.2f"),
+               f($10, "%.2f"), f(($12 == "-" ? "-" : $12 / 1024), "%.1f"), $13
+    }' <<<"$stats_out"
+}
+
+# idle_table: the markdown table of scenario (e), medians over rounds.
+idle_table() {
+    echo "| proxy | clients answered (worst round) | failed | closed by the proxy | RSS fresh MiB | RSS with the clients MiB | KiB per connection |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local t
+    for t in "${proxies[@]}"; do
+        awk -v t="$t" -v want="$clients" '
+        function med(list,   n, a, i, j, x) {
+            n = split(list, a, " ")
+            for (i = 2; i <= n; i++) {
+                x = a[i] + 0
+                for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
+                a[j + 1] = x
+            }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        $3 == t { n++; fresh = fresh " " $4; loaded = loaded " " $5
+                  if (n == 1 || $6 < ok) ok = $6; if ($7 > failed) failed = $7; if ($8 > closed) closed = $8 }
+        END { if (n) printf "| %s | %d of %d | %d | %d | %.1f | %.1f | %.2f |\n", t, ok, want, failed, closed,
+                         med(fresh) / 1024, med(loaded) / 1024, ok ? (med(loaded) - med(fresh)) / ok : 0 }' \
+            "$idle_results"
+    done
+}
+
+# goals: how portier stands against the goals of issue 4, from $stats_out and the idle results.
+goals() {
+    local idle_rss labels s
+    idle_rss=$(awk '{ n[$3]++; v[$3] = v[$3] " " $5 } END { for (t in v) print t, v[t] }' "$idle_results")
+    labels=$(for s in a b c4 c256 w2; do printf '%s=%s;' "$s" "$(short_label "$s")"; done)
+    awk -v idle="$idle_rss" -v labels="$labels" '
+    function med(list,   n, a, i, j, x) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) {
+            x = a[i] + 0
+            for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
+            a[j + 1] = x
+        }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function row(goal, v, want, fmt) {
+        if (v == "-" || v == "") return
+        printf "| %s | %s | %s |\n", goal, sprintf(fmt, v), (v + 0 >= want ? "met" : "**not met**")
+    }
+    BEGIN { n = split(labels, l, ";"); for (i = 1; i <= n; i++) { split(l[i], kv, "="); label[kv[1]] = kv[2] } }
+    { for (i = 3; i <= NF; i++) st[$1, $2, i] = $i; if ($2 == "portier") sc[++ns] = $1 }
+    END {
+        print "| goal (issue 4) | measured | |"
+        print "| --- | ---: | --- |"
+        if (("a", "portier", 3) in st) {
+            row("(a) req/s ≥ 0.95 × the limit", st["a", "portier", 6], 0.95, "%.3f ×")
+            row("(a) req/s ≥ 1.1 × nginx", st["a", "portier", 4], 1.1, "%.3f ×")
+            row("(a) req/s ≥ 1.1 × HAProxy", st["a", "portier", 5], 1.1, "%.3f ×")
+            if (st["a", "portier", 11] != "-")
+                row("(a) CPU per request ≤ 0.75 × nginx", 0.75 / st["a", "portier", 11], 1,
+                    sprintf("%.3f × nginx", st["a", "portier", 11]) "%.0s")
+        }
+        if (("b", "portier", 3) in st) {
+            row("(b) req/s ≥ 1.1 × nginx", st["b", "portier", 4], 1.1, "%.3f ×")
+            row("(b) req/s ≥ 1.1 × HAProxy", st["b", "portier", 5], 1.1, "%.3f ×")
+        }
+        if (("c4", "portier", 3) in st)
+            row("(c) 4 KiB req/s ≥ 1.0 × the better of nginx and HAProxy", st["c4", "portier", 7], 1, "%.3f ×")
+        if (("c256", "portier", 3) in st)
+            row("(c) 256 KiB req/s ≥ 1.0 × the better of nginx and HAProxy", st["c256", "portier", 7], 1, "%.3f ×")
+        for (i = 1; i <= ns; i++) {
+            s = sc[i]
+            if (!((s, "nginx", 3) in st)) continue
+            p = st[s, "portier", 9]; q = st[s, "nginx", 9]
+            if (p > 0) row(label[s] ": p99 ≤ nginx (" sprintf("%.2f", q) " ms)", q / p, 1,
+                           sprintf("%.2f ms", p) "%.0s")
+            p = st[s, "portier", 12]; q = st[s, "nginx", 12]
+            if (p > 0) row(label[s] ": RSS ≤ nginx worker (" sprintf("%.1f", q / 1024) " MiB)", q / p, 1,
+                           sprintf("%.1f MiB", p / 1024) "%.0s")
+        }
+        n = split(idle, il, " "); t = ""
+        for (i = 1; i <= n; i++) {
+            if (il[i] ~ /^[a-z]/) { t = il[i]; continue }
+            ilist[t] = ilist[t] " " il[i]
+        }
+        if (("portier" in ilist) && ("nginx" in ilist)) {
+            p = med(ilist["portier"]); q = med(ilist["nginx"])
+            row("(e) RSS with the idle clients ≤ nginx (" sprintf("%.1f", q / 1024) " MiB)", q / p, 1,
+                sprintf("%.1f MiB", p / 1024) "%.0s")
+        }
+        if (("w2", "portier", 3) in st)
+            row("2 workers, unpinned: req/s ≥ 1.0 × nginx", st["w2", "portier", 4], 1, "%.3f ×")
+    }' <<<"$stats_out"
+}
+
+# skipped: the scenarios this run does not measure, and why.
+skipped() {
+    echo "- (d) HTTPS keep-alive and new TLS handshakes: skipped: portier has no TLS yet"
+    if [ -n "$target" ]; then
+        echo "- (c) 4 KiB and 256 KiB bodies: skipped: they need the static origin, which only local runs start"
+        echo "- (e) idle clients, and CPU and RSS everywhere: skipped: they need the proxy's /proc"
+        echo "- 2 workers, unpinned: skipped: the remote proxy's workers are its own business"
+    fi
+}
+
+# ---- client side only, against a proxy elsewhere ----------------------------------------------
+if [ -n "$target" ]; then
+    [[ $target =~ ^http://[A-Za-z0-9.:-]+/?$ || $target =~ ^http://\[[0-9a-fA-F:]+\](:[0-9]+)?/?$ ]] ||
+        { echo "bench: --target wants http://HOST[:PORT], not $target" >&2; exit 2; }
+    target=${target%/}
+    bench_need wrk:wrk curl:curl
+    check_url "$target/api/info"
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    for round in $(seq "$rounds"); do
+        for s in "${ids[@]}"; do
+            case $s in a | b) ;; *) continue ;; esac
+            scenario_set "$s"
+            line=$(bench_wrk any "$seconds" "$conns" "$target$s_path" -H "$host_header" "${s_args[@]}")
+            echo "$s $round remote $line - -" >>"$results"
+        done
+        echo "round $round/$rounds done" >&2
+    done
+    load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+    stats_out=$(stats)
+    for s in a b; do
+        grep -q "^$s " "$results" || continue
+        scenario_set "$s"
+        echo
+        echo "### $s_label: \`$(scenario_cmd "$s" "$target$s_path" | sed 's/^taskset -c [^ ]* //')\`"
+        echo
+        table "$s"
+    done
+    echo
+    skipped
+    echo
+    echo "load average $load_before before, $load_after after; client: $(nproc) CPUs," \
+        "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+    exit 0
+fi
+
+# ---- local: start the apps, the origin and each proxy in turn ---------------------------------
+need=(wrk:wrk nginx:nginx-light haproxy:haproxy taskset:util-linux curl:curl)
+[ "$report" = 1 ] && need+=(gnuplot:gnuplot-nox)
+[[ " ${ids[*]} " == *" e "* ]] && need+=(python3:python3)
+bench_need "${need[@]}"
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
+if [ ! -x "$build/app2" ] || [ ! -x "$build/portier" ]; then
+    make --no-print-directory BUILD="$build" all >/dev/null
+fi
+
+# 10,000 idle clients need as many descriptors in the proxy and in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+if [ "$nofile" != unlimited ] && [ "$clients" -gt $((nofile - 2000)) ]; then
+    echo "bench: ulimit -n is $nofile: $((nofile - 2000)) idle clients instead of $clients" >&2
+    clients=$((nofile - 2000))
+fi
+[ "$nofile" = unlimited ] && nofile=1048576
+maxconn=$((clients + 1000))
+clk_tck=$(getconf CLK_TCK)
+# nginx's workers may run as nobody: they must reach the origin's files and the temp directories.
+chmod 755 "$BENCH_TMP"
+
+for addr in "${proxy_addr[@]}" 127.0.0.2{2,3,4}:$app_port 127.0.0.2{2,3,4}:$origin_port; do
+    if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then
+        echo "bench: something already listens on $addr (another bench running?)" >&2
+        exit 1
+    fi
+done
+
+# render TEMPLATE OUT NAME WORKERS: fills in a config of bench/peers/.
+render() {
+    sed -e "s|@TMP@|$BENCH_TMP|g" -e "s|@LISTEN@|${proxy_addr[$3]:-}|g" -e "s|@WORKERS@|$4|g" \
+        -e "s|@APP_PORT@|$app_port|g" -e "s|@ORIGIN_PORT@|$origin_port|g" \
+        -e "s|@NOFILE@|$nofile|g" -e "s|@MAXCONN@|$maxconn|g" "$1" >"$2"
+}
+for w in 1 2; do
+    render bench/peers/portier.yaml "$BENCH_TMP/portier-w$w.conf" portier "$w"
+    render bench/peers/nginx.conf "$BENCH_TMP/nginx-w$w.conf" nginx "$w"
+    render bench/peers/haproxy.cfg "$BENCH_TMP/haproxy-w$w.conf" haproxy "$w"
+done
+render bench/peers/nginx-origin.conf "$BENCH_TMP/origin.conf" origin 1
+if ! check=$("$build/portier" -t -c "$BENCH_TMP/portier-w1.conf" 2>&1); then
+    echo "$check" >&2
+    exit 1
+fi
+"$haproxy_bin" -c -q -f "$BENCH_TMP/haproxy-w1.conf"
+
+for i in 0 1 2; do
+    ip=127.0.0.2$((i + 2))
+    bench_start "$client_cpu" "$BENCH_TMP/app2-$i.log" env LISTEN="$ip:$app_port" POD_NAME="app2-bench-$i" \
+        POD_IP="$ip" "$build/app2"
+    bench_wait_port "$ip" "$app_port"
+done
+origin=0
+if [[ " ${ids[*]} " == *" c4 "* ]]; then
+    origin=1
+    mkdir -p "$BENCH_TMP/www/bytes"
+    for size in 100:100 4k:4096 256k:262144; do
+        head -c "${size#*:}" /dev/zero | tr '\0' x >"$BENCH_TMP/www/bytes/${size%:*}"
+    done
+    chmod -R a+rX "$BENCH_TMP/www"
+    bench_start "$client_cpu" "$BENCH_TMP/origin.log" "$nginx_bin" -e "$BENCH_TMP/nginx-origin-error.log" \
+        -c "$BENCH_TMP/origin.conf"
+    bench_wait_port 127.0.0.22 "$origin_port"
+    check_url "http://127.0.0.24:$origin_port/bytes/256k" 262144
+fi
+check_url "http://127.0.0.22:$app_port/api/info"
+info_bytes=$(curl -s -H "$host_header" "http://127.0.0.22:$app_port/api/info" | wc -c)
+
+# limit_url ID: where wrk goes without a proxy: the first replica.
+limit_url() {
+    case $1 in
+    c4 | c256) echo "http://127.0.0.22:$origin_port$s_path" ;;
+    *) echo "http://127.0.0.22:$app_port$s_path" ;;
+    esac
+}
+
+# proxy_start NAME WORKERS CPU: starts one proxy and waits until it listens; sets proxy_pid.
+proxy_start() {
+    local name=$1 conf="$BENCH_TMP/$1-w$2.conf" log="$BENCH_TMP/$1.log" addr=${proxy_addr[$1]}
+    case $name in
+    portier) bench_start "$3" "$log" "$build/portier" -c "$conf" ;;
+    nginx) bench_start "$3" "$log" "$nginx_bin" -e "$BENCH_TMP/nginx-proxy-error.log" -c "$conf" ;;
+    haproxy) bench_start "$3" "$log" "$haproxy_bin" -db -f "$conf" ;;
+    esac
+    proxy_pid=$BENCH_LAST_PID
+    if ! bench_wait_port "${addr%:*}" "${addr#*:}"; then
+        echo "bench: $name did not start; it wrote:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+}
+
+# proxy_stop NAME PID: stops it and keeps what it wrote, for the report.
+proxy_stop() {
+    bench_stop "$2"
+    cat "$BENCH_TMP/$1.log" >>"$BENCH_TMP/$1.all.log"
+}
+
+# proxy_rss NAME PID: the RSS in KiB of the processes that serve: nginx's workers, not its master.
+proxy_rss() {
+    if [ "$1" = nginx ]; then
+        # shellcheck disable=SC2046 # one PID a word
+        bench_rss_kb $(bench_tree "$2" | tail -n +2)
+    else
+        bench_rss_kb "$2"
+    fi
+}
+
+# measure ID ROUND TARGET: one wrk run of a scenario against a fresh proxy (or straight at the
+# backend for the limit); appends "id round target rps p50 p99 requests errors cpu_us rss_kb".
+measure() {
+    local s=$1 round=$2 t=$3 url line pid="" t0=0 t1 cpu_us=- rss=-
+    scenario_set "$s"
+    if [ "$t" = limit ]; then
+        url=$(limit_url "$s")
+    else
+        proxy_start "$t" "$s_workers" "$s_proxy_cpu"
+        pid=$proxy_pid
+        url="http://${proxy_addr[$t]}$s_path"
+        case $s in
+        c4) check_url "$url" 4096 ;;
+        c256) check_url "$url" 262144 ;;
+        *) check_url "$url" ;;
+        esac
+        if [ "$warmup" -gt 0 ]; then
+            WRK_THREADS=$s_threads bench_wrk "$s_client_cpu" "$warmup" "$conns" "$url" -H "$host_header" \
+                "${s_args[@]}" >/dev/null
+        fi
+        t0=$(bench_cpu_ticks "$pid")
+    fi
+    line=$(WRK_THREADS=$s_threads bench_wrk "$s_client_cpu" "$seconds" "$conns" "$url" -H "$host_header" \
+        "${s_args[@]}")
+    if [ -n "$pid" ]; then
+        t1=$(bench_cpu_ticks "$pid")
+        rss=$(proxy_rss "$t" "$pid")
+        proxy_stop "$t" "$pid"
+        cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$clk_tck" -v n="$(cut -d' ' -f4 <<<"$line")" \
+            'BEGIN { printf "%.3f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    fi
+    echo "$s $round $t $line $cpu_us $rss" >>"$results"
+}
+
+# measure_idle ROUND TARGET: RSS of a fresh proxy, then with $clients idle keep-alive clients;
+# appends "e round target rss_fresh rss_loaded ok failed closed setup_seconds".
+measure_idle() {
+    local round=$1 t=$2 addr=${proxy_addr[$2]} pid cpid fresh loaded status="" i out="$BENCH_TMP/idle.out"
+    proxy_start "$t" 1 "$proxy_cpu"
+    pid=$proxy_pid
+    check_url "http://$addr/api/info"
+    fresh=$(proxy_rss "$t" "$pid")
+    bench_start "$client_cpu" "$out" python3 bench/idle-clients.py "${addr%:*}" "${addr#*:}" "$clients" \
+        --timeout 60 --hold 120
+    cpid=$BENCH_LAST_PID
+    for i in $(seq 900); do
+        status=$(sed -n 's/^ready //p' "$out" 2>/dev/null)
+        [ -n "$status" ] || ! kill -0 "$cpid" 2>/dev/null && break
+        sleep 0.1
+    done
+    loaded=$(proxy_rss "$t" "$pid")
+    bench_stop "$cpid"
+    proxy_stop "$t" "$pid"
+    if [ -z "$status" ]; then
+        echo "bench: the idle clients did not get ready against $t (after ${i}00 ms); they wrote:" >&2
+        cat "$out" >&2
+        status="ok=0 failed=$clients closed=0 seconds=-"
+    fi
+    # "ok=1 failed=0 ..." -> "1 0 ..."
+    echo "e $round $t $fresh $loaded $(awk '{ gsub(/[a-z]+=/, ""); print }' <<<"$status")" >>"$idle_results"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+for round in $(seq "$rounds"); do
+    k=0
+    for s in "${ids[@]}"; do
+        targets=("${proxies[@]}")
+        [ "$s" = e ] || targets+=(limit)
+        # Rotate the order (A B C, B C A, ...) so that drift on a shared machine favours no target.
+        n=${#targets[@]}
+        for i in $(seq 0 $((n - 1))); do
+            t=${targets[$(((i + round - 1 + k) % n))]}
+            if [ "$s" = e ]; then measure_idle "$round" "$t"; else measure "$s" "$round" "$t"; fi
+        done
+        k=$((k + 1))
+    done
+    echo "round $round/$rounds done" >&2
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- the tables ------------------------------------------------------------------------------
+stats_out=$(stats)
+body() {
+    local s
+    for s in "${ids[@]}"; do
+        scenario_set "$s"
+        echo
+        if [ "$s" = e ]; then
+            echo "### $s_label"
+            echo
+            echo "Each proxy fresh (1 worker, pinned), then \`bench/idle-clients.py\` opens $clients connections, makes"
+            echo "one request on each (200 at a time) and keeps them all open; RSS from \`/proc/PID/status\`."
+            echo
+            idle_table
+            continue
+        fi
+        echo "### $s_label"
+        echo
+        echo "\`$(scenario_cmd "$s" "http://PROXY$s_path")\`"
+        echo
+        table "$s"
+    done
+    echo
+    skipped
+}
+tables=$(body)
+echo "$tables"
+if awk '$8 > 0 { bad = 1 } END { exit !bad }' "$results"; then
+    echo "warning: some runs had errors (non-2xx responses or socket errors); see the errors column" >&2
+fi
+
+# What each proxy wrote (stderr, and nginx's error log), each distinct line once with its count.
+proxy_logs() {
+    local t f
+    for t in "${proxies[@]}"; do
+        f="$BENCH_TMP/$t.all.log"
+        [ "$t" = nginx ] && [ -f "$BENCH_TMP/nginx-proxy-error.log" ] && cat "$BENCH_TMP/nginx-proxy-error.log" >>"$f"
+        [ -s "$f" ] || { echo "- $t: nothing"; continue; }
+        echo "- $t: $(wc -l <"$f") lines; each distinct one (timestamps and PIDs stripped) with its count:"
+        echo
+        echo '```'
+        sed -E -e 's/^[0-9]{4}[-/][0-9]{2}[-/][0-9]{2}[T ][0-9:]{8}Z? //' -e 's/\[[0-9]+\]|\([0-9]+\)|#[0-9]+/[N]/g' "$f" |
+            sort | uniq -c | sort -rn | head -20
+        echo '```'
+    done
+}
+logs=$(proxy_logs)
+# A sanitizer report (an ASan build of portier) goes out whole, whatever the counts above kept.
+for t in "${proxies[@]}"; do
+    if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$BENCH_TMP/$t.all.log" 2>/dev/null; then
+        echo "bench: $t wrote a sanitizer report:" >&2
+        cat "$BENCH_TMP/$t.all.log" >&2
+    fi
+done
+if [ "$report" = 0 ]; then
+    echo
+    echo "What the proxies wrote:"
+    echo "$logs"
+    echo
+    echo "Raw measurements (scenario round target req/s p50_ms p99_ms requests errors cpu_us_per_req rss_kib):"
+    cat "$results" "$idle_results"
+    echo
+    echo "load average $load_before before, $load_after after"
+    exit 0
+fi
+
+# ---- the report and the chart ---------------------------------------------------------------
+stamp=$(date -u +%Y-%m-%d-%H%M)
+out=bench/results/$stamp.md png=bench/results/$stamp.png
+mkdir -p bench/results
+{
+    echo "label portier_rps nginx_rps haproxy_rps limit_rps portier_cpu nginx_cpu haproxy_cpu"
+    for s in "${ids[@]}"; do
+        [ "$s" = e ] && continue
+        awk -v s="$s" -v label="$(short_label "$s")" '
+            function d(v) { return v == "" ? "-" : v }
+            $1 == s { rps[$2] = $3; cpu[$2] = $10 }
+            END { printf "\"%s\" %s %s %s %s %s %s %s\n", label, d(rps["portier"]), d(rps["nginx"]),
+                         d(rps["haproxy"]), d(rps["limit"]), d(cpu["portier"]), d(cpu["nginx"]), d(cpu["haproxy"]) }' \
+            <<<"$stats_out"
+    done
+} >"$BENCH_TMP/chart.dat"
+gnuplot -e "data='$BENCH_TMP/chart.dat'; out='$png'; title='portier, nginx, HAProxy — $started'" bench/plot.gp
+
+versions() {
+    echo "portier $("$build/portier" -v | head -1 | cut -d' ' -f2) ($(git describe --always --dirty 2>/dev/null || echo 'no git'))," \
+        "nginx $("$nginx_bin" -v 2>&1 | sed 's/.*\///'), HAProxy $("$haproxy_bin" -v | head -1 | cut -d' ' -f3)," \
+        "wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)"
+}
+fence() { # fence LANG FILE: a file as a fenced block.
+    echo '```'"$1"
+    sed "s|$BENCH_TMP|/tmp/portier-bench.XXXXXX|g" "$2"
+    echo '```'
+}
+cat >"$out" <<REPORT
+# portier against nginx and HAProxy — $started
+
+\`bench/run.sh --rounds $rounds --seconds $seconds --warmup $warmup --scenarios $scenarios --clients $clients\`
+
+![req/s and CPU per request by proxy and scenario]($stamp.png)
+
+## How it was measured
+- Machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r);
+  load average $load_before before, $load_after after (the machine may be shared: read the ratios, not
+  the absolute figures).
+- $(versions).
+- The proxy under test runs alone, pinned to CPU 0 (\`taskset\`); wrk, the three app2 replicas and the
+  static origin share CPU 1. The 2-worker run unpins the proxy and wrk (\`-t2\`); the apps stay on CPU 1.
+- All three proxies do the same job: 1 worker (nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`,
+  portier \`workers: 1\`), Host \`app2.com\` → app2 ×3 (127.0.0.22–24:$app_port) round-robin and \`/bytes/\` →
+  the static origin ×3 (127.0.0.22–24:$origin_port), keep-alive to the servers, the same forwarding headers
+  (X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP, X-Request-Id), **access logs off in all three**.
+- Bodies: 100 B is app2's \`/api/info\` (JSON, $info_bytes bytes here); 4 KiB and 256 KiB are static files of
+  one nginx worker (the origin, not under test), the same server behind every proxy and for the limit.
+- The limit is wrk straight at the first replica (the app, or the origin), no proxy.
+- Rounds: $rounds, of ${seconds} s per target and scenario; the order of the targets rotates every round
+  (A B C D, B C D A, ...). Each run starts a fresh proxy, checks one request, warms up for ${warmup} s,
+  then measures. Ratios are medians of the per-round ratios; req/s, latencies, CPU and RSS are medians.
+- CPU µs/req: the proxy's utime + stime (all processes and threads, from \`/proc/PID/stat\`) over the run,
+  divided by the requests wrk completed. RSS: \`VmRSS\` right after the run (nginx: its workers, without
+  the master). errors: non-2xx responses plus socket errors, summed over rounds.
+
+## Where portier stands
+$(goals)
+
+## The scenarios
+$tables
+
+## What the proxies wrote to stderr during the bench
+$logs
+
+## The configs, as run (the 2-worker run changes only the worker/thread count)
+portier (\`bench/peers/portier.yaml\`):
+$(fence yaml "$BENCH_TMP/portier-w1.conf")
+
+nginx (\`bench/peers/nginx.conf\`):
+$(fence nginx "$BENCH_TMP/nginx-w1.conf")
+
+HAProxy (\`bench/peers/haproxy.cfg\`):
+$(fence haproxy "$BENCH_TMP/haproxy-w1.conf")
+
+The static origin (\`bench/peers/nginx-origin.conf\`, not under test$([ "$origin" = 1 ] || echo '; not started in this run')):
+$(fence nginx "$BENCH_TMP/origin.conf")
+
+## Raw measurements
+\`scenario round target req/s p50_ms p99_ms requests errors cpu_us_per_req rss_kib\`:
+$(fence "" "$results")
+$([ -s "$idle_results" ] && echo "\`e round target rss_fresh_kib rss_loaded_kib ok failed closed setup_s\`:" && fence "" "$idle_results")
+REPORT
+
+# The README shows the latest chart.
+awk -v line="[![the latest bench](results/$stamp.png)](results/$stamp.md)" '
+    /<!-- latest:end -->/ { skip = 0 }
+    !skip { print }
+    /<!-- latest:begin -->/ { print line; skip = 1 }' bench/README.md >"$BENCH_TMP/README.md"
+cat "$BENCH_TMP/README.md" >bench/README.md
+echo "report: $out, chart: $png"

@@ -1,0 +1,85 @@
+"""bench/run.sh --smoke: the bench script, run for real but briefly, so that it cannot rot.
+
+One 1-second round of scenario (a) against portier, nginx and HAProxy and straight at the app. The
+figures are not judged (this machine may be busy, and portier may be an ASan build); what is checked
+is that the script runs to the end, prints its table with a row per target and no failed request,
+writes no report, and leaves nothing running. wrk, nginx and HAProxy come from scripts/deps.sh.
+"""
+
+import os
+import re
+import signal
+import subprocess
+
+import procs
+from conftest import REPO
+
+# Where bench/run.sh puts its processes (see the script): nothing may listen there afterwards.
+BENCH_ADDRS = [
+    ("127.0.0.22", 28300),
+    ("127.0.0.23", 28300),
+    ("127.0.0.24", 28300),
+    ("127.0.0.40", 28310),
+    ("127.0.0.41", 28311),
+    ("127.0.0.42", 28312),
+]
+TIMEOUT = 120.0
+
+
+def run_smoke(build_dir):
+    """Runs bench/run.sh --smoke; returns (returncode, stdout, stderr). On a timeout the script
+    gets SIGTERM (its exit trap stops what it started, by PID), then its process group SIGKILL."""
+    p = subprocess.Popen(
+        ["bench/run.sh", "--smoke"],
+        cwd=REPO,
+        env=dict(os.environ, BUILD=str(build_dir)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = p.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGTERM)
+        try:
+            out, err = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+        raise AssertionError(
+            f"bench/run.sh --smoke still ran after {TIMEOUT}s; stopped.\n"
+            f"stdout:\n{out}\nstderr:\n{err}"
+        ) from None
+    return p.returncode, out, err
+
+
+def test_bench_smoke_prints_a_row_per_target_and_leaves_nothing_behind(build_dir, portier_bin):
+    results = REPO / "bench" / "results"
+    readme = REPO / "bench" / "README.md"
+    results_before = set(os.listdir(results)) if results.is_dir() else set()
+    readme_before = readme.read_text()
+
+    rc, out, err = run_smoke(build_dir)
+    both = f"stdout:\n{out}\nstderr:\n{err}"
+    assert rc == 0, f"bench/run.sh --smoke exited with {rc}\n{both}"
+
+    # | target | req/s | x nginx | x HAProxy | x limit | p50 | p99 | CPU | RSS | errors |
+    for target in ("portier", "nginx", "haproxy", "limit (no proxy)"):
+        m = re.search(rf"^\| {re.escape(target)} \| (\d+) \|.* \| (\d+) \|$", out, re.M)
+        assert m, f"no table row for {target}\n{both}"
+        assert int(m.group(1)) > 0, f"{target}: no requests per second\n{both}"
+        assert m.group(2) == "0", f"{target}: {m.group(2)} failed requests\n{both}"
+    assert "skipped: portier has no TLS yet" in out, both
+
+    # portier's stderr is in the output: an ASan build's report would be there.
+    report = procs.sanitizer_report(out + err)
+    assert report is None, f"sanitizer report during the bench:\n{report}"
+
+    assert (set(os.listdir(results)) if results.is_dir() else set()) == results_before, (
+        "--smoke wrote into bench/results"
+    )
+    assert readme.read_text() == readme_before, "--smoke changed bench/README.md"
+    listening = [f"{h}:{p}" for h, p in BENCH_ADDRS if procs._accepts((h, p))]
+    assert not listening, f"still listening after the bench: {listening}\n{both}"

@@ -1,0 +1,270 @@
+"""The image archives that `make images` builds (here through the VM's own provision script).
+
+skopeo reads each one as `k3s ctr images import` would get it; then each image's root is unpacked
+(skopeo to an OCI layout, umoci to a directory, as a container runtime would) and its binary runs
+in a chroot of that root alone: nothing else from this machine is reachable, so an image that needs
+a library, a loader or a file it does not carry fails here. Everything listens on 127.0.0.14x.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from k8shelp import (
+    IMAGE_NAMES,
+    IMAGE_PREFIX,
+    REPO,
+    containers,
+    http_get,
+    run,
+    stop,
+    wait_for_port,
+)
+
+APP_PORT = 28480
+UID = 10001
+# Absolute: the processes below get an empty environment, as in the image (no PATH).
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+
+
+def archive(name):
+    return REPO / "build/images" / f"{name}.tar"
+
+
+@pytest.fixture(scope="module")
+def images(provisioned):
+    for name in IMAGE_NAMES:
+        assert archive(name).is_file(), f"{archive(name)} not built"
+    return {name: archive(name) for name in IMAGE_NAMES}
+
+
+@pytest.fixture(scope="module")
+def roots(images, tmp_path_factory):
+    """name -> the image's root filesystem, unpacked from the archive."""
+    out = {}
+    for name, tar in images.items():
+        work = tmp_path_factory.mktemp(f"img-{name}")
+        run(
+            [
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                f"docker-archive:{tar}",
+                f"oci:{work}/oci:x",
+            ]
+        )
+        run(["umoci", "unpack", "--image", f"{work}/oci:x", f"{work}/bundle"])
+        out[name] = work / "bundle/rootfs"
+    return out
+
+
+def start_in_chroot(root, argv, env, userspec=f"{UID}:{UID}", wrap=()):
+    """argv run as userspec inside root, with exactly env; wrap goes before chroot (setpriv)."""
+    cmd = [*wrap, CHROOT, f"--userspec={userspec}", str(root), *argv]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("name", IMAGE_NAMES)
+def test_skopeo_inspect_reads_the_archive(images, name, version, objs):
+    info = json.loads(run(["skopeo", "inspect", f"docker-archive:{images[name]}"]).stdout)
+    assert info["Os"] == "linux" and info["Architecture"]
+    assert info["Labels"]["org.opencontainers.image.version"] == version
+    assert len(info["Layers"]) == 1
+    config = json.loads(
+        run(["skopeo", "inspect", "--config", f"docker-archive:{images[name]}"]).stdout
+    )
+    assert config["config"]["User"] == f"{UID}:{UID}"
+    assert config["config"]["Entrypoint"] == [f"/{name}"]
+    # The name k3s will know it by is the one the manifests ask for.
+    with tarfile.open(images[name]) as t:
+        manifest = json.load(t.extractfile("manifest.json"))
+    ref = f"{IMAGE_PREFIX}{name}:{version}"
+    assert manifest[0]["RepoTags"] == [ref]
+    wanted = {
+        c["image"]
+        for o in objs.values()
+        if o["kind"] in ("Deployment", "DaemonSet")
+        for c in containers(o)
+    }
+    assert ref in wanted
+    assert (REPO / "build/images" / f"{name}.ref").read_text().strip() == ref
+
+
+@pytest.mark.parametrize("name", IMAGE_NAMES)
+def test_root_holds_the_binary_and_one_user(roots, name):
+    root = roots[name]
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert found == sorted(["etc", "etc/group", "etc/passwd", name])
+    users = [line.split(":") for line in (root / "etc/passwd").read_text().splitlines()]
+    assert len(users) == 1 and users[0][2] == users[0][3] == str(UID)
+    groups = [line.split(":") for line in (root / "etc/group").read_text().splitlines()]
+    assert len(groups) == 1 and groups[0][2] == str(UID)
+    headers = run(["readelf", "--program-headers", str(root / name)]).stdout
+    assert "INTERP" not in headers, "dynamically linked"
+    caps = run(["getcap", str(root / name)]).stdout
+    if name == "portier":
+        assert "cap_net_bind_service" in caps and "=ep" in caps.replace("+", "="), caps
+    else:
+        assert caps.strip() == "", caps
+
+
+def test_portier_checks_the_cluster_config_in_its_root(roots, objs):
+    """`portier -t` on the rendered ConfigMap, mounted where the DaemonSet mounts it."""
+    root = roots["portier"]
+    (cm,) = [o for k, o in objs.items() if k[0] == "ConfigMap"]
+    (root / "etc/portier").mkdir(exist_ok=True)
+    (root / "etc/portier/portier.yaml").write_text(cm["data"]["portier.yaml"])
+    try:
+        r = run(
+            [
+                CHROOT,
+                f"--userspec={UID}:{UID}",
+                str(root),
+                "/portier",
+                "-t",
+                "-c",
+                "/etc/portier/portier.yaml",
+            ],
+            check=False,
+            env={},
+        )
+        assert r.returncode == 0, r.stderr
+        r = run([CHROOT, str(root), "/portier", "-v"], check=False, env={})
+        assert r.returncode == 0 and r.stdout.startswith("portier "), r.stderr
+    finally:
+        (root / "etc/portier/portier.yaml").unlink()
+        (root / "etc/portier").rmdir()
+
+
+@pytest.mark.parametrize(
+    "name,ip", [("app1", "127.0.0.141"), ("app2", "127.0.0.142"), ("app3", "127.0.0.143")]
+)
+def test_app_answers_in_its_root(roots, name, ip):
+    env = {"LISTEN": f"{ip}:{APP_PORT}", "POD_NAME": f"{name}-chroot", "POD_IP": ip}
+    proc = start_in_chroot(roots[name], [f"/{name}"], env)
+    try:
+        wait_for_port(ip, APP_PORT, proc)
+        status, _, body = http_get(ip, APP_PORT, "/healthz", "x")
+        assert status == 200
+        status, _, body = http_get(ip, APP_PORT, "/api/info", "app.example")
+        assert status == 200
+        info = json.loads(body)
+        assert info["app"] == name and info["pod"] == f"{name}-chroot" and info["ip"] == ip
+    finally:
+        rc = stop(proc)
+    assert rc == 0, proc.stderr.read()
+
+
+def portier_test_config(tmp_root, listen, app_addr):
+    (tmp_root / "etc/portier").mkdir(exist_ok=True)
+    (tmp_root / "etc/portier/test.yaml").write_text(
+        f'listen:\n  - address: "{listen}"\n'
+        "workers: 1\n"
+        "routes:\n  - host: app1.com\n    service: app1\n"
+        f'services:\n  app1:\n    servers: ["{app_addr}"]\n'
+        "access_log: stdout\n"
+    )
+
+
+# As in the pod: only NET_BIND_SERVICE left in the bounding set (plus what chroot itself needs to
+# get there: it is root until it switches to the image's user and execs).
+POD_CAPS = [SETPRIV, "--bounding-set=-all,+net_bind_service,+sys_chroot,+setuid,+setgid"]
+
+
+def test_portier_binds_port_80_as_its_user_and_proxies(roots):
+    """The DaemonSet's setup, in miniature: portier runs as the image's unprivileged user with
+    every capability dropped but NET_BIND_SERVICE, which the binary's file capability gives it,
+    binds port 80 and proxies to app1 running from its own image."""
+    app_ip, portier_ip = "127.0.0.144", "127.0.0.145"
+    root = roots["portier"]
+    portier_test_config(root, f"{portier_ip}:80", f"{app_ip}:{APP_PORT}")
+    app = start_in_chroot(
+        roots["app1"], ["/app1"], {"LISTEN": f"{app_ip}:{APP_PORT}", "POD_NAME": "app1-chroot"}
+    )
+    portier = None
+    try:
+        wait_for_port(app_ip, APP_PORT, app)
+        portier = start_in_chroot(
+            root, ["/portier", "-c", "/etc/portier/test.yaml"], {}, wrap=POD_CAPS
+        )
+        wait_for_port(portier_ip, 80, portier)
+        status, _, body = http_get(portier_ip, 80, "/api/info", "app1.com")
+        assert status == 200, body
+        assert json.loads(body)["app"] == "app1"
+        with open(f"/proc/{portier.pid}/status") as f:
+            status_lines = dict(
+                line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line
+            )
+        assert status_lines["Uid"].split()[0] == str(UID)
+        assert int(status_lines["CapEff"], 16) == 1 << 10  # CAP_NET_BIND_SERVICE alone
+    finally:
+        rcs = [stop(p) for p in (portier, app) if p is not None]
+        (root / "etc/portier/test.yaml").unlink()
+        (root / "etc/portier").rmdir()
+    assert rcs == [0] * len(rcs), [p.stderr.read() for p in (portier, app) if p is not None]
+
+
+def test_no_new_privs_would_stop_portier_binding_port_80(roots):
+    """Why the DaemonSet keeps allowPrivilegeEscalation: true: with no_new_privs (what false
+    sets) the kernel ignores the binary's file capability and port 80 is refused."""
+    root = roots["portier"]
+    portier_test_config(root, "127.0.0.146:80", f"127.0.0.144:{APP_PORT}")
+    try:
+        r = run(
+            [
+                *POD_CAPS,
+                "--no-new-privs",
+                CHROOT,
+                f"--userspec={UID}:{UID}",
+                str(root),
+                "/portier",
+                "-c",
+                "/etc/portier/test.yaml",
+            ],
+            check=False,
+            env={},
+            timeout=10,
+        )
+    finally:
+        (root / "etc/portier/test.yaml").unlink()
+        (root / "etc/portier").rmdir()
+    assert r.returncode != 0
+    assert "127.0.0.146:80" in r.stderr or "ermission" in r.stderr, r.stderr
+
+
+def test_archives_are_reproducible(images, tmp_path, version):
+    """The same binaries give byte-identical archives, so a second `vagrant provision` imports
+    nothing new (and `make deploy` without changes rolls pods onto the very same images)."""
+    bindir = REPO / "build/static"
+    run(["k8s/build-images.sh", str(bindir), str(tmp_path), version], cwd=REPO)
+    for name, tar in images.items():
+        a = hashlib.sha256(tar.read_bytes()).hexdigest()
+        b = hashlib.sha256((tmp_path / f"{name}.tar").read_bytes()).hexdigest()
+        assert a == b, name
+
+
+def test_build_images_refuses_latest(tmp_path):
+    r = run(
+        ["k8s/build-images.sh", str(REPO / "build/static"), str(tmp_path), "latest"],
+        cwd=REPO,
+        check=False,
+    )
+    assert r.returncode != 0 and "latest" in r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_build_images_refuses_a_dynamic_binary(tmp_path, portier_bin):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(portier_bin, bindir / "portier")
+    r = run(
+        ["k8s/build-images.sh", str(bindir), str(tmp_path / "out"), "0.0.0"], cwd=REPO, check=False
+    )
+    assert r.returncode != 0 and "dynamically linked" in r.stderr

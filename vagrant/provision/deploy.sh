@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make deploy`'s last step (Vagrant's "deploy" provisioner, after "images" rebuilt and imported the
+# images on every node): applies k8s/ on the k3s server and restarts every workload onto the new
+# images, then waits until they serve. On an agent it has nothing to do.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "${P2_REPO:-/vagrant}/vagrant/provision/lib.sh"
+
+need_root
+if [ ! -f /etc/rancher/k3s/k3s.yaml ]; then
+    log "$(hostname): a k3s agent, nothing to roll out here (the server does it)"
+    exit 0
+fi
+deploy_apply
+deploy_restart
+deploy_wait
+deploy_hints

@@ -1,0 +1,207 @@
+# shellcheck shell=bash
+# The steps the provision scripts share, sourced by server.sh, agent.sh, images.sh and deploy.sh
+# from the synced repository (Vagrant runs uploaded copies of those, not this file).
+# Every step is idempotent: run twice, the second run changes nothing and fails nothing.
+#
+# Read from the environment (the Vagrantfile sets them):
+#   P2_REPO         the repository inside the VM (default /vagrant)
+#   P2_NODE_NAME    this node's Kubernetes name, lower case (e.g. wils)
+#   P2_NODE_IP      this node's address on the private network (192.168.56.110 for the server)
+#   P2_SERVER_IP    the server's address, where agents join
+#   P2_K3S_TOKEN    the join token every node shares
+#   P2_K3S_VERSION  a k3s release to pin (e.g. v1.31.4+k3s1); empty: the stable channel
+#   P2_OFFLINE=1    stop before installing k3s (tests/k8s runs the steps up to there on a dev machine)
+
+P2_REPO=${P2_REPO:-/vagrant}
+P2_SERVER_IP=${P2_SERVER_IP:-192.168.56.110}
+P2_NODE_IP=${P2_NODE_IP:-$P2_SERVER_IP}
+P2_NODE_NAME=${P2_NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
+P2_K3S_VERSION=${P2_K3S_VERSION:-}
+P2_OFFLINE=${P2_OFFLINE:-0}
+# shellcheck disable=SC2034 # written by server.sh and agent.sh
+K3S_CONFIG=/etc/rancher/k3s/config.yaml
+IMAGES_DIR=$P2_REPO/build/images
+
+# What `make images` needs inside the VM: the compiler, the static libraries (Debian ships the .a
+# files in the -dev packages), umoci and skopeo, setcap; curl fetches the k3s install script.
+BUILD_PACKAGES=(ca-certificates curl gcc make pkg-config binutils libc6-dev libevent-dev libssl-dev
+    libyaml-dev libhttp-parser-dev umoci skopeo libcap2-bin)
+
+log() {
+    printf '==> %s\n' "$*"
+}
+
+die() {
+    printf 'provision: %s\n' "$*" >&2
+    exit 1
+}
+
+need_root() {
+    [ "$(id -u)" = 0 ] || die "run as root (vagrant provisions as root)"
+}
+
+# install_packages: the Debian packages above that are missing, and only those.
+install_packages() {
+    local missing=() pkg
+    for pkg in "${BUILD_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "build packages: all installed"
+        return
+    fi
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# build_images: static binaries and image archives into $IMAGES_DIR (make only rebuilds what changed,
+# and an unchanged binary gives a byte-identical archive).
+build_images() {
+    log "make images"
+    make -C "$P2_REPO" --no-print-directory images
+}
+
+# private_iface: the interface that holds this node's private-network address (flannel's).
+private_iface() {
+    local iface
+    iface=$(ip -o -4 addr show | awk -v ip="$P2_NODE_IP" '{split($4, a, "/")} a[1] == ip {print $2; exit}')
+    [ -n "$iface" ] || die "no interface has $P2_NODE_IP; is the private network up?"
+    echo "$iface"
+}
+
+# write_if_changed FILE MODE: stdin into FILE unless FILE already holds exactly that; returns 0 when
+# it wrote, 1 when nothing changed.
+write_if_changed() {
+    local file=$1 mode=$2 tmp
+    tmp=$(mktemp)
+    cat >"$tmp"
+    if [ -f "$file" ] && cmp -s "$tmp" "$file"; then
+        rm -f "$tmp"
+        return 1
+    fi
+    mkdir -p "$(dirname "$file")"
+    install -m "$mode" "$tmp" "$file"
+    rm -f "$tmp"
+    return 0
+}
+
+# k3s_server_config IFACE: the server's $K3S_CONFIG, which k3s reads at every start: Traefik off
+# (portier takes port 80), the node and flannel on the private network IFACE (the NAT interface has
+# the same address on every VM), a kubeconfig the vagrant user can read, the shared token.
+k3s_server_config() {
+    cat <<EOF
+# Written by vagrant/provision/server.sh.
+node-name: "$P2_NODE_NAME"
+node-ip: "$P2_NODE_IP"
+advertise-address: "$P2_NODE_IP"
+flannel-iface: "$1"
+tls-san:
+  - "$P2_NODE_IP"
+disable:
+  - traefik
+write-kubeconfig-mode: "0644"
+token: "$P2_K3S_TOKEN"
+EOF
+}
+
+# k3s_agent_config IFACE SERVER_URL: an agent's $K3S_CONFIG: where to join, with which token, and
+# the node and flannel on the private network IFACE.
+k3s_agent_config() {
+    cat <<EOF
+# Written by vagrant/provision/agent.sh.
+server: "$2"
+token: "$P2_K3S_TOKEN"
+node-name: "$P2_NODE_NAME"
+node-ip: "$P2_NODE_IP"
+flannel-iface: "$1"
+EOF
+}
+
+# install_k3s ROLE SERVICE: runs k3s's install script for ROLE (server or agent) unless k3s is there;
+# restarts SERVICE when $K3S_CONFIG changed since (the caller says so with K3S_CONFIG_CHANGED=1).
+install_k3s() {
+    local role=$1 service=$2
+    if [ -x /usr/local/bin/k3s ] && systemctl is-enabled --quiet "$service" 2>/dev/null; then
+        if [ "${K3S_CONFIG_CHANGED:-0}" = 1 ]; then
+            log "k3s config changed: restarting $service"
+            systemctl restart "$service"
+        else
+            log "k3s $role already installed"
+        fi
+        return
+    fi
+    log "installing k3s ($role${P2_K3S_VERSION:+ $P2_K3S_VERSION})"
+    local script
+    script=$(mktemp)
+    curl -sfL --retry 3 -o "$script" https://get.k3s.io
+    INSTALL_K3S_VERSION=$P2_K3S_VERSION INSTALL_K3S_EXEC=$role sh "$script"
+    rm -f "$script"
+}
+
+# wait_for_containerd: until this node's containerd (inside k3s) answers.
+wait_for_containerd() {
+    local _
+    for _ in $(seq 1 90); do
+        k3s ctr version >/dev/null 2>&1 && return
+        sleep 2
+    done
+    die "k3s's containerd did not come up (journalctl -u k3s or k3s-agent)"
+}
+
+# import_images: every archive in $IMAGES_DIR into the k8s.io namespace, where the kubelet looks.
+# Importing an image that is already there changes nothing.
+import_images() {
+    wait_for_containerd
+    local tar
+    for tar in "$IMAGES_DIR"/*.tar; do
+        [ -e "$tar" ] || die "no image archives in $IMAGES_DIR (make images)"
+        log "importing $(cat "${tar%.tar}.ref")"
+        k3s ctr --namespace k8s.io images import "$tar" >/dev/null
+    done
+}
+
+KUBECTL_K3S=(k3s kubectl)
+DEPLOYMENTS=(app1 app2 app3)
+
+# deploy_apply: k8s/ as kustomize renders it (kubectl apply says "unchanged" for what is).
+deploy_apply() {
+    log "kubectl apply -k $P2_REPO/k8s"
+    "${KUBECTL_K3S[@]}" apply -k "$P2_REPO/k8s"
+}
+
+# deploy_restart: new pods for every workload, so that images rebuilt under the same tag are used.
+deploy_restart() {
+    local d
+    for d in "${DEPLOYMENTS[@]}"; do
+        "${KUBECTL_K3S[@]}" -n apps rollout restart "deployment/$d"
+    done
+    "${KUBECTL_K3S[@]}" -n portier rollout restart daemonset/portier
+}
+
+# deploy_wait: until every Deployment and the DaemonSet have rolled out and are ready.
+deploy_wait() {
+    local d
+    for d in "${DEPLOYMENTS[@]}"; do
+        "${KUBECTL_K3S[@]}" -n apps rollout status "deployment/$d" --timeout=300s
+    done
+    "${KUBECTL_K3S[@]}" -n portier rollout status daemonset/portier --timeout=300s
+    "${KUBECTL_K3S[@]}" get pods -A -o wide
+}
+
+# deploy_hints: what to type on the host.
+deploy_hints() {
+    cat <<EOF
+
+portier answers on http://$P2_SERVER_IP (port 80 of every node), in front of app1, app2 (x3), app3.
+From the host:
+  curl -H 'Host: app1.com' http://$P2_SERVER_IP/
+  curl -H 'Host: app2.com' http://$P2_SERVER_IP/api/info    # again and again: the 3 replicas in turn
+  curl -H 'Host: anything' http://$P2_SERVER_IP/            # any other Host: app3
+For a browser, add this line to /etc/hosts, then open http://app2.com/:
+  $P2_SERVER_IP app1.com app2.com app3.com
+Pods: vagrant ssh -c 'kubectl get pods -A -o wide'
+EOF
+}
