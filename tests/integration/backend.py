@@ -529,16 +529,8 @@ def serve(addr: Tuple[str, int], handler: Optional[Handler] = None, **kw):
 
 
 class BackendFactory:
-    """For a pytest fixture: factory(addr, handler) starts one; stop_all() stops every one.
-
-        @pytest.fixture
-        def backend():
-            f = backend.BackendFactory()
-            try:
-                yield f
-            finally:
-                f.stop_all()
-    """
+    """factory(addr, handler) starts one; stop_all() stops every one. The `backends` fixture
+    (conftest.py) is one, stopped at teardown."""
 
     def __init__(self):
         self.started: List[Backend] = []

@@ -7,6 +7,7 @@ The binaries come from $PORTIER_BUILD (an absolute path such as /work/main/build
 
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
@@ -15,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import backend  # noqa: E402
 import procs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +74,31 @@ def stop_all(started: List[procs.Proc]) -> List[str]:
     return problems
 
 
+@contextmanager
+def stopping(started: List[procs.Proc]):
+    """Runs the block, which may add processes to started; then stops every one (stop_all), also
+    when the block failed, and fails the test with whatever went wrong."""
+    try:
+        yield started
+    finally:
+        problems = stop_all(started)
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+def start_pod(build_dir: Path, app: str, pod: str, addr, log_dir: str) -> procs.Proc:
+    """Starts app as pod (POD_NAME) listening on addr, without POD_IP, and waits until it
+    listens."""
+    ip, port = addr
+    return procs.start(
+        [str(build_dir / app)],
+        env={"LISTEN": f"{ip}:{port}", "POD_NAME": pod, "POD_IP": None},
+        wait_for=addr,
+        log_dir=log_dir,
+        name=pod,
+    )
+
+
 @pytest.fixture(scope="session")
 def build_dir() -> Path:
     """Where the binaries are; fails every test that needs them, clearly, when one is missing."""
@@ -92,21 +119,13 @@ def topology(build_dir, tmp_path_factory) -> Dict[str, App]:
     Tests that count requests must compare before and after on one process, never absolute values.
     """
     log_dir = str(tmp_path_factory.mktemp("topology"))
-    started: List[procs.Proc] = []
     apps: Dict[str, App] = {}
-    try:
+    with stopping([]) as started:
         for app, pod, ip in TOPOLOGY:
-            env = {"LISTEN": f"{ip}:{PORT}", "POD_NAME": pod, "POD_IP": None}
-            p = procs.start(
-                [str(build_dir / app)], env=env, wait_for=(ip, PORT), log_dir=log_dir, name=pod
-            )
+            p = start_pod(build_dir, app, pod, (ip, PORT), log_dir)
             started.append(p)
             apps[pod] = App(app=app, pod=pod, ip=ip, port=PORT, proc=p)
         yield apps
-    finally:
-        problems = stop_all(started)
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -148,12 +167,8 @@ def start_app(build_dir, tmp_path):
         started.append(p)
         return p
 
-    try:
+    with stopping(started):
         yield _start
-    finally:
-        problems = stop_all(started)
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -238,15 +253,22 @@ def start_portier(portier_bin, tmp_path):
         started.append(p)
         return Portier(proc=p, config=cfg, addr=addr)
 
-    try:
+    with stopping(started):
         yield _start
-    finally:
-        problems = stop_all(started)
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
 def portier(topology, start_portier) -> Portier:
     """portier with the local config in front of the shared topology."""
     return start_portier()
+
+
+@pytest.fixture
+def backends():
+    """Fake origins (backend.py): backends(addr, handler) starts one; all are stopped at
+    teardown."""
+    f = backend.BackendFactory()
+    try:
+        yield f
+    finally:
+        f.stop_all()

@@ -6,7 +6,6 @@ the tests that only talk to the apps; tests that signal or misconfigure an app s
 """
 
 import datetime
-import json
 import re
 import signal
 import socket
@@ -15,125 +14,22 @@ from html.parser import HTMLParser
 
 import pytest
 
+import httpc
 import procs
 from conftest import PORT
-
-TIMEOUT = 3.0  # for every socket operation
-
+from httpc import TIMEOUT, req
 
 # ---------------------------------------------------------------------------------------------
-# A minimal HTTP/1.x client over a raw socket, so that every byte sent is the test's choice.
+# The client (httpc), to Host test.example unless told.
 
 
-class Response:
-    def __init__(self, version, status, reason, headers, body):
-        self.version = version
-        self.status = status
-        self.reason = reason
-        self.headers = headers  # [(name, value)] in order, names as received
-        self.body = body
+class Conn(httpc.Conn):
+    """A connection to an app, whose every response with a body carries Content-Length."""
 
-    def header(self, name):
-        """The first value of a header (case-insensitive name), or None."""
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def json(self):
-        return json.loads(self.body.decode("utf-8"))
-
-    @property
-    def text(self):
-        return self.body.decode("utf-8")
-
-    def __repr__(self):
-        return f"<Response {self.status} {self.headers!r} {self.body[:200]!r}>"
+    length_required = True
 
 
-def req(method="GET", target="/", host="test.example", version="HTTP/1.1", headers=(), body=b""):
-    """The bytes of one request. host may be bytes (sent as is) or None (no Host header)."""
-    if isinstance(target, str):
-        target = target.encode()
-    out = method.encode() + b" " + target + b" " + version.encode() + b"\r\n"
-    if host is not None:
-        out += b"Host: " + (host if isinstance(host, bytes) else host.encode()) + b"\r\n"
-    for name, value in headers:
-        out += f"{name}: {value}\r\n".encode()
-    return out + b"\r\n" + body
-
-
-class Conn:
-    """One client connection with its own read buffer; every operation times out."""
-
-    def __init__(self, addr, timeout=TIMEOUT):
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"connection closed by the server; unparsed: {self.buf!r}")
-        self.buf += chunk
-
-    def read_response(self, head=False):
-        """Reads one response. head: it answers a HEAD request, so no body follows the head."""
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = raw.decode("latin-1").split("\r\n")
-        m = re.fullmatch(r"(HTTP/1\.[01]) (\d{3}) ([^\r\n]*)", lines[0])
-        assert m, f"not a status line: {lines[0]!r}"
-        version, status, reason = m.groups()
-        headers = []
-        for line in lines[1:]:
-            name, value = line.split(":", 1)
-            headers.append((name, value.strip()))
-        resp = Response(version, int(status), reason, headers, b"")
-        if head:
-            return resp
-        length = resp.header("Content-Length")
-        assert length is not None, f"no Content-Length in {resp!r}"
-        length = int(length)
-        while len(self.buf) < length:
-            self._fill()
-        resp.body, self.buf = self.buf[:length], self.buf[length:]
-        return resp
-
-    def request(self, method="GET", target="/", **kw):
-        self.send(req(method, target, **kw))
-        return self.read_response(head=method == "HEAD")
-
-    def read_to_eof(self):
-        """Everything left until the server closes (a timeout fails the test)."""
-        out, self.buf = self.buf, b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                return out
-            if not chunk:
-                return out
-            out += chunk
-
-
-def get(addr, target="/", method="GET", **kw):
-    """One request on a connection of its own."""
-    with Conn(addr) as c:
-        return c.request(method, target, **kw)
+get = Conn.get
 
 
 def info(addr, **kw):
@@ -320,7 +216,7 @@ def test_head_has_the_get_status_and_length_and_no_body(app1, target, status):
     g = get(app1.addr, target)
     with Conn(app1.addr) as c:
         c.send(req("HEAD", target, headers=[("Connection", "close")]))
-        h = c.read_response(head=True)
+        h = c.read_response("HEAD")
         assert c.read_to_eof() == b"", "bytes after the head of a HEAD response"
     assert h.status == g.status == status
     assert h.header("Content-Length") == g.header("Content-Length") == str(len(g.body))
@@ -332,7 +228,7 @@ def test_head_of_a_page_then_pipelined_get_answers_correctly(app3, target):
     # HEAD and GET in one send: if the HEAD answer carried a body, the GET's would be misread.
     with Conn(app3.addr) as c:
         c.send(req("HEAD", target) + req("GET", target) + req("GET", "/api/info"))
-        h = c.read_response(head=True)
+        h = c.read_response("HEAD")
         g = c.read_response()
         after = c.read_response().json()
     assert h.status == g.status == 200
@@ -530,7 +426,7 @@ def test_pipelined_requests_are_answered_in_order(app3):
         r1 = c.read_response()
         r2 = c.read_response()
         r3 = c.read_response()
-        r4 = c.read_response(head=True)
+        r4 = c.read_response("HEAD")
         r5 = c.read_response()
         r6 = c.read_response()
         r7 = c.read_response()

@@ -11,7 +11,6 @@ big to keep in memory) on 127.0.0.1:28220-28229. Nothing leaves loopback.
 
 import errno
 import hashlib
-import json
 import os
 import random
 import resource
@@ -28,8 +27,10 @@ from typing import Callable, List
 import pytest
 
 import backend
+import httpc
 import procs
-from conftest import stop_all
+from conftest import start_pod, stopping
+from httpc import Closed, parse_response
 
 PORTIER = ("127.0.0.1", 28210)
 PORTIER_OTHER = ("127.0.0.1", 28211)
@@ -110,136 +111,25 @@ def write_config(path, text):
 
 
 # ---------------------------------------------------------------------------------------------
-# A raw HTTP/1.1 client: every byte is the test's, every operation times out.
-
-
-class Response:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers  # [(name, value)]
-        self.body = body
-
-    def header(self, name):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return f"<Response {self.status} {self.headers!r} {self.body[:200]!r}>"
+# The client (httpc), to PORTIER unless told: every byte is the test's, every operation times out.
 
 
 def request_bytes(host, target="/", method="GET", headers=(), body=b""):
-    out = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"
-    for k, v in headers:
-        out += f"{k}: {v}\r\n"
+    """A request to host (httpc.req); a body gets its Content-Length."""
     if body:
-        out += f"Content-Length: {len(body)}\r\n"
-    return out.encode() + b"\r\n" + body
+        headers = [*headers, ("Content-Length", len(body))]
+    return httpc.req(method, target, host, headers=headers, body=body)
 
 
-def parse_response(buf, method="GET"):
-    """(Response, rest) if buf starts with a whole response, else None (needs more bytes).
-    A response delimited by EOF is never whole here."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = buf[:end].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    assert len(parts) >= 2 and parts[0].startswith("HTTP/1."), f"bad status line {lines[0]!r}"
-    headers = []
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers.append((k, v.strip()))
-    r = Response(int(parts[1]), headers, b"")
-    pos = end + 4
-    if method == "HEAD" or r.status in (204, 304) or r.status < 200:
-        return r, buf[pos:]
-    if "chunked" in (r.header("Transfer-Encoding") or "").lower():
-        body = b""
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                return None
-            size = int(buf[pos:eol].split(b";")[0], 16)
-            pos = eol + 2
-            if size == 0:
-                trailer_end = buf.find(b"\r\n\r\n", pos - 2)
-                if trailer_end < 0:
-                    return None
-                r.body = body
-                return r, buf[trailer_end + 4 :]
-            if len(buf) < pos + size + 2:
-                return None
-            body += buf[pos : pos + size]
-            pos += size + 2
-    length = r.header("Content-Length")
-    if length is None:
-        return None
-    n = int(length)
-    if len(buf) < pos + n:
-        return None
-    r.body = buf[pos : pos + n]
-    return r, buf[pos + n :]
+class Client(httpc.Conn):
+    """A connection to PORTIER unless told, whose request() names the host first."""
 
-
-class Closed(Exception):
-    """The server closed the connection."""
-
-
-class Client:
     def __init__(self, addr=PORTIER, timeout=TIMEOUT):
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def read_response(self, method="GET"):
-        while True:
-            parsed = parse_response(self.buf, method)
-            if parsed is not None:
-                r, self.buf = parsed
-                return r
-            data = self.sock.recv(65536)
-            if not data:
-                raise Closed(f"closed by the server; unparsed: {self.buf[:300]!r}")
-            self.buf += data
+        super().__init__(addr, timeout)
 
     def request(self, host, target="/", method="GET", headers=(), body=b""):
         self.send(request_bytes(host, target, method, headers, body))
         return self.read_response(method)
-
-    def wait_closed(self, timeout):
-        """Reads until the server ends the connection (EOF or reset); returns the seconds it took
-        and what arrived meanwhile. Fails if it is still open after timeout seconds."""
-        t0 = time.monotonic()
-        got = b""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                got += data
-        except ConnectionResetError:
-            pass
-        except socket.timeout:
-            pytest.fail(f"the connection was still open after {timeout}s; got {got[:200]!r}")
-        return time.monotonic() - t0, got
 
 
 def get(host, target="/", addr=PORTIER, **kw):
@@ -249,10 +139,14 @@ def get(host, target="/", addr=PORTIER, **kw):
 
 
 def refused(addr, timeout=0.5):
+    """True when a connection to addr is refused. A connection that a listener queued just as it
+    was closed is reset instead: that is "not yet refused", and a caller waiting tries again."""
     try:
         socket.create_connection(addr, timeout=timeout).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
     return False
 
 
@@ -507,33 +401,10 @@ def download_handler(size):
 def apps(build_dir, tmp_path_factory):
     """This module's own five app processes (see APPS), stopped by PID at the end."""
     log_dir = str(tmp_path_factory.mktemp("lifecycle-apps"))
-    started = []
-    try:
-        for app, pod, (ip, port) in APPS:
-            started.append(
-                procs.start(
-                    [str(build_dir / app)],
-                    env={"LISTEN": f"{ip}:{port}", "POD_NAME": pod, "POD_IP": None},
-                    wait_for=(ip, port),
-                    log_dir=log_dir,
-                    name=pod,
-                )
-            )
+    with stopping([]) as started:
+        for app, pod, addr in APPS:
+            started.append(start_pod(build_dir, app, pod, addr, log_dir))
         yield started
-    finally:
-        problems = stop_all(started)
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
-
-
-@pytest.fixture
-def backends():
-    """backend.py origins: backends(addr, handler) starts one; all are stopped at teardown."""
-    f = backend.BackendFactory()
-    try:
-        yield f
-    finally:
-        f.stop_all()
 
 
 @pytest.fixture

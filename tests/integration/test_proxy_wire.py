@@ -17,9 +17,9 @@ import time
 import pytest
 
 import backend as fake
+import httpc
 from conftest import PORTIER_ADDR
-
-TIMEOUT = 3.0  # for every socket operation
+from httpc import TIMEOUT
 
 PX = ("127.0.0.1", 28181)  # the portier of a test's own config
 B1 = ("127.0.0.31", 28100)
@@ -36,178 +36,23 @@ def hp(addr):
 
 
 # ---------------------------------------------------------------------------------------------
-# A minimal HTTP/1.x client over a raw socket, so that every byte sent is the test's choice.
+# The client (httpc), to Host b.test unless told.
 
 
-class Response:
-    def __init__(self, version, status, reason, headers, head):
-        self.version = version
-        self.status = status
-        self.reason = reason
-        self.headers = headers  # [(name, value)] in order, names as received
-        self.head = head  # the raw head, through the blank line
-        self.body = b""  # decoded
-        self.raw_body = b""  # as received (chunk framing included)
-        self.framing = None  # "length", "chunked", "close" or "none"
-
-    def header(self, name):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def header_all(self, name):
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def has(self, name):
-        return any(k.lower() == name.lower() for k, _ in self.headers)
-
-    def json(self):
-        return json.loads(self.body.decode("utf-8"))
-
-    @property
-    def text(self):
-        return self.body.decode("utf-8", errors="replace")
-
-    def __repr__(self):
-        return f"<Response {self.status} {self.headers!r} {self.body[:300]!r}>"
+class Conn(httpc.Conn):
+    host = "b.test"
 
 
-def req(method="GET", target="/", host="b.test", version="HTTP/1.1", headers=(), body=b""):
-    """The bytes of one request. host None: no Host header."""
-    out = f"{method} {target} {version}\r\n".encode("latin-1")
-    if host is not None:
-        out += b"Host: " + host.encode("latin-1") + b"\r\n"
-    for name, value in headers:
-        out += f"{name}: {value}\r\n".encode("latin-1")
-    return out + b"\r\n" + body
+get = Conn.get
+
+
+def req(method="GET", target="/", host=Conn.host, **kw):
+    """The bytes of one request (httpc.req)."""
+    return httpc.req(method, target, host, **kw)
 
 
 def chunk_body(*pieces):
     return fake.chunked(*pieces)
-
-
-class Conn:
-    """One client connection with its own read buffer; every operation times out."""
-
-    def __init__(self, addr, timeout=TIMEOUT):
-        self.sock = socket.create_connection(addr, timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"connection closed by portier; unparsed: {self.buf!r}")
-        self.buf += chunk
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line + b"\r\n"
-
-    def _take(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def read_head(self):
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = raw.decode("latin-1").split("\r\n")
-        m = re.fullmatch(r"(HTTP/1\.[01]) (\d{3}) ([^\r\n]*)", lines[0])
-        assert m, f"not a status line: {lines[0]!r} in {raw!r}"
-        headers = []
-        for line in lines[1:]:
-            assert ":" in line and line[0] not in " \t", f"bad header line {line!r} in {raw!r}"
-            name, value = line.split(":", 1)
-            headers.append((name, value.strip(" \t")))
-        return Response(m.group(1), int(m.group(2)), m.group(3), headers, raw + b"\r\n\r\n")
-
-    def read_response(self, method="GET"):
-        """One response, interim (1xx) ones included: the caller reads on after a 1xx."""
-        r = self.read_head()
-        if method == "HEAD" or r.status < 200 or r.status in (204, 304):
-            r.framing = "none"
-            return r
-        te = r.header("Transfer-Encoding")
-        if te is not None:
-            assert te.lower() == "chunked", r
-            assert not r.has("Content-Length"), f"both Content-Length and chunked: {r!r}"
-            r.framing = "chunked"
-            while True:
-                line = self._line()
-                r.raw_body += line
-                size = int(line[:-2].split(b";")[0], 16)
-                if size == 0:
-                    break
-                data = self._take(size + 2)
-                assert data.endswith(b"\r\n"), data
-                r.raw_body += data
-                r.body += data[:-2]
-            while True:
-                line = self._line()
-                r.raw_body += line
-                if line == b"\r\n":
-                    break
-        elif r.header("Content-Length") is not None:
-            assert len(r.header_all("Content-Length")) == 1, r
-            r.framing = "length"
-            r.body = r.raw_body = self._take(int(r.header("Content-Length")))
-        else:
-            r.framing = "close"
-            r.body = r.raw_body = self.read_to_eof()
-        return r
-
-    def read_final(self, method="GET"):
-        """The final response; the interim ones are in .interim."""
-        interim = []
-        while True:
-            r = self.read_response(method)
-            if r.status >= 200 or r.status == 101:
-                r.interim = interim
-                return r
-            interim.append(r)
-
-    def request(self, method="GET", target="/", **kw):
-        self.send(req(method, target, **kw))
-        return self.read_final(method)
-
-    def read_to_eof(self):
-        out, self.buf = self.buf, b""
-        while True:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                return out
-            if not chunk:
-                return out
-            out += chunk
-
-    def assert_closed(self):
-        """portier closes the connection: nothing more arrives, then EOF (or a reset)."""
-        rest = self.read_to_eof()
-        assert rest == b"", f"unexpected bytes before the close: {rest!r}"
-
-
-def get(addr, target="/", method="GET", **kw):
-    with Conn(addr) as c:
-        return c.request(method, target, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,16 +95,6 @@ def config(
     return "\n".join(out) + "\n"
 
 
-@pytest.fixture
-def backend():
-    """A factory: backend(addr, handler) starts a fake origin; all are stopped at teardown."""
-    f = fake.BackendFactory()
-    try:
-        yield f
-    finally:
-        f.stop_all()
-
-
 class Wire:
     """A fake origin on B1 and a portier on PX sending every host to it."""
 
@@ -273,9 +108,9 @@ class Wire:
 
 
 @pytest.fixture
-def wire_factory(backend, start_portier):
+def wire_factory(backends, start_portier):
     def _make(handler=None, **cfg):
-        b = backend(B1, handler)
+        b = backends(B1, handler)
         p = start_portier(config({"b": [B1]}, **cfg), PX)
         return Wire(b, p)
 
@@ -367,10 +202,10 @@ def test_http10_without_host_goes_to_the_default_service(portier):
         assert r.json()["app"] == "app3"
 
 
-def test_exact_host_wins_over_wildcard(backend, start_portier):
-    backend(B1, named("exact"))
-    backend(B2, named("wild"))
-    backend(B3, named("default"))
+def test_exact_host_wins_over_wildcard(backends, start_portier):
+    backends(B1, named("exact"))
+    backends(B2, named("wild"))
+    backends(B3, named("default"))
     # The wildcard comes first: the order in the file must not matter.
     routes = [("*.example.test", None, "wild"), ("exact.example.test", None, "exact")]
     p = start_portier(
@@ -402,18 +237,18 @@ LONGEST_PREFIX = {
 }
 
 
-def prefix_portier(backend, start_portier):
-    backend(B1, named("root"))
-    backend(B2, named("api"))
-    backend(B3, named("v2"))
+def prefix_portier(backends, start_portier):
+    backends(B1, named("root"))
+    backends(B2, named("api"))
+    backends(B3, named("v2"))
     # Shortest first: the longest prefix must win regardless of the order in the file.
     routes = [("p.test", "/", "root"), ("p.test", "/api", "api"), ("p.test", "/api/v2", "v2")]
     cfg = config({"root": [B1], "api": [B2], "v2": [B3]}, routes, default=None)
     return start_portier(cfg, PX)
 
 
-def test_longest_path_prefix_wins(backend, start_portier):
-    p = prefix_portier(backend, start_portier)
+def test_longest_path_prefix_wins(backends, start_portier):
+    p = prefix_portier(backends, start_portier)
     got = {}
     with Conn(p.addr) as c:
         for target in LONGEST_PREFIX:
@@ -423,8 +258,8 @@ def test_longest_path_prefix_wins(backend, start_portier):
     assert got == LONGEST_PREFIX
 
 
-def test_path_prefix_matches_on_segment_boundaries(backend, start_portier):
-    p = prefix_portier(backend, start_portier)
+def test_path_prefix_matches_on_segment_boundaries(backends, start_portier):
+    p = prefix_portier(backends, start_portier)
     got = {}
     for target in ["/api", "/api/x", "/apiary", "/api-docs", "/api.json", "/api?q=1"]:
         r = get(p.addr, target, host="p.test")
@@ -440,8 +275,8 @@ def test_path_prefix_matches_on_segment_boundaries(backend, start_portier):
     }
 
 
-def test_unknown_host_without_default_service_is_404(backend, start_portier):
-    b = backend(B1, named("known"))
+def test_unknown_host_without_default_service_is_404(backends, start_portier):
+    b = backends(B1, named("known"))
     p = start_portier(config({"known": [B1]}, [("known.test", None, "known")], default=None), PX)
     assert get(p.addr, "/", host="known.test").status == 200
     before = len(b.received)
@@ -776,8 +611,8 @@ def test_x_forwarded_proto_host_port_and_real_ip(wire):
     assert got.header_all("X-Real-IP") == ["127.0.0.1"]
 
 
-def test_x_forwarded_port_is_the_listener_port(backend, start_portier):
-    b = backend(B1)
+def test_x_forwarded_port_is_the_listener_port(backends, start_portier):
+    b = backends(B1)
     p = start_portier(config({"b": [B1]}, listen=PORTIER_ADDR), PORTIER_ADDR)
     got = one_request(p.addr, b)
     assert got.header_all("X-Forwarded-Port") == ["28081"]
@@ -1069,8 +904,8 @@ def test_slowloris_gets_408_after_client_header_timeout(wire_factory):
 # Backend failures.
 
 
-def test_refused_server_is_skipped_for_the_next(backend, start_portier):
-    b = backend(B1)
+def test_refused_server_is_skipped_for_the_next(backends, start_portier):
+    b = backends(B1)
     p = start_portier(config({"b": [DEAD, B1]}), PX)
     with Conn(p.addr) as c:
         for i in range(10):
