@@ -39,6 +39,12 @@ k3s kubectl wait --for=condition=Ready "node/$P2_NODE_NAME" --timeout=180s
 if ! grep -qs 'KUBECONFIG=/etc/rancher/k3s/k3s.yaml' /etc/profile.d/k3s-kubeconfig.sh; then
     echo 'export KUBECONFIG=/etc/rancher/k3s/k3s.yaml' >/etc/profile.d/k3s-kubeconfig.sh
 fi
+# `vagrant ssh -c` runs a non-login shell, which reads no profile.d: kubectl's own default,
+# ~/.kube/config, must work too.
+if id vagrant >/dev/null 2>&1; then
+    install -d -m 0700 -o vagrant -g vagrant /home/vagrant/.kube
+    install -m 0600 -o vagrant -g vagrant /etc/rancher/k3s/k3s.yaml /home/vagrant/.kube/config
+fi
 
 # The apps' preStop pause is a `sleep` action: Kubernetes 1.30 or later (a pinned older k3s would
 # have `kubectl apply` refuse the field).
