@@ -62,7 +62,7 @@ deps:
 
 # run and test install what is missing first, then re-enter make so pkg-config is asked afterwards.
 run:
-	$(Q)scripts/deps.sh --check 2>/dev/null || scripts/deps.sh
+	$(Q)scripts/deps.sh --build --check 2>/dev/null || scripts/deps.sh --build
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/run.sh $(BUILD)
 

@@ -2,6 +2,8 @@
 # Installs the Debian packages that building and testing portier need, and only those missing.
 # Usage: scripts/deps.sh          install what is missing (apt-get update first)
 #        scripts/deps.sh --check  exit 0 when everything is there, 1 (naming what is missing) otherwise
+#        --build (before the others) limits both to what building and `make run` need, leaving out
+#        the test tools (python3, the bench peers, dnsmasq, the image and VM tools, kubectl).
 set -euo pipefail
 
 # pkg-config module -> Debian package that provides it.
@@ -13,12 +15,14 @@ pkg_modules=(
     "yaml-0.1:libyaml-dev"
     "cmocka:libcmocka-dev"
 )
-# command -> Debian package.
-commands=(
+# command -> Debian package: the build's first, then the tests'.
+build_commands=(
     "cc:gcc"
     "make:make"
     "pkg-config:pkg-config"
     "curl:curl"
+)
+commands=(
     "openssl:openssl"
     "/usr/bin/python3:python3"
     # The bench smoke in `make test` (bench/run.sh --smoke). nginx and haproxy live in /usr/sbin,
@@ -40,8 +44,10 @@ commands=(
     "vagrant:vagrant"
 )
 # header or file -> Debian package (for libraries without a pkg-config module).
-files=(
+build_files=(
     "/usr/include/http_parser.h:libhttp-parser-dev"
+)
+files=(
     "/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json:vagrant-libvirt"
 )
 # Debian's kubectl (kubernetes-client, 1.20) is unpacked into the tree rather than installed: a
@@ -50,6 +56,15 @@ files=(
 repo=$(cd "$(dirname "$0")/.." && pwd)
 kubectl_dir=$repo/build/tools/kubernetes-client
 kubectl_bin=$kubectl_dir/usr/bin/kubectl
+
+build_only=0
+if [ "${1:-}" = "--build" ]; then
+    build_only=1
+    shift
+    commands=() files=()
+fi
+commands=("${build_commands[@]}" "${commands[@]}")
+files=("${build_files[@]}" "${files[@]}")
 
 missing=()
 have_pkgconfig=0
@@ -66,10 +81,12 @@ for entry in "${files[@]}"; do
     f=${entry%%:*} pkg=${entry#*:}
     [ -e "$f" ] || missing+=("$pkg")
 done
-if ! /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1; then missing+=("python3-pytest"); fi
-if ! /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1; then missing+=("python3-yaml"); fi
 need_kubectl=0
-[ -x "$kubectl_bin" ] || need_kubectl=1
+if [ "$build_only" = 0 ]; then
+    if ! /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1; then missing+=("python3-pytest"); fi
+    if ! /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1; then missing+=("python3-yaml"); fi
+    [ -x "$kubectl_bin" ] || need_kubectl=1
+fi
 
 # Unique, in order.
 if [ ${#missing[@]} -gt 0 ]; then
