@@ -132,6 +132,22 @@ bench_wrk() {
         END { printf "%.0f %.3f %.3f %d %d\n", rps, p50, p99, reqs, errs }'
 }
 
+# An awk function, prepended to awk programs that need it: med("v1 v2 ...") is the median of the
+# space-separated numbers of its argument, or "-" when there are none.
+# shellcheck disable=SC2034 # used by run.sh
+BENCH_AWK_MED='
+function med(list,   n, a, i, j, x) {
+    n = split(list, a, " ")
+    if (n == 0) return "-"
+    for (i = 2; i <= n; i++) {
+        x = a[i] + 0
+        for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
+        a[j + 1] = x
+    }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+'
+
 # median of the numbers on stdin.
 bench_median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2];

@@ -120,17 +120,7 @@ check_url() {
 # apply: scenario target rps ×nginx ×haproxy ×limit ×best-peer p50 p99 cpu_us cpu×nginx rss_kb
 # errors runs. Each × is the median over rounds of that round's ratio.
 stats() {
-    awk '
-    function med(list,   n, a, i, j, x) {
-        n = split(list, a, " ")
-        if (n == 0) return "-"
-        for (i = 2; i <= n; i++) {
-            x = a[i] + 0
-            for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
-            a[j + 1] = x
-        }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
+    awk "$BENCH_AWK_MED"'
     function ratio(s, r, t, u) {
         return ((s, r, u) in rps && rps[s, r, u] > 0) ? " " rps[s, r, t] / rps[s, r, u] : ""
     }
@@ -195,16 +185,7 @@ idle_table() {
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     local t
     for t in "${proxies[@]}"; do
-        awk -v t="$t" -v want="$clients" '
-        function med(list,   n, a, i, j, x) {
-            n = split(list, a, " ")
-            for (i = 2; i <= n; i++) {
-                x = a[i] + 0
-                for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
-                a[j + 1] = x
-            }
-            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
+        awk -v t="$t" -v want="$clients" "$BENCH_AWK_MED"'
         $3 == t { n++; fresh = fresh " " $4; loaded = loaded " " $5
                   if (n == 1 || $6 < ok) ok = $6; if ($7 > failed) failed = $7; if ($8 > closed) closed = $8 }
         END { if (n) printf "| %s | %d of %d | %d | %d | %.1f | %.1f | %.2f |\n", t, ok, want, failed, closed,
@@ -218,16 +199,7 @@ goals() {
     local idle_rss labels s
     idle_rss=$(awk '{ n[$3]++; v[$3] = v[$3] " " $5 } END { for (t in v) print t, v[t] }' "$idle_results")
     labels=$(for s in a b c4 c256 w2; do printf '%s=%s;' "$s" "$(short_label "$s")"; done)
-    awk -v idle="$idle_rss" -v labels="$labels" '
-    function med(list,   n, a, i, j, x) {
-        n = split(list, a, " ")
-        for (i = 2; i <= n; i++) {
-            x = a[i] + 0
-            for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]
-            a[j + 1] = x
-        }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
+    awk -v idle="$idle_rss" -v labels="$labels" "$BENCH_AWK_MED"'
     function row(goal, v, want, fmt) {
         if (v == "-" || v == "") return
         printf "| %s | %s | %s |\n", goal, sprintf(fmt, v), (v + 0 >= want ? "met" : "**not met**")
