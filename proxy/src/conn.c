@@ -199,8 +199,13 @@ static void
 exchange_log(struct conn *c, struct xchg *x)
 {
     char line[4096];
-    const struct http_span *ref = http_header_find(&x->req.hdrs, "referer");
-    const struct http_span *ua = http_header_find(&x->req.hdrs, "user-agent");
+    const struct http_span *ref, *ua;
+    size_t n;
+
+    if (!log_access_enabled())
+        return; /* nothing of the line is worked out when nobody reads it */
+    ref = http_header_find(&x->req.hdrs, "referer");
+    ua = http_header_find(&x->req.hdrs, "user-agent");
     struct log_access_rec r = {
         .client = c->ip,
         .when = x->start,
@@ -222,12 +227,18 @@ exchange_log(struct conn *c, struct xchg *x)
         .duration_us = mono_us() - x->start_us,
         .request_id = x->rid,
     };
-    size_t n;
+    enum log_format fmt = (enum log_format)x->snap->rt->cfg->access_log_format;
 
-    if (!log_access_enabled())
-        return;
-    n = log_access_format(line, sizeof(line), (enum log_format)x->snap->rt->cfg->access_log_format,
-                          &r);
+    n = log_access_format(line, sizeof(line), fmt, &r);
+    if (n == 0) {
+        /* Escaping can grow a long target or header fourfold: shorten them rather than lose the
+         * line. */
+        r.target_len = r.target_len < 512 ? r.target_len : 512;
+        r.referer_len = r.referer_len < 256 ? r.referer_len : 256;
+        r.user_agent_len = r.user_agent_len < 256 ? r.user_agent_len : 256;
+        r.host_len = r.host_len < 256 ? r.host_len : 256;
+        n = log_access_format(line, sizeof(line), fmt, &r);
+    }
     if (n > 0)
         worker_log(c->w, line, n);
 }

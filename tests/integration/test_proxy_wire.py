@@ -1061,6 +1061,19 @@ def test_access_log_json_is_one_object_per_line(wire_factory):
         assert isinstance(obj["duration_ms"], (int, float)), obj
 
 
+def test_access_log_keeps_the_line_of_a_request_with_a_long_target(wire):
+    # Regression: a target longer than the line buffer (4 KiB) lost its whole line.
+    target = "/long?" + "a" * 6000
+    with Conn(wire.addr) as c:
+        r = c.request("GET", target, headers=[("X-Request-Id", "long-target")])
+        assert r.status == 200
+    (line,) = wait_log_lines(wire.p, 1)
+    m = COMBINED.fullmatch(line)
+    assert m, line
+    assert m["status"] == "200" and m["rid"] == "long-target", line
+    assert m["target"].startswith("/long?aaaa") and len(m["target"]) < 4096, line
+
+
 def test_access_log_line_of_a_refused_request_names_method_bytes_and_id(wire):
     # Regression: the line had method "-", 0 bytes and no request id.
     with Conn(wire.addr) as c:
