@@ -907,6 +907,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
     int n;
 
     (void)what;
+    c->w->turn_events++;
     n = iobuf_read(c->in, fd, &c->rsize);
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)

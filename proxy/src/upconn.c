@@ -58,6 +58,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    u->w->turn_events++;
     n = iobuf_read(u->in, u->fd, &u->rsize);
     if (u->owner == NULL) {
         /* Pooled: a close (or anything else) from the server ends this connection. */

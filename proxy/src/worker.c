@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -131,6 +133,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
         }
         atomic_fetch_add_explicit(&w->proxy->nconns, 1, memory_order_relaxed);
         w->nconns++;
+        w->turn_events++;
         conn_accept(w, fd, (struct sockaddr *)&peer, len, l);
     }
 }
@@ -268,6 +271,42 @@ worker_conn_closed(struct worker *w)
         event_base_loopexit(w->base, NULL);
 }
 
+/*
+ * Under load, a worker pauses briefly between turns of its event loop. While it sleeps rather than
+ * waits in epoll, the wrk, apps and other peers that write to it need not wake it (a wake-up across
+ * CPUs costs the writer an interrupt, in a VM a costly one), and what arrives meanwhile is taken in
+ * one turn, whose writes then reach those peers in bursts. In the bench (2 CPUs, wrk and the apps
+ * on the other one) it cut that CPU's time per request by 15-25% and raised req/s as much; 10 to
+ * 100 us all did about as well. A turn with a single read or accept (a lone client) polls again at
+ * once: only turns that already found several things ready are followed by a pause.
+ */
+#define BUSY_TURN_EVENTS 2
+#define BUSY_PAUSE_NS 25000
+
+static void
+worker_loop(struct worker *w)
+{
+    const struct timespec pause = {0, BUSY_PAUSE_NS};
+
+    /* The default timer slack (50 us) would stretch the pause threefold. */
+    if (prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL) < 0)
+        log_msg(LOG_WARN, "worker %d: timer slack: %s", w->id, strerror(errno));
+    for (;;) {
+        w->turn_events = 0;
+        /* EVLOOP_ONCE: one poll and the callbacks of what it found. 1: nothing left to wait for. */
+        int rc = event_base_loop(w->base, EVLOOP_ONCE);
+        if (rc < 0)
+            log_msg(LOG_ERROR, "worker %d: the event loop failed", w->id);
+        if (rc != 0)
+            break;
+        if (event_base_got_exit(w->base) || event_base_got_break(w->base))
+            break;
+        /* Its only failure here would be EINTR, and a worker blocks every signal. */
+        if (w->turn_events >= BUSY_TURN_EVENTS)
+            (void)clock_nanosleep(CLOCK_MONOTONIC, 0, &pause, NULL);
+    }
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -277,7 +316,7 @@ worker_main(void *arg)
     /* Signals are the main thread's. */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    event_base_dispatch(w->base);
+    worker_loop(w);
     conn_close_all(w, NULL);
     upconn_close_idle(w);
     log_flush(w);
