@@ -66,9 +66,9 @@ struct worker {
     struct event *log_ev;       /* flushes logbuf a moment after the first line lands */
     int accepting;
     int draining;
-    unsigned turn_events; /* reads and accepts done in this turn of the event loop (worker_loop) */
-    struct wsnap *snap; /* owned: the runtime for requests that start now */
-    struct conn *conns; /* client connections, linked through conn->next/prev */
+    unsigned turn_events; /* reads and accepts in this turn of the loop */
+    struct wsnap *snap;   /* owned: the runtime for requests that start now */
+    struct conn *conns;   /* client connections, linked through conn->next/prev */
     unsigned nconns;
     struct upconn *idle; /* idle server connections, most recently used first */
     unsigned nidle;
