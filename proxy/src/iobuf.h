@@ -1,4 +1,4 @@
-/* Socket reads into evbuffers without libevent's 4 KiB cap and its FIONREAD ioctl per read. */
+/* Socket reads and writes of evbuffers, without libevent's 4 KiB read cap and FIONREAD ioctl. */
 #ifndef IOBUF_H
 #define IOBUF_H
 
@@ -18,5 +18,14 @@
  * read, 0 at end of stream, or -1 with errno set (EAGAIN: nothing to read now).
  */
 int iobuf_read(struct evbuffer *buf, int fd, uint32_t *size);
+
+/* The most buffer chains one write takes: 256 KiB of 16 KiB reads, and the head before them. */
+#define IOBUF_WRITE_VECS 32
+
+/*
+ * Writes what buf holds to fd, as much as the socket takes in one call, and drains it from buf.
+ * Returns the bytes written (0 if buf was empty), or -1 with errno set (EAGAIN: try when writable).
+ */
+int iobuf_write(struct evbuffer *buf, int fd);
 
 #endif

@@ -131,7 +131,7 @@ upconn_flush(struct upconn *u)
     if (u->connecting)
         return 0;
     while (evbuffer_get_length(u->out) > 0) {
-        int n = evbuffer_write(u->out, u->fd);
+        int n = iobuf_write(u->out, u->fd);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
