@@ -34,6 +34,8 @@
 #define TRAILER_MAX 8192
 /* Room to build a forwarded head in: the original plus what portier adds. */
 #define HEAD_SLACK 1024
+/* Bodies up to this size are copied rather than moved by chains (body_move). */
+#define BODY_COPY_MAX 2048
 
 enum conn_state {
     CONN_ST_HEAD,    /* waiting for or reading a request head */
@@ -161,7 +163,7 @@ static int
 conn_flush(struct conn *c)
 {
     while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
+        int n = iobuf_write(c->out, c->fd);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -772,6 +774,25 @@ response_head(struct conn *c)
     }
 }
 
+/*
+ * Moves n bytes from the front of src to dst. A small body is copied behind the head in dst's last
+ * chain, so that the response goes out as one buffer (one send); a large one moves by chains.
+ */
+static void
+body_move(struct evbuffer *src, struct evbuffer *dst, size_t n)
+{
+    struct evbuffer_iovec v;
+
+    if (n > BODY_COPY_MAX || evbuffer_reserve_space(dst, (ev_ssize_t)n, &v, 1) != 1) {
+        evbuffer_remove_buffer(src, dst, n);
+        return;
+    }
+    evbuffer_copyout(src, v.iov_base, n);
+    v.iov_len = n;
+    evbuffer_commit_space(dst, &v, 1);
+    evbuffer_drain(src, n);
+}
+
 /* Moves response body bytes to the client; finishes the exchange at the end of the body. */
 static void
 response_body(struct conn *c)
@@ -797,7 +818,7 @@ response_body(struct conn *c)
     if (x->res_flags & HTTP_RES_F_DECHUNK) {
         evbuffer_drain(u->in, take);
     } else if (take > 0) {
-        evbuffer_remove_buffer(u->in, c->out, take);
+        body_move(u->in, c->out, take);
         x->bytes += take;
     }
     if (rc == 1 || (u->eof && http_body_eof(&x->resbody) == 0 && evbuffer_get_length(u->in) == 0)) {
