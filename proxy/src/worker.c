@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -143,10 +144,14 @@ static void
 notify_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    unsigned notices = atomic_exchange(&w->notices, 0);
+    uint64_t count;
+    unsigned notices;
 
-    (void)fd;
     (void)what;
+    /* Reset the eventfd before taking the bits: a notice sent meanwhile leaves it readable. */
+    if (read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        log_msg(LOG_ERROR, "worker %d: notice: %s", w->id, strerror(errno));
+    notices = atomic_exchange(&w->notices, 0);
     if (notices & WORKER_RELOAD) {
         struct wsnap *s = malloc(sizeof(*s));
         if (s == NULL) {
@@ -328,6 +333,7 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
 {
     const struct config *cfg = rt->cfg;
     struct worker *w = calloc(1, sizeof(*w));
+    struct event_config *ecfg;
 
     if (w == NULL || (w->snap = malloc(sizeof(*w->snap))) == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -335,6 +341,7 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         return NULL;
     }
     w->id = id;
+    w->notify_fd = -1;
     w->proxy = p;
     w->snap->rt = runtime_ref(rt);
     w->snap->users = 1;
@@ -342,7 +349,17 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         w->rng[0] = (uint64_t)getpid() << 32 | (uint64_t)id;
         w->rng[1] = (uint64_t)time(NULL) | 1;
     }
-    w->base = event_base_new();
+    /* Only this worker's thread touches its base (notices come through an eventfd): no locks. */
+    if ((ecfg = event_config_new()) != NULL) {
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_NOLOCK);
+        w->base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
+    w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->notify_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
     w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
     if (w->base == NULL || w->listeners == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -372,7 +389,7 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         event_add(l->ev, NULL);
     }
     w->accepting = 1;
-    w->notify_ev = event_new(w->base, -1, 0, notify_cb, w);
+    w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
     w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
     w->grace_ev = evtimer_new(w->base, grace_cb, w);
     w->log_ev = evtimer_new(w->base, log_cb, w);
@@ -381,6 +398,7 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    event_add(w->notify_ev, NULL);
     return w;
 
 fail:
@@ -404,8 +422,12 @@ worker_start(struct worker *w, char *err, size_t errlen)
 void
 worker_notify(struct worker *w, unsigned notice)
 {
+    uint64_t one = 1;
+
     atomic_fetch_or(&w->notices, notice);
-    event_active(w->notify_ev, EV_READ, 0);
+    /* Only fails if the counter would overflow: the worker has a notice to read either way. */
+    if (write(w->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_msg(LOG_ERROR, "worker %d: notice: %s", w->id, strerror(errno));
 }
 
 void
@@ -433,6 +455,8 @@ worker_join_free(struct worker *w)
         event_free(w->log_ev);
     if (w->base != NULL)
         event_base_free(w->base);
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
     worker_snap_drop(w->snap);
     free(w);
 }

@@ -59,7 +59,8 @@ struct worker {
     struct event_base *base;    /* owned */
     struct listener *listeners; /* owned, nlisteners */
     size_t nlisteners;
-    struct event *notify_ev;    /* made active by worker_notify() */
+    int notify_fd; /* eventfd: worker_notify() writes, notify_ev reads */
+    struct event *notify_ev;
     atomic_uint notices;        /* enum worker_notice bits not yet handled */
     struct event *accept_retry; /* resumes accepting after the connection limit or EMFILE */
     struct event *grace_ev;     /* ends a drain that took longer than shutdown_grace */
