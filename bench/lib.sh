@@ -93,6 +93,14 @@ bench_cpu_ticks() {
     echo "$total"
 }
 
+# bench_cpu_stat CPU: "busy idle", the clock ticks CPU (a number, or "any": all CPUs together) has
+# spent busy (user, nice, system, irq, softirq) and idle (idle, iowait) since boot, from /proc/stat.
+bench_cpu_stat() {
+    local name=cpu
+    [ "$1" = any ] || name=cpu$1
+    awk -v n="$name" '$1 == n { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat
+}
+
 # bench_rss_kb PID...: the sum of VmRSS, in KiB, of the processes named.
 bench_rss_kb() {
     local p total=0 r

@@ -118,7 +118,7 @@ check_url() {
 
 # The medians: one line per scenario and target of the results file, "-" where a figure does not
 # apply: scenario target rps ×nginx ×haproxy ×limit ×best-peer p50 p99 cpu_us cpu×nginx rss_kb
-# errors runs. Each × is the median over rounds of that round's ratio.
+# errors runs cpu1_busy_pct cpu1_us. Each × is the median over rounds of that round's ratio.
 stats() {
     awk "$BENCH_AWK_MED"'
     function ratio(s, r, t, u) {
@@ -133,6 +133,7 @@ stats() {
         errs[s, t] += $8
         if ($9 != "-") cpul[s, t] = cpul[s, t] " " $9
         if ($10 != "-") rssl[s, t] = rssl[s, t] " " $10
+        if ($11 != "-" && $11 != "") { cbl[s, t] = cbl[s, t] " " $11; cul[s, t] = cul[s, t] " " $12 }
     }
     END {
         for (i = 1; i <= ns; i++) {
@@ -153,7 +154,8 @@ stats() {
                         xcpu = xcpu " " cpu[s, r, t] / cpu[s, r, "nginx"]
                 }
                 print s, t, med(rpsl[s, t]), med(xng), med(xha), med(xli), med(xbest), med(p50[s, t]),
-                      med(p99[s, t]), med(cpul[s, t]), med(xcpu), med(rssl[s, t]), errs[s, t], runs[s, t]
+                      med(p99[s, t]), med(cpul[s, t]), med(xcpu), med(rssl[s, t]), errs[s, t], runs[s, t],
+                      med(cbl[s, t]), med(cul[s, t])
             }
         }
     }' "$results"
@@ -168,14 +170,14 @@ table() {
             <<<"$stats_out"
         return
     fi
-    echo "| target | req/s | × nginx | × HAProxy | × limit | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| target | req/s | × nginx | × HAProxy | × limit | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors | client CPU busy | client CPU µs/req |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     awk -v s="$1" '
     function f(v, fmt) { return v == "-" ? "-" : sprintf(fmt, v) }
     $1 == s {
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", ($2 == "limit" ? "limit (no proxy)" : $2),
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", ($2 == "limit" ? "limit (no proxy)" : $2),
                f($3, "%.0f"), f($4, "%.3f"), f($5, "%.3f"), f($6, "%.3f"), f($8, "%.2f"), f($9, "%.2f"),
-               f($10, "%.2f"), f(($12 == "-" ? "-" : $12 / 1024), "%.1f"), $13
+               f($10, "%.2f"), f(($12 == "-" ? "-" : $12 / 1024), "%.1f"), $13, f($15, "%.0f%%"), f($16, "%.2f")
     }' <<<"$stats_out"
 }
 
@@ -407,9 +409,10 @@ proxy_rss() {
 }
 
 # measure ID ROUND TARGET: one wrk run of a scenario against a fresh proxy (or straight at the
-# backend for the limit); appends "id round target rps p50 p99 requests errors cpu_us rss_kb".
+# backend for the limit); appends "id round target rps p50 p99 requests errors cpu_us rss_kb
+# cpu1_busy_pct cpu1_us"; the last two are "-" for unpinned runs.
 measure() {
-    local s=$1 round=$2 t=$3 url line pid="" t0=0 t1 cpu_us=- rss=-
+    local s=$1 round=$2 t=$3 url line pid="" t0=0 t1 cpu_us=- rss=- c0 c1 client="- -"
     scenario_set "$s"
     if [ "$t" = limit ]; then
         url=$(limit_url "$s")
@@ -428,8 +431,17 @@ measure() {
         fi
         t0=$(bench_cpu_ticks "$pid")
     fi
+    c0=$(bench_cpu_stat "$s_client_cpu")
     line=$(WRK_THREADS=$s_threads bench_wrk "$s_client_cpu" "$seconds" "$conns" "$url" -H "$host_header" \
         "${s_args[@]}")
+    c1=$(bench_cpu_stat "$s_client_cpu")
+    # The client CPU (wrk and the servers behind the proxy): how busy, and its time per request.
+    # Unpinned runs share every CPU with the proxy: no such figure.
+    if [ "$s_client_cpu" != any ]; then
+        client=$(awk -v a="$c0" -v b="$c1" -v hz="$clk_tck" -v n="$(cut -d' ' -f4 <<<"$line")" 'BEGIN {
+            split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+            printf "%.0f %.3f", (busy + idle > 0 ? 100 * busy / (busy + idle) : 0), (n > 0 ? busy * 1e6 / hz / n : 0) }')
+    fi
     if [ -n "$pid" ]; then
         t1=$(bench_cpu_ticks "$pid")
         rss=$(proxy_rss "$t" "$pid")
@@ -437,7 +449,7 @@ measure() {
         cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$clk_tck" -v n="$(cut -d' ' -f4 <<<"$line")" \
             'BEGIN { printf "%.3f", (n > 0 ? d * 1e6 / hz / n : 0) }')
     fi
-    echo "$s $round $t $line $cpu_us $rss" >>"$results"
+    echo "$s $round $t $line $cpu_us $rss $client" >>"$results"
 }
 
 # measure_idle ROUND TARGET: RSS of a fresh proxy, then with $clients idle keep-alive clients;
@@ -546,7 +558,7 @@ if [ "$report" = 0 ]; then
     echo "What the proxies wrote:"
     echo "$logs"
     echo
-    echo "Raw measurements (scenario round target req/s p50_ms p99_ms requests errors cpu_us_per_req rss_kib):"
+    echo "Raw measurements (scenario round target req/s p50_ms p99_ms requests errors cpu_us_per_req rss_kib cpu1_busy_pct cpu1_us_per_req):"
     cat "$results" "$idle_results"
     echo
     echo "load average $load_before before, $load_after after"
@@ -608,6 +620,9 @@ cat >"$out" <<REPORT
 - CPU µs/req: the proxy's utime + stime (all processes and threads, from \`/proc/PID/stat\`) over the run,
   divided by the requests wrk completed. RSS: \`VmRSS\` right after the run (nginx: its workers, without
   the master). errors: non-2xx responses plus socket errors, summed over rounds.
+- Client CPU: how busy CPU 1 (wrk, the apps, the origin) was during the run, and its busy time over
+  the requests, from \`/proc/stat\`. Near 100% it is the client side, not the proxy, that sets the
+  req/s: a proxy wins there by costing the other side less (fewer wake-ups, fuller reads).
 
 ## Where portier stands
 $(goals)
@@ -632,7 +647,7 @@ The static origin (\`bench/peers/nginx-origin.conf\`, not under test$([ "$origin
 $(fence nginx "$BENCH_TMP/origin.conf")
 
 ## Raw measurements
-\`scenario round target req/s p50_ms p99_ms requests errors cpu_us_per_req rss_kib\`:
+\`scenario round target req/s p50_ms p99_ms requests errors cpu_us_per_req rss_kib cpu1_busy_pct cpu1_us_per_req\`:
 $(fence "" "$results")
 $([ -s "$idle_results" ] && echo "\`e round target rss_fresh_kib rss_loaded_kib ok failed closed setup_s\`:" && fence "" "$idle_results")
 REPORT
