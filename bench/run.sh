@@ -652,10 +652,16 @@ $(fence "" "$results")
 $([ -s "$idle_results" ] && echo "\`e round target rss_fresh_kib rss_loaded_kib ok failed closed setup_s\`:" && fence "" "$idle_results")
 REPORT
 
-# The README shows the latest chart.
-awk -v line="[![the latest bench](results/$stamp.png)](results/$stamp.md)" '
-    /<!-- latest:end -->/ { skip = 0 }
-    !skip { print }
-    /<!-- latest:begin -->/ { print line; skip = 1 }' bench/README.md >"$BENCH_TMP/README.md"
-cat "$BENCH_TMP/README.md" >bench/README.md
+# latest FILE LINE: LINE replaces what stands between FILE's latest:begin and latest:end markers.
+latest() {
+    awk -v line="$2" '
+        /<!-- latest:end -->/ { skip = 0 }
+        !skip { print }
+        /<!-- latest:begin -->/ { print line; skip = 1 }' "$1" >"$BENCH_TMP/latest.md"
+    cat "$BENCH_TMP/latest.md" >"$1"
+}
+
+# Both READMEs show the latest chart, each linking to its report.
+latest bench/README.md "[![the latest bench](results/$stamp.png)](results/$stamp.md)"
+latest README.md "[![the latest bench: req/s and CPU per request by proxy and scenario](bench/results/$stamp.png)](bench/results/$stamp.md)"
 echo "report: $out, chart: $png"
