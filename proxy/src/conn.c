@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -138,9 +137,9 @@ cfg_of(struct conn *c)
 static void
 timer_set(struct conn *c, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+    struct timeval tv;
 
-    evtimer_add(&c->timer, &tv);
+    evtimer_add(&c->timer, worker_timeout(c->w, ms, &tv));
 }
 
 static void
@@ -1069,7 +1068,6 @@ conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len
             struct listener *l)
 {
     struct conn *c = calloc(1, sizeof(*c));
-    int one = 1;
 
     (void)len;
     if (c == NULL || (c->in = evbuffer_new()) == NULL || (c->out = evbuffer_new()) == NULL) {
@@ -1087,7 +1085,6 @@ conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
     if (addr_host(peer, c->ip, sizeof(c->ip)) < 0)
         strcpy(c->ip, "-");
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     event_assign(&c->rev, w->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
     event_assign(&c->wev, w->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
     evtimer_assign(&c->timer, w->base, conn_timer_cb, c);

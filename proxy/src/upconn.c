@@ -150,12 +150,12 @@ upconn_flush(struct upconn *u)
 void
 upconn_timeout(struct upconn *u, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000 * 1000)};
+    struct timeval tv;
 
     if (ms == 0)
         event_del(&u->timer);
     else
-        evtimer_add(&u->timer, &tv);
+        evtimer_add(&u->timer, worker_timeout(u->w, ms, &tv));
 }
 
 void
@@ -220,9 +220,9 @@ upconn_get(struct worker *w, struct conn *owner, const struct balancer_addr *add
     u->in = evbuffer_new();
     u->out = evbuffer_new();
     u->fd = socket(addr->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (u->in == NULL || u->out == NULL || u->fd < 0)
+    if (u->in == NULL || u->out == NULL || u->fd < 0 ||
+        setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
         goto fail;
-    setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     event_assign(&u->rev, w->base, u->fd, EV_READ | EV_PERSIST, read_cb, u);
     event_assign(&u->wev, w->base, u->fd, EV_WRITE | EV_PERSIST, write_cb, u);
     evtimer_assign(&u->timer, w->base, timer_cb, u);
@@ -254,7 +254,7 @@ void
 upconn_release(struct upconn *u)
 {
     struct worker *w = u->w;
-    struct timeval tv = {POOL_IDLE_MS / 1000, 0};
+    struct timeval tv;
 
     if (w->draining || w->nidle >= POOL_MAX || u->eof || evbuffer_get_length(u->in) > 0 ||
         evbuffer_get_length(u->out) > 0) {
@@ -266,7 +266,7 @@ upconn_release(struct upconn *u)
     u->idle_since_ms = now_ms(w);
     event_del(&u->wev);
     event_add(&u->rev, NULL);
-    evtimer_add(&u->timer, &tv);
+    evtimer_add(&u->timer, worker_timeout(w, POOL_IDLE_MS, &tv));
     u->prev = NULL;
     u->next = w->idle;
     if (w->idle != NULL)

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +37,10 @@ listen_socket(const struct config_addr *a, char *err, size_t errlen)
         snprintf(err, errlen, "listen %s: socket: %s", a->spec, strerror(errno));
         return -1;
     }
+    /* Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per connection. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
         bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4096) < 0) {
         snprintf(err, errlen, "listen %s: %s", a->spec, strerror(errno));
         close(fd);
@@ -274,6 +277,25 @@ worker_conn_closed(struct worker *w)
     w->nconns--;
     if (w->draining && w->nconns == 0)
         event_base_loopexit(w->base, NULL);
+}
+
+const struct timeval *
+worker_timeout(struct worker *w, uint64_t ms, struct timeval *tv)
+{
+    const struct timeval *common;
+
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)(ms % 1000 * 1000);
+    for (unsigned i = 0; i < w->ntimeouts; i++)
+        if (w->timeouts[i].ms == ms)
+            return w->timeouts[i].tv;
+    if (w->ntimeouts == WORKER_TIMEOUTS ||
+        (common = event_base_init_common_timeout(w->base, tv)) == NULL)
+        return tv;
+    w->timeouts[w->ntimeouts].ms = ms;
+    w->timeouts[w->ntimeouts].tv = common;
+    w->ntimeouts++;
+    return common;
 }
 
 /*

@@ -51,6 +51,9 @@ enum worker_notice {
 };
 
 /* The state a worker's connections share. Only the worker's own thread touches it. */
+/* Distinct timeout durations a worker arms in O(1) (worker_timeout); more use the timer heap. */
+#define WORKER_TIMEOUTS 16
+
 struct worker {
     int id;
     struct proxy *proxy; /* borrowed */
@@ -74,7 +77,12 @@ struct worker {
     struct upconn *idle; /* idle server connections, most recently used first */
     unsigned nidle;
     struct xchg *free_x; /* exchanges ready for reuse: no allocation per request */
-    uint64_t rng[2];     /* xorshift128+ state for request ids */
+    struct {
+        uint64_t ms;
+        const struct timeval *tv; /* libevent's, for its common-timeout queue of ms */
+    } timeouts[WORKER_TIMEOUTS];
+    unsigned ntimeouts;
+    uint64_t rng[2]; /* xorshift128+ state for request ids */
     size_t loglen;
     char logbuf[32768];
 };
@@ -98,6 +106,14 @@ void worker_join_free(struct worker *w);
 /* For conn.c: takes the worker's current runtime for a request; drop it with worker_snap_drop(). */
 struct wsnap *worker_snap_take(struct worker *w);
 void worker_snap_drop(struct wsnap *s);
+
+/*
+ * ms as the timeval to pass to event_add() on w's base. Every connection arms the same few
+ * durations (a config's timeouts) once or twice per request: as one of libevent's common timeouts,
+ * arming is a queue append instead of a heap operation. tv is filled either way, and returned once
+ * WORKER_TIMEOUTS durations are taken (after many reloads with new timeouts).
+ */
+const struct timeval *worker_timeout(struct worker *w, uint64_t ms, struct timeval *tv);
 
 /* For conn.c: a client connection ended; keeps the counts and may resume accepting or end a drain.
  */

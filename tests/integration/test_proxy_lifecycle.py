@@ -646,6 +646,20 @@ def test_a_busy_client_outlives_client_idle(apps, start_portier):
         assert c.request("app1.com", "/healthz").status == 200
 
 
+def test_a_reload_changes_client_idle_for_the_next_idle_wait(apps, start_portier):
+    """Each duration a config names is a timer queue of its own in the worker: a reload that
+    changes client_idle (10 s, then 1 s, then 2 s) must time idle clients by the new value."""
+    p = start_portier(apps_config(extra="timeouts: { client_idle: 10s }\n"), addr=PORTIER)
+    for n, idle in enumerate((1, 2), start=1):
+        write_config(p.config, apps_config(extra=f"timeouts: {{ client_idle: {idle}s }}\n"))
+        os.kill(p.proc.pid, signal.SIGHUP)
+        reloaded(p, n)
+        with Client() as c:
+            assert c.request("app1.com", "/healthz").status == 200
+            elapsed, _ = c.wait_closed(timeout=idle + 3.0)
+        assert idle - 0.3 <= elapsed <= idle + 1.5, f"closed after {elapsed:.2f}s, client_idle is {idle}s"
+
+
 @pytest.fixture
 def blackhole():
     """A listener on BLACKHOLE whose accept queue is full (backlog 0, one connection queued and
