@@ -50,10 +50,10 @@ enum worker_notice {
     WORKER_DRAIN = 2,  /* stop accepting, finish what is in flight, then leave the loop */
 };
 
-/* The state a worker's connections share. Only the worker's own thread touches it. */
 /* Distinct timeout durations a worker arms in O(1) (worker_timeout); more use the timer heap. */
 #define WORKER_TIMEOUTS 16
 
+/* The state a worker's connections share. Only the worker's own thread touches it. */
 struct worker {
     int id;
     struct proxy *proxy; /* borrowed */
