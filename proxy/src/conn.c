@@ -774,8 +774,9 @@ response_head(struct conn *c)
 }
 
 /*
- * Moves n bytes from the front of src to dst. A small body is copied behind the head in dst's last
- * chain, so that the response goes out as one buffer (one send); a large one moves by chains.
+ * Moves n bytes from the front of src to dst. A small body is copied after the head, into the
+ * head's chain when it has room, so that the response usually goes out as one buffer in one send;
+ * a large one moves by chains, without copies.
  */
 static void
 body_move(struct evbuffer *src, struct evbuffer *dst, size_t n)
