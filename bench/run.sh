@@ -601,7 +601,9 @@ cat >"$out" <<REPORT
 ![req/s and CPU per request by proxy and scenario]($stamp.png)
 
 ## How it was measured
-- Machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r);
+- Machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), Linux $(uname -r),
+  TCP congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)
+  (it decides much of the 256 KiB row: \`bench/README.md\`);
   load average $load_before before, $load_after after (the machine may be shared: read the ratios, not
   the absolute figures).
 - $(versions).
