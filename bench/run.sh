@@ -118,7 +118,8 @@ check_url() {
 
 # The medians: one line per scenario and target of the results file, "-" where a figure does not
 # apply: scenario target rps ×nginx ×haproxy ×limit ×best-peer p50 p99 cpu_us cpu×nginx rss_kb
-# errors runs cpu1_busy_pct cpu1_us. Each × is the median over rounds of that round's ratio.
+# errors runs cpu1_busy_pct cpu1_us p99×nginx. Each × is the median over rounds of that round's
+# ratio.
 stats() {
     awk "$BENCH_AWK_MED"'
     function ratio(s, r, t, u) {
@@ -128,7 +129,7 @@ stats() {
         s = $1; r = $2; t = $3
         if (!(s in seen)) { seen[s] = 1; order[++ns] = s }
         runs[s, t]++; round[s, r] = 1
-        rps[s, r, t] = $4; cpu[s, r, t] = $9
+        rps[s, r, t] = $4; cpu[s, r, t] = $9; p99r[s, r, t] = $6
         rpsl[s, t] = rpsl[s, t] " " $4; p50[s, t] = p50[s, t] " " $5; p99[s, t] = p99[s, t] " " $6
         errs[s, t] += $8
         if ($9 != "-") cpul[s, t] = cpul[s, t] " " $9
@@ -140,7 +141,7 @@ stats() {
             s = order[i]
             nt = split("portier nginx haproxy limit remote", tl, " ")
             for (k = 1; k <= nt; k++) {
-                t = tl[k]; xng = xha = xli = xbest = xcpu = ""
+                t = tl[k]; xng = xha = xli = xbest = xcpu = xp99 = ""
                 if (!((s, t) in runs)) continue
                 for (key in round) {
                     split(key, kk, SUBSEP)
@@ -152,10 +153,12 @@ stats() {
                         xbest = xbest ratio(s, r, t, rps[s, r, "nginx"] > rps[s, r, "haproxy"] ? "nginx" : "haproxy")
                     if (cpu[s, r, t] != "-" && (s, r, "nginx") in cpu && cpu[s, r, "nginx"] > 0)
                         xcpu = xcpu " " cpu[s, r, t] / cpu[s, r, "nginx"]
+                    if ((s, r, "nginx") in p99r && p99r[s, r, "nginx"] > 0)
+                        xp99 = xp99 " " p99r[s, r, t] / p99r[s, r, "nginx"]
                 }
                 print s, t, med(rpsl[s, t]), med(xng), med(xha), med(xli), med(xbest), med(p50[s, t]),
                       med(p99[s, t]), med(cpul[s, t]), med(xcpu), med(rssl[s, t]), errs[s, t], runs[s, t],
-                      med(cbl[s, t]), med(cul[s, t])
+                      med(cbl[s, t]), med(cul[s, t]), med(xp99)
             }
         }
     }' "$results"
@@ -230,9 +233,11 @@ goals() {
         for (i = 1; i <= ns; i++) {
             s = sc[i]
             if (!((s, "nginx", 3) in st)) continue
-            p = st[s, "portier", 9]; q = st[s, "nginx", 9]
-            if (p > 0) row(label[s] ": p99 ≤ nginx (" sprintf("%.2f", q) " ms)", q / p, 1,
-                           sprintf("%.2f ms", p) "%.0s")
+            # Like req/s, p99 is compared round by round: the median of the per-round p99 ratios.
+            x = st[s, "portier", 17]; p = st[s, "portier", 9]; q = st[s, "nginx", 9]
+            if (x != "-" && x > 0)
+                row(label[s] ": p99 ≤ nginx (median " sprintf("%.2f", q) " ms)", 1 / x, 1,
+                    sprintf("%.2f ms, %.3f × nginx", p, x) "%.0s")
             p = st[s, "portier", 12]; q = st[s, "nginx", 12]
             if (p > 0) row(label[s] ": RSS ≤ nginx worker (" sprintf("%.1f", q / 1024) " MiB)", q / p, 1,
                            sprintf("%.1f MiB", p / 1024) "%.0s")
