@@ -43,8 +43,10 @@ commands=(
     "npm:npm"
     "vagrant:vagrant"
 )
-# header or file -> Debian package (for libraries without a pkg-config module).
+# header or file -> Debian package (for libraries without a pkg-config module). gcc only recommends
+# libc6-dev, and --no-install-recommends leaves the C library's headers out.
 build_files=(
+    "/usr/include/arpa/inet.h:libc6-dev"
     "/usr/include/http_parser.h:libhttp-parser-dev"
 )
 files=(
