@@ -24,13 +24,19 @@ PKG_STATIC := --static
 LDFLAGS    += -static
 endif
 CMOCKA     = $(shell pkg-config --cflags --libs cmocka)
-ALL_CFLAGS = $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) -Iapps/lib -Iproxy/src -MMD -MP
+INCLUDES   := -Ilib -Iapps/lib -Iproxy/src
+ALL_CFLAGS = $(WARNINGS) $(CFLAGS) $(PKG_CFLAGS) $(INCLUDES) -MMD -MP
 
 ifeq ($(V),1)
 Q :=
 else
 Q := @
 endif
+
+# Code the apps and portier share (addresses, the bounded writer) belongs to neither: lib/.
+SHARED_SRC  := $(wildcard lib/*.c)
+SHARED_OBJ  := $(SHARED_SRC:%.c=$(BUILD)/%.o)
+SHAREDLIB   := $(BUILD)/lib/libshared.a
 
 # The apps: a shared library of server code and one directory per app.
 APPS        := app1 app2 app3
@@ -119,8 +125,8 @@ asan:
 FUZZ_SECONDS ?= 60
 fuzz:
 	$(Q)mkdir -p $(BUILD)/fuzz/corpus
-	$(Q)clang -std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iproxy/src \
-		tests/fuzz/fuzz_http.c proxy/src/http.c proxy/src/http_body.c -lhttp_parser \
+	$(Q)clang -std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Ilib -Iproxy/src \
+		tests/fuzz/fuzz_http.c proxy/src/http.c proxy/src/http_body.c lib/wbuf.c -lhttp_parser \
 		-o $(BUILD)/fuzz/fuzz_http
 	$(Q)$(BUILD)/fuzz/fuzz_http -max_total_time=$(FUZZ_SECONDS) $(BUILD)/fuzz/corpus
 
@@ -137,16 +143,20 @@ $(PROXYLIB): $(PROXY_OBJ)
 	@mkdir -p $(dir $@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
+$(SHAREDLIB): $(SHARED_OBJ)
+	@mkdir -p $(dir $@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
 # Each app is its main.c on top of the shared library.
-$(BUILD)/app%: $(BUILD)/apps/app%/main.o $(APPLIB)
+$(BUILD)/app%: $(BUILD)/apps/app%/main.o $(APPLIB) $(SHAREDLIB)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/portier: $(BUILD)/proxy/src/main.o $(PROXYLIB) $(APPLIB)
+$(BUILD)/portier: $(BUILD)/proxy/src/main.o $(PROXYLIB) $(SHAREDLIB)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(PROXYLIB) $(APPLIB)
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(PROXYLIB) $(APPLIB) $(SHAREDLIB)
 	@mkdir -p $(dir $@)
 	$(if $(Q),@echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA) $(PKG_LIBS)
@@ -166,8 +176,8 @@ fmt-check:
 
 lint:
 	$(Q)cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-		--suppress=missingIncludeSystem -Iapps/lib -Iproxy/src apps proxy tests/unit
-	$(Q)clang-tidy --quiet $(filter %.c,$(C_FILES)) -- $(WARNINGS) $(PKG_CFLAGS) -Iapps/lib -Iproxy/src
+		--suppress=missingIncludeSystem $(INCLUDES) lib apps proxy tests/unit
+	$(Q)clang-tidy --quiet $(filter %.c,$(C_FILES)) -- $(WARNINGS) $(PKG_CFLAGS) $(INCLUDES)
 
 compdb:
 	$(Q)bear -- $(MAKE) -B all

@@ -46,7 +46,7 @@ w_json(struct wbuf *w, const char *s)
 static size_t
 w_done(const struct wbuf *w)
 {
-    return w->full ? 0 : w->len;
+    return wbuf_full(w) ? 0 : w->len;
 }
 
 size_t

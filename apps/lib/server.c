@@ -258,7 +258,7 @@ respond(struct conn *c, const char *status, const char *type, const char *extra,
     wbuf_str(&w, "\r\n");
     if (body != NULL)
         wbuf_raw(&w, body, len);
-    if (w.full)
+    if (wbuf_full(&w))
         return -1;
     c->out_len = w.len;
     return 0;

@@ -9,6 +9,7 @@
 #include <http_parser.h>
 
 #include "http.h"
+#include "wbuf.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Small helpers
@@ -1138,68 +1139,31 @@ http_response_flags(const struct http_request *req, const struct http_response *
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Writers: memcpy into a bounded buffer, counting what would have been written.
+ * Writers: into a bounded buffer (wbuf), counting what would have been written.
  */
 
-struct out {
-    char *p;
-    size_t cap;
-    size_t len; /* bytes the head needs so far; only the first cap are stored */
-};
-
 static void
-put(struct out *o, const char *s, size_t n)
+put_span(struct wbuf *o, struct http_span s)
 {
-    if (n == 0)
-        return;
-    if (o->len < o->cap) {
-        size_t room = o->cap - o->len;
-        memcpy(o->p + o->len, s, n < room ? n : room);
-    }
-    o->len += n;
+    wbuf_raw(o, s.p, s.len);
 }
 
 static void
-put_str(struct out *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-static void
-put_span(struct out *o, struct http_span s)
-{
-    put(o, s.p, s.len);
-}
-
-static void
-put_u64(struct out *o, uint64_t v)
-{
-    char tmp[20];
-    size_t i = sizeof(tmp);
-
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    put(o, tmp + i, sizeof(tmp) - i);
-}
-
-static void
-put_field(struct out *o, struct http_span name, struct http_span value)
+put_field(struct wbuf *o, struct http_span name, struct http_span value)
 {
     put_span(o, name);
-    put(o, ": ", 2);
+    wbuf_raw(o, ": ", 2);
     put_span(o, value);
-    put(o, "\r\n", 2);
+    wbuf_raw(o, "\r\n", 2);
 }
 
 /* A field portier writes itself: "Name: value\r\n" from a C string. */
 static void
-put_own(struct out *o, const char *name, struct http_span value)
+put_own(struct wbuf *o, const char *name, struct http_span value)
 {
-    put_str(o, name);
+    wbuf_str(o, name);
     put_span(o, value);
-    put(o, "\r\n", 2);
+    wbuf_raw(o, "\r\n", 2);
 }
 
 static struct http_span
@@ -1258,7 +1222,7 @@ first_value(const struct http_headers *hs, uint8_t id)
  * neither sets nor strips it, so backends must not trust it from untrusted clients.
  */
 static void
-put_forwarded(struct out *o, const struct http_request *req, const struct http_forward *fwd,
+put_forwarded(struct wbuf *o, const struct http_request *req, const struct http_forward *fwd,
               struct http_span host)
 {
     bool trusted = fwd->flags & HTTP_FWD_F_TRUSTED;
@@ -1267,18 +1231,18 @@ put_forwarded(struct out *o, const struct http_request *req, const struct http_f
 
     /* X-Forwarded-For: a trusted peer's list (all its fields, in order) gets the peer appended;
      * from anyone else it is replaced. */
-    put_str(o, "X-Forwarded-For: ");
+    wbuf_str(o, "X-Forwarded-For: ");
     if (trusted) {
         for (unsigned i = 0; i < req->hdrs.n; i++) {
             const struct http_header *h = &req->hdrs.h[i];
             if (h->id == FLD_X_FORWARDED_FOR && h->value.len > 0) {
                 put_span(o, h->value);
-                put(o, ", ", 2);
+                wbuf_raw(o, ", ", 2);
             }
         }
     }
     put_span(o, ip);
-    put(o, "\r\n", 2);
+    wbuf_raw(o, "\r\n", 2);
 
     kept = trusted ? first_value(&req->hdrs, FLD_X_FORWARDED_PROTO) : NULL;
     if (kept != NULL || fwd->proto != NULL)
@@ -1299,18 +1263,19 @@ size_t
 http_request_write(char *out, size_t cap, const struct http_request *req,
                    const struct http_forward *fwd)
 {
-    struct out o = {out, cap, 0};
+    struct wbuf o;
     bool drop_expect = req->version == 10 || (fwd->flags & HTTP_FWD_F_DROP_EXPECT);
     struct http_span host = req->has_host ? req->host : cspan(fwd->host);
 
+    wbuf_init(&o, out, 0, cap);
     /* RFC 9112 3.1 and 3.2.1: origin-form to the server, "/" for an empty path. */
     put_span(&o, req->method);
-    put(&o, " ", 1);
+    wbuf_raw(&o, " ", 1);
     if (req->path.len == 0)
-        put(&o, "/", 1);
+        wbuf_raw(&o, "/", 1);
     put_span(&o, req->path);
     put_span(&o, req->query);
-    put(&o, " HTTP/1.1\r\n", 11);
+    wbuf_raw(&o, " HTTP/1.1\r\n", 11);
     /* RFC 9112 3.2: Host first; for absolute-form the authority of the target (3.2.2). */
     put_own(&o, "Host: ", host);
 
@@ -1341,24 +1306,24 @@ http_request_write(char *out, size_t cap, const struct http_request *req,
     }
 
     if (req->framing == HTTP_FRAMING_LENGTH) {
-        put_str(&o, "Content-Length: ");
-        put_u64(&o, req->content_length);
-        put(&o, "\r\n", 2);
+        wbuf_str(&o, "Content-Length: ");
+        wbuf_u64(&o, req->content_length);
+        wbuf_raw(&o, "\r\n", 2);
     } else if (req->framing == HTTP_FRAMING_CHUNKED) {
-        put_str(&o, "Transfer-Encoding: chunked\r\n");
+        wbuf_str(&o, "Transfer-Encoding: chunked\r\n");
     }
     if (req->upgrade_websocket)
-        put_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+        wbuf_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
     else
-        put_str(&o, "Connection: keep-alive\r\n");
+        wbuf_str(&o, "Connection: keep-alive\r\n");
     put_forwarded(&o, req, fwd, host);
-    put(&o, "\r\n", 2);
+    wbuf_raw(&o, "\r\n", 2);
     return o.len;
 }
 
 /* Writes the three digits of a status code (100-999; anything else as 500). */
 static void
-put_status(struct out *o, int status)
+put_status(struct wbuf *o, int status)
 {
     char d[3];
 
@@ -1367,23 +1332,24 @@ put_status(struct out *o, int status)
     d[0] = (char)('0' + status / 100);
     d[1] = (char)('0' + status / 10 % 10);
     d[2] = (char)('0' + status % 10);
-    put(o, d, 3);
+    wbuf_raw(o, d, 3);
 }
 
 size_t
 http_response_write(char *out, size_t cap, const struct http_response *res, unsigned flags)
 {
-    struct out o = {out, cap, 0};
+    struct wbuf o;
     bool dechunk = flags & HTTP_RES_F_DECHUNK;
 
-    put(&o, "HTTP/1.1 ", 9);
+    wbuf_init(&o, out, 0, cap);
+    wbuf_raw(&o, "HTTP/1.1 ", 9);
     put_status(&o, res->status);
-    put(&o, " ", 1);
+    wbuf_raw(&o, " ", 1);
     if (res->reason.len > 0)
         put_span(&o, res->reason);
     else
-        put_str(&o, http_reason(res->status));
-    put(&o, "\r\n", 2);
+        wbuf_str(&o, http_reason(res->status));
+    wbuf_raw(&o, "\r\n", 2);
 
     for (unsigned i = 0; i < res->hdrs.n; i++) {
         const struct http_header *h = &res->hdrs.h[i];
@@ -1399,20 +1365,20 @@ http_response_write(char *out, size_t cap, const struct http_response *res, unsi
      * and 304 keep them, describing the body a GET would get. */
     if (res->status >= 200 && res->status != 204) {
         if (res->has_content_length) {
-            put_str(&o, "Content-Length: ");
-            put_u64(&o, res->content_length);
-            put(&o, "\r\n", 2);
+            wbuf_str(&o, "Content-Length: ");
+            wbuf_u64(&o, res->content_length);
+            wbuf_raw(&o, "\r\n", 2);
         } else if (res->chunked && !dechunk) {
-            put_str(&o, "Transfer-Encoding: chunked\r\n");
+            wbuf_str(&o, "Transfer-Encoding: chunked\r\n");
         }
     }
     if (flags & HTTP_RES_F_UPGRADE)
-        put_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+        wbuf_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
     else if (flags & HTTP_RES_F_CLOSE)
-        put_str(&o, "Connection: close\r\n");
+        wbuf_str(&o, "Connection: close\r\n");
     else if (flags & HTTP_RES_F_KEEPALIVE)
-        put_str(&o, "Connection: keep-alive\r\n");
-    put(&o, "\r\n", 2);
+        wbuf_str(&o, "Connection: keep-alive\r\n");
+    wbuf_raw(&o, "\r\n", 2);
     return o.len;
 }
 
@@ -1503,69 +1469,74 @@ http_reason(int status)
 }
 
 static void
-put_status_text(struct out *o, int status)
+put_status_text(struct wbuf *o, int status)
 {
     put_status(o, status);
-    put(o, " ", 1);
-    put_str(o, http_reason(status));
+    wbuf_raw(o, " ", 1);
+    wbuf_str(o, http_reason(status));
+}
+
+/* The error page's body, plain text or HTML, naming the status and a valid request id. */
+static void
+put_error_body(struct wbuf *o, int status, const char *id, size_t id_len, bool html)
+{
+    bool with_id = http_request_id_valid(id, id_len);
+
+    if (!html) {
+        put_status_text(o, status);
+        if (with_id) {
+            wbuf_str(o, ", request id ");
+            wbuf_raw(o, id, id_len);
+        }
+        wbuf_raw(o, "\n", 1);
+        return;
+    }
+    wbuf_str(o, "<!DOCTYPE html>\n<html><head><title>");
+    put_status_text(o, status);
+    wbuf_str(o, "</title></head><body><h1>");
+    put_status_text(o, status);
+    wbuf_str(o, "</h1>");
+    if (with_id) {
+        wbuf_str(o, "<p>request id ");
+        wbuf_raw(o, id, id_len);
+        wbuf_str(o, "</p>");
+    }
+    wbuf_str(o, "</body></html>\n");
 }
 
 size_t
 http_error_body(char *out, size_t cap, int status, const char *id, size_t id_len, bool html)
 {
-    struct out o = {out, cap, 0};
-    bool with_id = http_request_id_valid(id, id_len);
+    struct wbuf o;
 
-    if (!html) {
-        put_status_text(&o, status);
-        if (with_id) {
-            put_str(&o, ", request id ");
-            put(&o, id, id_len);
-        }
-        put(&o, "\n", 1);
-        return o.len;
-    }
-    put_str(&o, "<!DOCTYPE html>\n<html><head><title>");
-    put_status_text(&o, status);
-    put_str(&o, "</title></head><body><h1>");
-    put_status_text(&o, status);
-    put_str(&o, "</h1>");
-    if (with_id) {
-        put_str(&o, "<p>request id ");
-        put(&o, id, id_len);
-        put_str(&o, "</p>");
-    }
-    put_str(&o, "</body></html>\n");
+    wbuf_init(&o, out, 0, cap);
+    put_error_body(&o, status, id, id_len, html);
     return o.len;
 }
 
 size_t
 http_error_write(char *out, size_t cap, int status, const char *id, size_t id_len, unsigned flags)
 {
-    struct out o = {out, cap, 0};
+    struct wbuf o;
     bool html = flags & HTTP_ERR_F_HTML;
-    size_t body_len = http_error_body(NULL, 0, status, id, id_len, html);
 
-    put(&o, "HTTP/1.1 ", 9);
+    wbuf_init(&o, out, 0, cap);
+    wbuf_raw(&o, "HTTP/1.1 ", 9);
     put_status_text(&o, status);
-    put_str(&o, html ? "\r\nContent-Type: text/html; charset=utf-8\r\n"
-                     : "\r\nContent-Type: text/plain; charset=utf-8\r\n");
-    put_str(&o, "Content-Length: ");
-    put_u64(&o, body_len);
-    put_str(&o, "\r\nCache-Control: no-store\r\n");
+    wbuf_str(&o, html ? "\r\nContent-Type: text/html; charset=utf-8\r\n"
+                      : "\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    wbuf_str(&o, "Content-Length: ");
+    wbuf_u64(&o, http_error_body(NULL, 0, status, id, id_len, html));
+    wbuf_str(&o, "\r\nCache-Control: no-store\r\n");
     if (http_request_id_valid(id, id_len)) {
-        put_str(&o, "X-Request-Id: ");
-        put(&o, id, id_len);
-        put(&o, "\r\n", 2);
+        wbuf_str(&o, "X-Request-Id: ");
+        wbuf_raw(&o, id, id_len);
+        wbuf_raw(&o, "\r\n", 2);
     }
     if (flags & HTTP_ERR_F_CLOSE)
-        put_str(&o, "Connection: close\r\n");
-    put(&o, "\r\n", 2);
-    if (!(flags & HTTP_ERR_F_HEAD)) {
-        size_t off = o.len;
-        size_t room = off < cap ? cap - off : 0;
-        http_error_body(room > 0 ? out + off : NULL, room, status, id, id_len, html);
-        o.len += body_len;
-    }
+        wbuf_str(&o, "Connection: close\r\n");
+    wbuf_raw(&o, "\r\n", 2);
+    if (!(flags & HTTP_ERR_F_HEAD))
+        put_error_body(&o, status, id, id_len, html);
     return o.len;
 }

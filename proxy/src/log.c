@@ -193,7 +193,7 @@ log_access_format(char *out, size_t cap, enum log_format fmt, const struct log_a
         format_json(&w, r);
     else
         format_combined(&w, r);
-    return w.full ? 0 : w.len;
+    return wbuf_full(&w) ? 0 : w.len;
 }
 
 /* Opens path for appending and puts it on target (or returns the new fd when target is -1). */

@@ -1,4 +1,5 @@
-/* Bounded appends into a caller's buffer, shared by the page renderer and the response writer. */
+/* Bounded appends into a caller's buffer: the apps' pages and responses, portier's heads and logs.
+ */
 #include <string.h>
 
 #include "wbuf.h"
@@ -9,17 +10,22 @@ wbuf_init(struct wbuf *w, char *p, size_t len, size_t cap)
     w->p = p;
     w->len = len;
     w->cap = cap;
-    w->full = len > cap;
+}
+
+bool
+wbuf_full(const struct wbuf *w)
+{
+    return w->len > w->cap;
 }
 
 void
 wbuf_raw(struct wbuf *w, const void *s, size_t n)
 {
-    if (w->full || n > w->cap - w->len) {
-        w->full = true;
-        return;
+    if (n > 0 && w->len < w->cap) {
+        size_t room = w->cap - w->len;
+
+        memcpy(w->p + w->len, s, n < room ? n : room);
     }
-    memcpy(w->p + w->len, s, n);
     w->len += n;
 }
 

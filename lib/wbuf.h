@@ -1,5 +1,6 @@
-/* A bounded writer over a caller-owned buffer: appends that stop, and say so, when the buffer is
- * full. */
+/* A bounded writer over a caller-owned buffer, shared by the apps and portier: appends store what
+ * fits and count what would have been written, so a caller learns both that the output did not fit
+ * and how much room it needs. */
 #ifndef WBUF_H
 #define WBUF_H
 
@@ -7,17 +8,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* p is borrowed from the caller; once an append does not fit, full is set and later appends do
- * nothing. */
+/*
+ * p is borrowed from the caller. len counts every byte appended so far, stored or not: the first
+ * min(len, cap) bytes at p are always the output's true prefix, and len > cap means it did not fit
+ * (wbuf_full). p may be NULL when cap is 0, to measure an output without writing it.
+ */
 struct wbuf {
     char *p;
     size_t len;
     size_t cap;
-    bool full;
 };
 
 /* Starts a writer at p + len of a buffer of cap bytes. */
 void wbuf_init(struct wbuf *w, char *p, size_t len, size_t cap);
+
+/* true once the output has outgrown the buffer. */
+bool wbuf_full(const struct wbuf *w);
+
 void wbuf_raw(struct wbuf *w, const void *s, size_t n);
 void wbuf_str(struct wbuf *w, const char *s);
 void wbuf_u64(struct wbuf *w, uint64_t v);
