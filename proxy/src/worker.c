@@ -302,12 +302,10 @@ worker_timeout(struct worker *w, uint64_t ms, struct timeval *tv)
  * Under load, a worker pauses briefly between turns of its event loop. While it sleeps rather than
  * waits in epoll, the wrk, apps and other peers that write to it need not wake it (a wake-up across
  * CPUs costs the writer an interrupt, in a VM a costly one), and what arrives meanwhile is taken in
- * one turn, whose writes then reach those peers in bursts. In the bench (2 CPUs, wrk and the apps
- * on the other one) it cut that CPU's time per request by 15-25% and raised req/s as much; with
- * the send/recv and lock changes, keep-alive 100 B went from 0.89x nginx
- * (bench/results/2026-11-26-0151.md) to 1.16x (-0320.md). 10 to 100 us all did about as well. A
- * turn with a single read or accept (a lone client) polls again at once: only turns that already
- * found several things ready are followed by a pause.
+ * one turn, whose writes then reach those peers in bursts: fewer wake-ups on the CPU that runs
+ * them. A turn with a single read or accept (a lone client) polls again at once: only turns that
+ * already found several things ready are followed by a pause. (What it gains and costs, and at
+ * which loads, is measured in bench/results/, not here.)
  */
 #define BUSY_TURN_EVENTS 2
 #define BUSY_PAUSE_NS 25000
