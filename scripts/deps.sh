@@ -3,7 +3,8 @@
 # Usage: scripts/deps.sh          install what is missing (apt-get update first)
 #        scripts/deps.sh --check  exit 0 when everything is there, 1 (naming what is missing) otherwise
 #        --build (before the others) limits both to what building and `make run` need, leaving out
-#        the test tools (python3, the bench peers, dnsmasq, the image and VM tools, kubectl).
+#        the test and lint tools (python3, the bench peers, dnsmasq, the image and VM tools, kubectl,
+#        clang and its tools, the browser).
 set -euo pipefail
 
 # pkg-config module -> Debian package that provides it.
@@ -42,6 +43,14 @@ commands=(
     "node:nodejs"
     "npm:npm"
     "vagrant:vagrant"
+    # make lint, make fmt-check (CI runs both) and the fuzz harnesses (libFuzzer is clang's).
+    "clang-format:clang-format"
+    "clang-tidy:clang-tidy"
+    "cppcheck:cppcheck"
+    "clang:clang"
+    # tests/integration/test_browser.py: a real browser, driven through WebDriver.
+    "chromium:chromium"
+    "chromedriver:chromium-driver"
 )
 # header or file -> Debian package (for libraries without a pkg-config module). gcc only recommends
 # libc6-dev, and --no-install-recommends leaves the C library's headers out.
@@ -51,6 +60,11 @@ build_files=(
 )
 files=(
     "/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json:vagrant-libvirt"
+)
+# Debian packages looked for by name: clang only recommends its libFuzzer runtime, whose files
+# are named after the machine's architecture.
+packages=(
+    "libclang-rt-14-dev"
 )
 # Debian's kubectl (kubernetes-client, 1.20) is unpacked into the tree rather than installed: a
 # machine may already have another package's /usr/bin/kubectl (a cloud SDK's), which dpkg will not
@@ -63,7 +77,7 @@ build_only=0
 if [ "${1:-}" = "--build" ]; then
     build_only=1
     shift
-    commands=() files=()
+    commands=() files=() packages=()
 fi
 commands=("${build_commands[@]}" "${commands[@]}")
 files=("${build_files[@]}" "${files[@]}")
@@ -82,6 +96,9 @@ done
 for entry in "${files[@]}"; do
     f=${entry%%:*} pkg=${entry#*:}
     [ -e "$f" ] || missing+=("$pkg")
+done
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q ' installed$' || missing+=("$pkg")
 done
 need_kubectl=0
 if [ "$build_only" = 0 ]; then

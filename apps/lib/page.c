@@ -71,6 +71,49 @@ page_escape_json(char *out, size_t cap, const char *s)
     return w_done(&w);
 }
 
+/*
+ * One byte of the accent inside the icon, escaped twice: for the SVG (an XML attribute, fill='...')
+ * and then for the data: URL that carries the SVG in an HTML attribute. Letters, digits and
+ * "(),.-_" pass as they are; XML's specials and bytes of 0x80 and above (Latin-1, as in w_html)
+ * become character references, control bytes U+FFFD; everything else, and the "&#" and ";" of a
+ * reference, is percent-encoded (RFC 3986 2.1; a bare '#' would end the data at a fragment). So
+ * the URL holds nothing but those characters and %XX, whatever the accent.
+ */
+static void
+w_icon_byte(struct wbuf *w, unsigned char c)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '(' ||
+        c == ')' || c == ',' || c == '.' || c == '-' || c == '_') {
+        wbuf_raw(w, &c, 1);
+    } else if (c < 0x20 || c == 0x7f || c >= 0x80 || c == '&' || c == '<' || c == '>' || c == '"' ||
+               c == '\'') {
+        wbuf_str(w, "%26%23"); /* "&#" */
+        wbuf_u64(w, c < 0x20 || c == 0x7f ? 0xfffd : c);
+        wbuf_str(w, "%3B"); /* ";" */
+    } else {
+        char e[3] = {'%', hex[c >> 4], hex[c & 0xf]};
+        wbuf_raw(w, e, 3);
+    }
+}
+
+/*
+ * The page's icon, inline: a rounded square in the app's accent colour. Without one, a browser asks
+ * for /favicon.ico after each page, and behind a round-robin that request takes the next replica's
+ * turn, so reloading would skip replicas. The fixed parts are percent-encoded already.
+ */
+static void
+w_icon(struct wbuf *w, const char *accent)
+{
+    wbuf_str(w, "<link rel=\"icon\" type=\"image/svg+xml\" href=\"data:image/svg+xml,"
+                "%3Csvg%20xmlns='http://www.w3.org/2000/svg'%20viewBox='0%200%2016%2016'%3E"
+                "%3Crect%20width='16'%20height='16'%20rx='4'%20fill='");
+    for (const unsigned char *c = (const unsigned char *)accent; *c != '\0'; c++)
+        w_icon_byte(w, *c);
+    wbuf_str(w, "'/%3E%3C/svg%3E\">\n");
+}
+
 /* One row of the page's table: a label and an escaped value. */
 static void
 w_row(struct wbuf *w, const char *label, const char *value)
@@ -95,7 +138,9 @@ page_html(char *out, size_t cap, const struct app_def *def, const struct page_va
     w_html(&w, def->name);
     wbuf_str(&w, " \xe2\x80\x94 ");
     w_html(&w, v->pod);
-    wbuf_str(&w, "</title>\n<style>\n:root{--accent:");
+    wbuf_str(&w, "</title>\n");
+    w_icon(&w, def->accent);
+    wbuf_str(&w, "<style>\n:root{--accent:");
     wbuf_str(&w, def->accent);
     wbuf_str(&w, "}\n*{box-sizing:border-box}\nbody{margin:0;min-height:100vh;display:flex;"
                  "align-items:center;justify-content:center;padding:1rem;background:");

@@ -24,7 +24,8 @@ struct page_vars {
 
 /*
  * Renders the HTML page (HTML5, escaped text) into out. Returns its length, or 0 when it does not
- * fit in cap bytes (out then holds garbage). Nothing is NUL-terminated.
+ * fit in cap bytes (out then holds garbage). Nothing is NUL-terminated. The page carries its own
+ * icon (a data: URL in def's accent), so a browser asks for nothing else, not even /favicon.ico.
  */
 size_t page_html(char *out, size_t cap, const struct app_def *def, const struct page_vars *v);
 

@@ -1,15 +1,12 @@
-/* Unit tests for the apps' pure pieces: escaping, page rendering and LISTEN address parsing. */
+/* Unit tests for the apps' pure pieces: escaping and page rendering. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
-#include "addr.h"
 #include "page.h"
 
 static const struct app_def def = {"app9", "Hello from app9", "tag <line>", "#123456", "#fff"};
@@ -107,73 +104,162 @@ test_json_is_exact(void **state)
                               "\"time\":\"t\"}\n");
 }
 
-/* The worst case the server can hand the renderer must fit in PAGE_MAX_BODY. */
+/* The worst case the server can hand the renderer must fit in PAGE_MAX_BODY: every field at
+ * PAGE_MAX_FIELD bytes of the widest escape ('"' is "&quot;" in HTML, 0x01 is "\u0001" in JSON),
+ * and an app_def wordier than any real app's (app3's tagline, the longest, is 76 bytes). */
 static void
 test_largest_fields_fit(void **state)
 {
+    static const struct app_def wordy = {
+        "app-wordy-name",
+        "Hello from an app with a rather long headline",
+        "A tagline of 128 bytes, longer than any real app's, so that this test "
+        "keeps a margin for the taglines that grow a bit over time.",
+        "rgb(255, 255, 255)",
+        "linear-gradient(135deg,#ffe3f1 0%,#f5a3cf 50%,#dcf7e3 75%,#92dba8)",
+    };
     char big[PAGE_MAX_FIELD + 1];
     struct page_vars v = {big, big, big, "2026-11-26T00:00:00Z", UINT64_MAX};
 
     (void)state;
-    memset(big, '\x01', PAGE_MAX_FIELD); /* the widest escape in both formats */
     big[PAGE_MAX_FIELD] = '\0';
+    memset(big, '"', PAGE_MAX_FIELD);
     assert_true(page_html(out, PAGE_MAX_BODY, &def, &v) > 0);
+    assert_true(page_html(out, PAGE_MAX_BODY, &wordy, &v) > 0);
+    memset(big, '\x01', PAGE_MAX_FIELD);
     assert_true(page_json(out, PAGE_MAX_BODY, &def, &v) > 0);
+    assert_true(page_json(out, PAGE_MAX_BODY, &wordy, &v) > 0);
     assert_int_equal(page_html(out, 100, &def, &v), 0);
 }
 
-struct addr_case {
-    const char *spec;
-    int ok;
-    int family;
-    const char *host;
-    int port;
+/* The icon's link, whole, for def's accent "#123456": '#' is %23 in a data: URL (it would start a
+ * fragment), and the rest of the SVG is percent-encoded too. */
+#define ICON_LINK_123456                                                                           \
+    "<link rel=\"icon\" type=\"image/svg+xml\" href=\"data:image/svg+xml,"                         \
+    "%3Csvg%20xmlns='http://www.w3.org/2000/svg'%20viewBox='0%200%2016%2016'%3E"                   \
+    "%3Crect%20width='16'%20height='16'%20rx='4'%20fill='%23123456'/%3E%3C/svg%3E\">\n"
+#define ICON_HREF_PREFIX "<link rel=\"icon\" type=\"image/svg+xml\" href=\""
+#define ICON_SVG_HEAD                                                                              \
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'>"                                 \
+    "<rect width='16' height='16' rx='4' fill='"
+#define ICON_SVG_TAIL "'/></svg>"
+
+static void
+test_html_page_declares_its_icon_inline(void **state)
+{
+    struct page_vars v = {"pod-7", "10.42.0.7", "h", "t", 1};
+    const char *html = render(page_html, &v);
+    const char *link = strstr(html, ICON_LINK_123456);
+
+    (void)state;
+    /* One icon, in the head: a browser that finds none asks the server for /favicon.ico. */
+    assert_non_null(link);
+    assert_true(link < strstr(html, "</head>"));
+    assert_ptr_equal(strstr(html, "rel=\"icon\""), strstr(link, "rel=\"icon\""));
+    assert_null(strstr(link + strlen(ICON_LINK_123456), "rel=\"icon\""));
+}
+
+/* Copies the icon link's href value (up to the '"' that closes the attribute) into href. */
+static void
+icon_href(const char *html, char *href, size_t cap)
+{
+    const char *start = strstr(html, ICON_HREF_PREFIX);
+    const char *end;
+
+    assert_non_null(start);
+    start += strlen(ICON_HREF_PREFIX);
+    end = strchr(start, '"');
+    assert_non_null(end);
+    assert_true(strncmp(end, "\">\n", 3) == 0); /* the attribute ends where the tag does */
+    assert_true((size_t)(end - start) < cap);
+    memcpy(href, start, (size_t)(end - start));
+    href[end - start] = '\0';
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/*
+ * Checks that url is a valid data: URL to put in an HTML attribute (RFC 3986 characters only: no
+ * '"', '<', '&', '#' or space; every '%' starts an escape), and percent-decodes it into dec, NUL-
+ * terminated.
+ */
+static void
+data_url_decode(const char *url, char *dec, size_t cap)
+{
+    static const char prefix[] = "data:image/svg+xml,";
+    size_t n = 0;
+
+    assert_true(strncmp(url, prefix, sizeof(prefix) - 1) == 0);
+    for (const char *c = url + sizeof(prefix) - 1; *c != '\0'; c++) {
+        assert_true(n + 1 < cap);
+        if (*c == '%') {
+            int hi = hexval(c[1]), lo = hi < 0 ? -1 : hexval(c[2]);
+
+            assert_true(hi >= 0 && lo >= 0);
+            dec[n++] = (char)(hi * 16 + lo);
+            c += 2;
+        } else {
+            assert_non_null(strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                   "-._~!$'()*+,;=:@/",
+                                   *c));
+            dec[n++] = *c;
+        }
+    }
+    dec[n] = '\0';
+}
+
+struct accent_case {
+    const char *accent;
+    const char *url; /* the fill value as the data: URL has it */
+    const char *svg; /* the same once percent-decoded: what the SVG parser reads */
 };
 
-static const struct addr_case addrs[] = {
-    {"127.0.0.21:8080", 1, AF_INET, "127.0.0.21", 8080},
-    {"0.0.0.0:80", 1, AF_INET, "0.0.0.0", 80},
-    {":8080", 1, AF_INET, "0.0.0.0", 8080},
-    {"[::1]:443", 1, AF_INET6, "::1", 443},
-    {"[::]:65535", 1, AF_INET6, "::", 65535},
-    {"127.0.0.1:0", 0, 0, NULL, 0},
-    {"127.0.0.1:65536", 0, 0, NULL, 0},
-    {"127.0.0.1:", 0, 0, NULL, 0},
-    {"127.0.0.1:+80", 0, 0, NULL, 0},
-    {"127.0.0.1:0x50", 0, 0, NULL, 0},
-    {"127.0.0.1", 0, 0, NULL, 0},
-    {"nonsense", 0, 0, NULL, 0},
-    {"localhost:80", 0, 0, NULL, 0},
-    {"1.2.3.4.5:80", 0, 0, NULL, 0},
-    {"::1:80", 0, 0, NULL, 0},
-    {"[::1]80", 0, 0, NULL, 0},
-    {"[127.0.0.1]:80", 0, 0, NULL, 0},
-    {"", 0, 0, NULL, 0},
+/* Real colours, then accents that would break out of the SVG attribute, the URL or the HTML
+ * attribute if they were not escaped. */
+static const struct accent_case accents[] = {
+    {"#1a7f37", "%231a7f37", "#1a7f37"},
+    {"rgb(26, 127, 55)", "rgb(26,%20127,%2055)", "rgb(26, 127, 55)"},
+    {"hsl(140 66% 30% / .5)", "hsl(140%2066%25%2030%25%20%2F%20.5)", "hsl(140 66% 30% / .5)"},
+    {"red'/><script>", "red%26%2339%3B%2F%26%2362%3B%26%2360%3Bscript%26%2362%3B",
+     "red&#39;/&#62;&#60;script&#62;"},
+    {"\"><b>&amp;#x", "%26%2334%3B%26%2362%3B%26%2360%3Bb%26%2362%3B%26%2338%3Bamp%3B%23x",
+     "&#34;&#62;&#60;b&#62;&#38;amp;#x"},
+    {"caf\xe9\x01\x7f", "caf%26%23233%3B%26%2365533%3B%26%2365533%3B", "caf&#233;&#65533;&#65533;"},
+    {"%2522", "%252522", "%2522"},
+    {"", "", ""},
 };
 
 static void
-test_addr_table(void **state)
+test_icon_accent_is_escaped_for_svg_url_and_html(void **state)
 {
-    (void)state;
-    for (size_t i = 0; i < sizeof(addrs) / sizeof(addrs[0]); i++) {
-        const struct addr_case *t = &addrs[i];
-        struct sockaddr_storage ss;
-        socklen_t len;
-        char err[160] = "", host[64];
-        int rc = addr_parse(t->spec, &ss, &len, err, sizeof(err));
+    char href[1024], svg[1024], want[1024];
 
-        if (!t->ok) {
-            assert_int_equal(rc, -1);
-            assert_non_null(strstr(err, t->spec));
-            continue;
-        }
-        assert_int_equal(rc, 0);
-        assert_int_equal(ss.ss_family, t->family);
-        assert_int_equal(addr_host((struct sockaddr *)&ss, host, sizeof(host)), 0);
-        assert_string_equal(host, t->host);
-        int port = ntohs(t->family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                              : ((struct sockaddr_in6 *)&ss)->sin6_port);
-        assert_int_equal(port, t->port);
+    (void)state;
+    for (size_t i = 0; i < sizeof(accents) / sizeof(accents[0]); i++) {
+        struct app_def d = def;
+        struct page_vars v = {"p", "i", "h", "t", 1};
+        size_t n;
+
+        d.accent = accents[i].accent;
+        n = page_html(out, PAGE_MAX_BODY, &d, &v);
+        assert_true(n > 0);
+        out[n] = '\0';
+        icon_href(out, href, sizeof(href));
+        snprintf(want, sizeof(want), "fill='%s'/%%3E", accents[i].url);
+        assert_non_null(strstr(href, want));
+        data_url_decode(href, svg, sizeof(svg));
+        snprintf(want, sizeof(want), "%s%s%s", ICON_SVG_HEAD, accents[i].svg, ICON_SVG_TAIL);
+        assert_string_equal(svg, want);
     }
 }
 
@@ -186,7 +272,8 @@ main(void)
         cmocka_unit_test(test_html_page_has_everything_escaped),
         cmocka_unit_test(test_json_is_exact),
         cmocka_unit_test(test_largest_fields_fit),
-        cmocka_unit_test(test_addr_table),
+        cmocka_unit_test(test_html_page_declares_its_icon_inline),
+        cmocka_unit_test(test_icon_accent_is_escaped_for_svg_url_and_html),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
