@@ -10,9 +10,11 @@
 static int
 split(const char *spec, char *buf, size_t cap, char **host, char **port)
 {
-    if (strlen(spec) >= cap)
+    size_t len = strlen(spec);
+
+    if (len >= cap)
         return -1;
-    strcpy(buf, spec);
+    memcpy(buf, spec, len + 1);
     if (buf[0] == '[') {
         char *close = strchr(buf, ']');
         if (close == NULL || close[1] != ':')

@@ -612,8 +612,12 @@ server_identity(struct server *s)
 static void
 server_free(struct server *s)
 {
-    while (s->conns != NULL)
-        conn_close(s->conns, NULL);
+    struct conn *c, *next;
+
+    for (c = s->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_close(c, NULL);
+    }
     if (s->lfd >= 0)
         close(s->lfd);
     event_free(s->accept_ev);

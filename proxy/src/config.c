@@ -679,7 +679,7 @@ host_normalise(const char *s, bool wildcard_ok, char *out, size_t cap, char *err
     if (label == 0)
         goto bad;
     for (size_t i = 0; i < len; i++)
-        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] - 'A' + 'a') : s[i];
+        out[i] = (char)((s[i] >= 'A' && s[i] <= 'Z') ? s[i] - 'A' + 'a' : s[i]);
     out[len] = '\0';
     return 0;
 bad:
@@ -982,9 +982,8 @@ parse_resolvers(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
             continue;
         }
         colon = strchr(s, ':');
-        if (s[0] == '[' && strstr(s, "]:") == NULL)
-            snprintf(spec, sizeof(spec), "%s:53", s);
-        else if (s[0] != '[' && colon == NULL)
+        /* "[v6]" and "v4" without a port take DNS's 53; a bare v6 address takes brackets too. */
+        if ((s[0] == '[' && strstr(s, "]:") == NULL) || (s[0] != '[' && colon == NULL))
             snprintf(spec, sizeof(spec), "%s:53", s);
         else if (s[0] != '[' && strchr(colon + 1, ':') != NULL)
             snprintf(spec, sizeof(spec), "[%s]:53", s);

@@ -648,9 +648,8 @@ conn_upstream_drained(struct upconn *u)
 {
     struct conn *c = u->owner;
 
-    if (c->state == CONN_ST_PROXY && c->x != NULL && !c->x->req_done)
-        read_pause(c, 0);
-    else if (c->state == CONN_ST_TUNNEL)
+    if ((c->state == CONN_ST_PROXY && c->x != NULL && !c->x->req_done) ||
+        c->state == CONN_ST_TUNNEL)
         read_pause(c, 0);
 }
 
@@ -941,9 +940,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
         event_del(&c->rev);
         if (c->state == CONN_ST_HEAD || c->state == CONN_ST_CLOSING) {
             /* Between requests (or in the middle of a head): nothing to answer. */
-            if (c->state == CONN_ST_HEAD && c->in_head)
-                conn_close(c, NULL);
-            else if (evbuffer_get_length(c->out) == 0)
+            if ((c->state == CONN_ST_HEAD && c->in_head) || evbuffer_get_length(c->out) == 0)
                 conn_close(c, NULL);
             else
                 c->state = CONN_ST_CLOSING;
@@ -1117,10 +1114,14 @@ conn_drain(struct worker *w)
 void
 conn_close_all(struct worker *w, const char *why)
 {
+    struct conn *c, *next;
+
     if (why != NULL && w->conns != NULL)
         log_msg(LOG_WARN, "closing %u connection(s): %s", w->nconns, why);
-    while (w->conns != NULL)
-        conn_close(w->conns, NULL);
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_close(c, NULL);
+    }
 }
 
 void

@@ -392,7 +392,7 @@ http_scan_feed(struct http_scan *s, const char *p, size_t n, size_t *used)
     *used = got;
     if (rc > 0)
         return 1;
-    if (take < n) {
+    if (n > room) {
         *used = n;
         if (s->kind == HTTP_SCAN_REQUEST && scan_in_start_line(s))
             return scan_fail(s, 414, "request line too long");

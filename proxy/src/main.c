@@ -194,6 +194,7 @@ serve(struct main_ctx *m, struct config *cfg)
         log_msg(LOG_ERROR, "%s", err);
         return 1;
     }
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized by its element */
     m->proxy.workers = calloc(n, sizeof(*m->proxy.workers));
     m->base = event_base_new();
     if (m->proxy.workers == NULL || m->base == NULL) {

@@ -164,7 +164,7 @@ normalize_host(char *out, size_t cap, const char *host, size_t len, bool *has_po
         return 0;
     for (size_t i = 0; i < hlen; i++) {
         char c = host[i];
-        out[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+        out[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
     }
     out[hlen] = '\0';
     return hlen;

@@ -30,6 +30,7 @@ runtime_new(struct config *cfg, char *err, size_t errlen)
         goto nomem;
     atomic_init(&rt->refs, 1);
     rt->cfg = config_ref(cfg);
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized by its element */
     rt->balancers = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(*rt->balancers));
     routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*routes));
     if (rt->balancers == NULL || routes == NULL)

@@ -11,6 +11,9 @@
 
 #include "tls.h"
 
+static void tls_error(char *err, size_t errlen, const struct config *cfg, unsigned line,
+                      unsigned col, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
 /* Appends one error line at line:col of cfg's file, with OpenSSL's reason when it has one. */
 static void
 tls_error(char *err, size_t errlen, const struct config *cfg, unsigned line, unsigned col,

@@ -278,6 +278,10 @@ upconn_release(struct upconn *u)
 void
 upconn_close_idle(struct worker *w)
 {
-    while (w->idle != NULL)
-        upconn_close(w->idle);
+    struct upconn *u, *next;
+
+    for (u = w->idle; u != NULL; u = next) {
+        next = u->next;
+        upconn_close(u);
+    }
 }

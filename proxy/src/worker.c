@@ -3,6 +3,7 @@
  * access-log writes and the drain at shutdown. What happens on a connection is conn.c's business.
  */
 #define _GNU_SOURCE /* accept4 */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -459,6 +460,8 @@ worker_join_free(struct worker *w)
         return;
     if (w->started)
         pthread_join(w->thread, NULL);
+    /* nlisteners counts the listeners set up so far, none before the array is allocated. */
+    assert(w->listeners != NULL || w->nlisteners == 0);
     for (size_t i = 0; i < w->nlisteners; i++) {
         if (w->listeners[i].ev != NULL)
             event_free(w->listeners[i].ev);

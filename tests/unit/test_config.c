@@ -595,10 +595,10 @@ test_missing_file(void **state)
 static void
 test_error_overflow(void **state)
 {
-    static const size_t sizes[] = {CONFIG_ERR_SIZE, 200, 64, 1};
+    static const size_t errlens[] = {CONFIG_ERR_SIZE, 200, 64, 1};
     static const size_t counts[] = {3, 300, 1500};
     char small[CONFIG_ERR_SIZE];
-    size_t cap = 1500 * 16, len = 0;
+    size_t cap = 1500 * 16, len;
     char *yaml = malloc(cap);
 
     (void)state;
@@ -607,15 +607,15 @@ test_error_overflow(void **state)
         len = 0;
         for (size_t i = 0; i < counts[c]; i++)
             len += (size_t)snprintf(yaml + len, cap - len, "k%zu: 1\n", i);
-        for (size_t s = 0; s < N(sizes); s++) {
+        for (size_t s = 0; s < N(errlens); s++) {
             size_t lines = 0, more = 0;
             const char *p;
 
             memset(small, 'x', sizeof(small));
-            assert_null(config_parse("t.yaml", yaml, len, small, sizes[s]));
+            assert_null(config_parse("t.yaml", yaml, len, small, errlens[s]));
             assert_int_equal(small[strlen(small)], '\0');
-            assert_true(strlen(small) < sizes[s]);
-            if (sizes[s] < 64)
+            assert_true(strlen(small) < errlens[s]);
+            if (errlens[s] < 64)
                 continue;
             for (p = small; (p = strstr(p, "unknown key")) != NULL; p++)
                 lines++;
