@@ -3,12 +3,13 @@
  * scanner gives the same answer whole and in pieces, the body machine gives the same answer whole
  * and byte by byte, and every head the writers produce parses again to the same facts.
  *
- *   clang -std=c11 -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iproxy/src \
- *       tests/fuzz/fuzz_http.c proxy/src/http.c proxy/src/http_body.c -lhttp_parser -o fuzz_http
- *   ./fuzz_http -max_total_time=60
- *
  * The first input byte picks the mode (request, response, chunked body) and flags; the rest is the
- * message.
+ * message. For responses, flag bits 0-1 say what the request was (HEAD, websocket upgrade), bits
+ * 2-3 which client it goes back to and bit 4 that portier wants to close that connection. Seeds:
+ * tests/fuzz/corpus/fuzz_http (tests/fuzz/make_corpus.py). Build and run with tests/fuzz/run.sh,
+ * which links what the next line lists:
+ *
+ * fuzz-links: proxy/src/http.c proxy/src/http_body.c lib/wbuf.c -lhttp_parser
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@
 #include "http.h"
 
 #define MAX_HEAD 8192
+/* What the writers add to a head besides what it holds, at most: Connection, Upgrade, the
+ * X-Forwarded-* fields and X-Real-IP with their values, an X-Request-Id of up to 128 characters. */
+#define WRITE_SLACK 512
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -46,10 +50,29 @@ scan_both(enum http_scan_kind kind, const char *p, size_t n, struct http_scan *s
     return rc;
 }
 
+/* An error page, whatever its status and request id, is a response we would accept ourselves, of
+ * the length its head says, and never longer than HTTP_ERROR_MAX. */
+static void
+check_error_page(int status, const char *id, size_t id_len, bool head)
+{
+    static char page[HTTP_ERROR_MAX + 1];
+    unsigned ef = head ? HTTP_ERR_F_HEAD : HTTP_ERR_F_HTML | HTTP_ERR_F_CLOSE;
+    size_t len = http_error_write(page, sizeof(page), status, id, id_len, ef);
+    struct http_scan s;
+    struct http_response res;
+
+    check(len <= HTTP_ERROR_MAX);
+    http_scan_init(&s, HTTP_SCAN_RESPONSE, MAX_HEAD);
+    check(http_scan_head(&s, page, len) == 1);
+    check(http_response_parse(&res, page, s.len, head ? HTTP_RSP_F_HEAD : 0) == 0);
+    check(res.status == status && res.has_content_length);
+    check(head ? s.len == len : res.content_length == len - s.len);
+}
+
 static void
 fuzz_request(const char *p, size_t n, unsigned flags)
 {
-    static char out[MAX_HEAD * 2];
+    static char out[MAX_HEAD * 2 + WRITE_SLACK];
     struct http_scan s;
     struct http_request req, again;
     struct http_forward fwd = {"192.0.2.1", "https", "443", "fallback.example", "rid", 3, flags};
@@ -58,10 +81,14 @@ fuzz_request(const char *p, size_t n, unsigned flags)
         return;
     if (http_request_parse(&req, p, s.len) < 0) {
         check(req.error >= 400 && req.why != NULL);
+        check_error_page(req.error, NULL, 0, false);
         return;
     }
+    check_error_page(502, req.request_id.p, req.request_id.len, req.is_head);
+    /* Each byte of the head is written at most twice (the host goes to Host and to
+     * X-Forwarded-Host); conn.c grows its buffer to what this returns. */
     size_t need = http_request_write(NULL, 0, &req, &fwd);
-    check(need <= sizeof(out));
+    check(need <= 2 * s.len + WRITE_SLACK);
     check(http_request_write(out, sizeof(out), &req, &fwd) == need);
     /* What we send must be a request we would accept ourselves, saying the same thing. */
     if (req.hdrs.n > HTTP_MAX_HEADERS - 12 || need > MAX_HEAD)
@@ -77,13 +104,23 @@ fuzz_request(const char *p, size_t n, unsigned flags)
     check(again.keep_alive);
 }
 
+/* The clients a response may go back to, as http_response_flags() tells them apart. */
+static const char *const clients[] = {
+    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "GET / HTTP/1.0\r\n\r\n",
+    "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+};
+
 static void
 fuzz_response(const char *p, size_t n, unsigned flags)
 {
     static char out[MAX_HEAD * 2];
     struct http_scan s;
+    struct http_request req;
     struct http_response res, again;
     unsigned rsp = flags & (HTTP_RSP_F_HEAD | HTTP_RSP_F_UPGRADE);
+    const char *client = clients[(flags >> 2) & 3];
 
     if (scan_both(HTTP_SCAN_RESPONSE, p, n, &s) != 1)
         return;
@@ -91,14 +128,27 @@ fuzz_response(const char *p, size_t n, unsigned flags)
         check(res.error == 502 && res.why != NULL);
         return;
     }
-    unsigned wf = res.upgrade_websocket ? HTTP_RES_F_UPGRADE : 0;
+    check(http_request_parse(&req, client, strlen(client)) == 0);
+    unsigned wf = http_response_flags(&req, &res, !(flags & 16));
+    if (wf & HTTP_RES_F_SKIP) {
+        check(res.interim && req.version == 10);
+        return;
+    }
+    check(!(wf & HTTP_RES_F_UPGRADE) == !res.upgrade_websocket);
     size_t need = http_response_write(out, sizeof(out), &res, wf);
     check(need <= sizeof(out));
     if (res.hdrs.n > HTTP_MAX_HEADERS - 4 || need > MAX_HEAD)
         return;
     check(http_response_parse(&again, out, need, rsp) == 0);
     check(again.status == res.status);
-    check(again.framing == res.framing);
+    /* An HTTP/1.0 client gets a chunked body decoded, delimited by the close. */
+    bool dechunked = (wf & HTTP_RES_F_DECHUNK) && res.framing == HTTP_FRAMING_CHUNKED;
+    check(again.framing == (dechunked ? HTTP_FRAMING_CLOSE : res.framing));
+    check(!(wf & HTTP_RES_F_DECHUNK) || !again.chunked);
+    /* A body that ends with the close, or a close we want, is never sent on a kept connection. */
+    check(again.framing != HTTP_FRAMING_CLOSE || (wf & HTTP_RES_F_CLOSE));
+    check(!(flags & 16) || res.interim || (wf & (HTTP_RES_F_CLOSE | HTTP_RES_F_UPGRADE)));
+    check(!(wf & HTTP_RES_F_CLOSE) || !again.keep_alive);
     check(again.upgrade_websocket == res.upgrade_websocket);
     if (res.status >= 200 && res.status != 204)
         check(again.content_length == res.content_length);
