@@ -21,16 +21,19 @@ trap bench_cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Installs the Debian packages named (binary:package pairs) whose binary is missing.
+# Installs the Debian packages named (binary:package pairs) whose binary is missing. A user's PATH
+# may lack /usr/sbin, where nginx and haproxy live; a user that is not root installs with sudo.
 bench_need() {
-    local missing=() entry
+    local missing=() entry bin sudo=""
     for entry in "$@"; do
-        command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+        bin=${entry%%:*}
+        command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing+=("${entry#*:}")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" = 0 ] || sudo=sudo
     echo "bench: installing ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # bench_pin CPU CMD...: runs CMD on the CPU list CPU (taskset syntax), or anywhere when CPU is "any".
