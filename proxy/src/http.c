@@ -154,7 +154,44 @@ http_scan_init(struct http_scan *s, enum http_scan_kind kind, size_t max)
     memset(s, 0, sizeof(*s));
     s->kind = (uint8_t)kind;
     s->max = max;
-    s->state = kind == HTTP_SCAN_REQUEST ? SC_REQ_START : SC_RES_VERSION;
+    switch (kind) {
+    case HTTP_SCAN_REQUEST:
+        s->state = SC_REQ_START;
+        break;
+    case HTTP_SCAN_RESPONSE:
+        s->state = SC_RES_VERSION;
+        break;
+    case HTTP_SCAN_TRAILER:
+        /* RFC 9112 7.1.2: a trailer section is field lines and an empty line, nothing before. */
+        s->state = SC_FIELD0;
+        break;
+    }
+}
+
+/* The log says "trailer" where a refusal inside a trailer section would say "head". */
+static const char *
+scan_trailer_why(const char *why)
+{
+    static const char *const map[][2] = {
+        {"bare LF in head", "bare LF in trailer"},
+        {"bare CR in head", "bare CR in trailer"},
+        {"NUL in head", "NUL in trailer"},
+        {"control character in head", "control character in trailer"},
+        {"head too large", "trailer section too large"},
+        {"too many header fields", "too many trailer fields"},
+        {"obs-fold in header", "obs-fold in trailer"},
+        {"empty header name", "empty trailer field name"},
+        {"bad header name", "bad trailer field name"},
+        {"header without colon", "trailer field without colon"},
+        {"bad header value", "bad trailer field value"},
+        {"whitespace before colon", "whitespace before colon in trailer"},
+    };
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (strcmp(why, map[i][0]) == 0)
+            return map[i][1];
+    }
+    return why;
 }
 
 static int
@@ -162,7 +199,7 @@ scan_fail(struct http_scan *s, uint16_t status, const char *why)
 {
     s->state = SC_ERROR;
     s->error = s->kind == HTTP_SCAN_RESPONSE ? 502 : status;
-    s->why = why;
+    s->why = s->kind == HTTP_SCAN_TRAILER ? scan_trailer_why(why) : why;
     return -1;
 }
 
@@ -421,6 +458,7 @@ enum field_id {
     FLD_CONNECTION,
     FLD_CONTENT_LENGTH,
     FLD_EXPECT,
+    FLD_FORWARDED,
     FLD_HOST,
     FLD_HTTP2_SETTINGS,
     FLD_KEEP_ALIVE,
@@ -441,6 +479,7 @@ static const char *const field_names[] = {
     [FLD_CONNECTION] = "connection",
     [FLD_CONTENT_LENGTH] = "content-length",
     [FLD_EXPECT] = "expect",
+    [FLD_FORWARDED] = "forwarded",
     [FLD_HOST] = "host",
     [FLD_HTTP2_SETTINGS] = "http2-settings",
     [FLD_KEEP_ALIVE] = "keep-alive",
@@ -1218,8 +1257,8 @@ first_value(const struct http_headers *hs, uint8_t id)
 }
 
 /*
- * portier's own fields, after the client's. XXX: RFC 7239 Forwarded is passed on as sent; portier
- * neither sets nor strips it, so backends must not trust it from untrusted clients.
+ * portier's own fields, after the client's. RFC 7239 Forwarded is not among them: a trusted peer's
+ * goes on as sent, anyone else's is dropped (http_request_write()), and portier adds none.
  */
 static void
 put_forwarded(struct wbuf *o, const struct http_request *req, const struct http_forward *fwd,
@@ -1295,6 +1334,12 @@ http_request_write(char *out, size_t cap, const struct http_request *req,
             if (drop_expect)
                 continue;
             break;
+        case FLD_FORWARDED:
+            /* RFC 7239 4: only a proxy we trust may say who the client was; from anyone else it
+             * is removed, as X-Forwarded-* are replaced (RFC 7239 8.1). */
+            if (!(fwd->flags & HTTP_FWD_F_TRUSTED))
+                continue;
+            break;
         default:
             if (is_hop_or_framing(h->id))
                 continue;
@@ -1319,6 +1364,69 @@ http_request_write(char *out, size_t cap, const struct http_request *req,
     put_forwarded(&o, req, fwd, host);
     wbuf_raw(&o, "\r\n", 2);
     return o.len;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Request trailers
+ */
+
+/*
+ * RFC 9110 6.5.1: "Many fields cannot be processed outside the header section because their
+ * evaluation is necessary prior to receiving the content, such as those that describe message
+ * framing, routing, authentication, request modifiers, response controls, or content format."
+ * RFC 9110 6.5.2 forbids merging a trailer field into the header section unless its definition
+ * allows it, but a server that does so anyway would take these from the client after portier
+ * has checked (or set) the head's. Besides the known fields below: authentication (RFC 9110
+ * 11.6.2 Authorization, RFC 6265 5.4 Cookie), request modifiers (RFC 9110 10.1.1 Expect, 7.6.2
+ * Max-Forwards, 14.2 Range, 13.1 the conditionals, RFC 9111 5.2 Cache-Control and 5.4 Pragma),
+ * content format (RFC 9110 8.3 Content-Type, 8.4 Content-Encoding, 14.4 Content-Range) and
+ * forwarding (RFC 9110 7.6.3 Via). Integrity fields (Content-Digest...) and the like, which is
+ * what request trailers are for, pass.
+ */
+static const char *const trailer_forbidden_names[] = {
+    "authorization",       "cache-control", "content-encoding",
+    "content-range",       "content-type",  "cookie",
+    "max-forwards",        "pragma",        "proxy-authenticate",
+    "proxy-authorization", "range",         "via",
+};
+
+bool
+http_trailer_forbidden(const struct http_headers *req, struct http_span name)
+{
+    switch (field_id(name)) {
+    case FLD_OTHER:
+        break;
+    case FLD_CONNECTION: /* hop-by-hop (RFC 9110 7.6.1) */
+    case FLD_KEEP_ALIVE:
+    case FLD_PROXY_CONNECTION:
+    case FLD_UPGRADE:
+    case FLD_HTTP2_SETTINGS:
+    case FLD_CONTENT_LENGTH: /* framing (RFC 9110 6.5.1) */
+    case FLD_TRANSFER_ENCODING:
+    case FLD_TE:
+    case FLD_TRAILER:
+    case FLD_HOST: /* routing, and what portier sets or checks in the head */
+    case FLD_FORWARDED:
+    case FLD_X_FORWARDED_FOR:
+    case FLD_X_FORWARDED_HOST:
+    case FLD_X_FORWARDED_PORT:
+    case FLD_X_FORWARDED_PROTO:
+    case FLD_X_REAL_IP:
+    case FLD_X_REQUEST_ID:
+    case FLD_EXPECT: /* a request modifier (RFC 9110 10.1.1) */
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(trailer_forbidden_names) / sizeof(trailer_forbidden_names[0]);
+         i++) {
+        if (span_is(name.p, name.len, trailer_forbidden_names[i]))
+            return true;
+    }
+    /* RFC 9110 13.1: If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, If-Range;
+     * any other If- field is taken for a conditional too. */
+    if (name.len >= 3 && span_is(name.p, 3, "if-"))
+        return true;
+    /* RFC 9110 7.6.1: what the request's Connection lists is hop-by-hop, in trailers too. */
+    return req != NULL && listed_in_connection(req, name);
 }
 
 /* Writes the three digits of a status code (100-999; anything else as 500). */

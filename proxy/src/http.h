@@ -10,6 +10,9 @@
  *   2. http_request_parse() on exactly those bytes (-1: answer req.error and close).
  *   3. http_body_init() from req.framing / req.content_length, then http_body_feed() on the bytes
  *      after the head: it says how many belong to this request (forward exactly those, unchanged).
+ *      With http_body_init_flags(HTTP_BODY_F_STOP_TRAILER) a chunked body stops before its
+ *      trailer section, which http_body_filter_trailer() then rewrites without the fields a
+ *      request trailer must not carry to the server.
  *   4. http_request_write() builds the head to send to the server.
  *   5. From the server: http_scan_*() and http_response_parse() (any -1: answer 502), then
  *      http_response_flags() and http_response_write() build the head for the client, and
@@ -77,11 +80,12 @@ const char *http_framing_str(enum http_framing f);
  * "HTTP/d.d SP ddd [SP reason] CRLF"; then field lines "token:value CRLF" and an empty line. Bare
  * CR, bare LF, NUL and other controls (HTAB is allowed in values), obs-fold, whitespace or nothing
  * before a colon, and more than HTTP_MAX_HEADERS lines are refused. Empty lines before a request
- * line are skipped and counted in the head (RFC 9112 2.2).
+ * line are skipped and counted in the head (RFC 9112 2.2). HTTP_SCAN_TRAILER scans a trailer
+ * section (RFC 9112 7.1.2): the same field lines and empty line, without a start line.
  *
  * Private fields: use the functions. Readable: error and why after a refusal.
  */
-enum http_scan_kind { HTTP_SCAN_REQUEST, HTTP_SCAN_RESPONSE };
+enum http_scan_kind { HTTP_SCAN_REQUEST, HTTP_SCAN_RESPONSE, HTTP_SCAN_TRAILER };
 
 struct http_scan {
     size_t len;       /* bytes scanned so far, all of them part of the head */
@@ -90,7 +94,8 @@ struct http_scan {
     uint8_t kind;     /* enum http_scan_kind */
     uint8_t state;
     uint8_t idx;     /* position inside a fixed part (method, version, status code) */
-    uint16_t error;  /* after -1: 400, 414, 431 or 501 for requests, always 502 for responses */
+    uint16_t error;  /* after -1: 400, 414, 431 or 501 for requests, always 502 for responses,
+                        400 or 431 for trailers */
     const char *why; /* after -1: static, for the log */
 };
 
@@ -228,6 +233,8 @@ const struct http_span *http_header_find(const struct http_headers *hs, const ch
  * RFC 9112 7.1.1 syntax or is longer than HTTP_CHUNK_EXT_MAX, a line ending that is not CRLF, chunk
  * data not followed by CRLF, and trailer fields that are not "token:value" lines (no obs-fold);
  * trailers above max_trailer bytes are refused with 431, a body above max_size with 413.
+ * http_body_filter_trailer() is stricter still: it applies the head scanner's rules to the
+ * trailer section (struct http_scan), its limit on the number of fields included.
  *
  * Private fields; readable: size (payload bytes so far, decoded), error and why after -1.
  */
@@ -241,9 +248,19 @@ struct http_body {
     uint32_t max_trailer;
     uint8_t state;
     uint8_t digits;  /* hex digits of the chunk size so far */
-    uint16_t error;  /* after -1: 400, 413 or 431 */
+    uint8_t flags;   /* HTTP_BODY_F_* */
+    uint16_t error;  /* after -1: 400, 413 or 431; 500 when a caller breaks a contract below */
     const char *why; /* after -1: static, for the log */
+    struct http_scan trailer; /* the trailer section, after HTTP_BODY_TRAILER */
 };
+
+/* For http_body_init_flags(): http_body_feed() and http_body_next() stop a chunked body right
+ * before its trailer section and return HTTP_BODY_TRAILER (ignored for other framings). */
+#define HTTP_BODY_F_STOP_TRAILER 0x1
+
+/* What http_body_feed() and http_body_next() return, with HTTP_BODY_F_STOP_TRAILER, once the
+ * last-chunk line ("0[;ext]\r\n") has been consumed: the trailer section comes next. */
+#define HTTP_BODY_TRAILER 2
 
 /*
  * Starts framing a body. length is the content length for HTTP_FRAMING_LENGTH (ignored otherwise),
@@ -255,12 +272,22 @@ struct http_body {
 int http_body_init(struct http_body *b, enum http_framing framing, uint64_t length,
                    uint64_t max_size, uint32_t max_trailer);
 
+/* http_body_init() with flags (HTTP_BODY_F_*); http_body_init() is this with flags 0. */
+int http_body_init_flags(struct http_body *b, enum http_framing framing, uint64_t length,
+                         uint64_t max_size, uint32_t max_trailer, unsigned flags);
+
 /*
  * Feeds the len bytes at p that follow what was fed before. Returns 1 when the message ended: its
  * last byte is p[*used - 1] and the bytes after it are the next message's (or, from a server, a
  * protocol error); 0 when all len bytes belong to the message and it goes on (*used == len); -1 on
  * a framing error or a limit, with b->error and b->why set (the caller closes: the stream cannot
  * be resynchronised). After 1, every call returns 1 with *used = 0; after -1, -1.
+ *
+ * With HTTP_BODY_F_STOP_TRAILER, a chunked body returns HTTP_BODY_TRAILER (2) instead of going
+ * into its trailer section: p[*used - 1] is the LF of the last-chunk line "0[;ext]\r\n", every
+ * byte up to it is to be forwarded unchanged, and the bytes after it start the trailer section,
+ * which is left to http_body_filter_trailer(). Until that ends the message, every call returns 2
+ * with *used = 0, and http_body_done() is false.
  */
 int http_body_feed(struct http_body *b, const char *p, size_t len, size_t *used);
 
@@ -268,10 +295,48 @@ int http_body_feed(struct http_body *b, const char *p, size_t len, size_t *used)
  * Like http_body_feed(), but stops after at most one run of payload bytes so that the caller can
  * decode: of the *used bytes consumed, p[*data_off .. *data_off + *data_len) are payload, the rest
  * is chunk framing. Returns 1 when the message ended within the *used bytes, 0 when it goes on
- * (call again with p + *used when *used < len), -1 on error.
+ * (call again with p + *used when *used < len), -1 on error; HTTP_BODY_TRAILER as
+ * http_body_feed() does.
  */
 int http_body_next(struct http_body *b, const char *p, size_t len, size_t *used, size_t *data_off,
                    size_t *data_len);
+
+/*
+ * After http_body_feed() returned HTTP_BODY_TRAILER: finds the end of the trailer section, checks
+ * it and writes it to out without the fields a request trailer must not carry to the server
+ * (http_trailer_forbidden(); req is the request head's fields, borrowed for the call, or NULL to
+ * ignore its Connection options). p[0..len) holds the bytes that follow the last-chunk line,
+ * contiguous; on every call the same bytes as before and maybe more (the scan resumes where the
+ * previous call stopped), possibly followed by the next message's. out has room for cap bytes:
+ * the output is never longer than the section, so cap >= len, or cap >= max_trailer + 2, is
+ * always enough.
+ *
+ * Returns 1 when the section is complete: it is p[0..*used), its CRLF-terminated empty line
+ * included; out[0..*written) holds its field lines that are kept, unchanged and in order, then
+ * the final CRLF ("\r\n" alone when none is kept); the message has ended (http_body_done()), and
+ * p[*used..len) is the next message's. Returns 0 when the section needs more bytes (*used =
+ * *written = 0): call again with more. Returns -1 with b->error and b->why set when it is
+ * refused: 400 for a line the head scanner refuses (bare CR or LF, NUL, obs-fold, whitespace
+ * before a colon...), 431 for more than HTTP_MAX_HEADERS fields or a section whose field lines
+ * pass max_trailer bytes (as soon as max_trailer + 2 bytes have come without its end, so a caller
+ * never needs to offer more than that), 500 when called in any other state or when out is too
+ * small. After 1, every call returns 1 with *used = *written = 0; after -1, -1.
+ */
+int http_body_filter_trailer(struct http_body *b, const char *p, size_t len,
+                             const struct http_headers *req, char *out, size_t cap, size_t *used,
+                             size_t *written);
+
+/*
+ * true when a trailer field called name must not be forwarded in a request (RFC 9110 6.5.1: no
+ * framing, routing, authentication, request modifiers or content format after the content),
+ * compared case-insensitively: Content-Length, Transfer-Encoding, TE, Trailer; Host, Forwarded,
+ * Via, X-Forwarded-For/-Host/-Port/-Proto, X-Real-IP, X-Request-Id, Max-Forwards; Connection,
+ * Keep-Alive, Proxy-Connection, Upgrade, HTTP2-Settings, Proxy-Authenticate, Proxy-Authorization;
+ * Authorization, Cookie; Expect, Range, If-* (every conditional), Cache-Control, Pragma;
+ * Content-Type, Content-Encoding, Content-Range; and any option of req's Connection fields (req
+ * may be NULL).
+ */
+bool http_trailer_forbidden(const struct http_headers *req, struct http_span name);
 
 /*
  * The peer closed the connection. Returns 0 when that ends the message properly
@@ -296,7 +361,9 @@ struct http_forward {
 };
 
 /* The peer is in trusted_proxies: its X-Forwarded-For is appended to, and its X-Forwarded-Proto,
- * -Host, -Port and X-Real-IP are kept (each set by portier when absent). Otherwise all replaced. */
+ * -Host, -Port and X-Real-IP are kept (each set by portier when absent), and so are its RFC 7239
+ * Forwarded fields. Otherwise all replaced, and every Forwarded field dropped (portier writes
+ * none of its own). */
 #define HTTP_FWD_F_TRUSTED 0x1
 /* portier answers "100 Continue" itself: Expect is not forwarded. */
 #define HTTP_FWD_F_DROP_EXPECT 0x2
@@ -308,7 +375,8 @@ struct http_forward {
  *   every field but the hop-by-hop ones (RFC 9110 7.6.1: Connection and the names it lists,
  *     Keep-Alive, Proxy-Connection, TE, Upgrade, HTTP2-Settings), but Host, Content-Length and
  *     Transfer-Encoding (rewritten below), but the X-Forwarded-For/-Proto/-Host/-Port, X-Real-IP
- *     and X-Request-Id that portier sets, and but Expect for HTTP/1.0 or HTTP_FWD_F_DROP_EXPECT
+ *     and X-Request-Id that portier sets, but Forwarded unless HTTP_FWD_F_TRUSTED, and but
+ *     Expect for HTTP/1.0 or HTTP_FWD_F_DROP_EXPECT
  *   Content-Length: N or Transfer-Encoding: chunked, from the parsed framing
  *   Connection: keep-alive, or Connection: Upgrade and Upgrade: websocket
  *   X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host (when there is a host), X-Forwarded-Port,

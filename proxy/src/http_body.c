@@ -1,8 +1,10 @@
 /*
  * Body framing for http.h: a small strict state machine that tells which bytes after a head
  * belong to the message (Content-Length, chunked, until close) and validates chunked framing as
- * RFC 9112 7.1 writes it, without decoding; moving the bytes is left to the caller.
+ * RFC 9112 7.1 writes it, without decoding, and the filter that rewrites a request's trailer
+ * section; moving the bytes is left to the caller.
  */
+#include <assert.h>
 #include <string.h>
 
 #include "http.h"
@@ -31,7 +33,8 @@ enum body_state {
     B_TRAILER_NAME, /* in a trailer field name */
     B_TRAILER_VALUE,
     B_TRAILER_LF,
-    B_END_LF, /* LF of the final empty line */
+    B_END_LF,       /* LF of the final empty line */
+    B_TRAILER_STOP, /* HTTP_BODY_F_STOP_TRAILER: the trailer section is the caller's to filter */
 };
 
 /* 2^63 - 1: the largest chunk size and the largest body accepted. */
@@ -41,9 +44,17 @@ int
 http_body_init(struct http_body *b, enum http_framing framing, uint64_t length, uint64_t max_size,
                uint32_t max_trailer)
 {
+    return http_body_init_flags(b, framing, length, max_size, max_trailer, 0);
+}
+
+int
+http_body_init_flags(struct http_body *b, enum http_framing framing, uint64_t length,
+                     uint64_t max_size, uint32_t max_trailer, unsigned flags)
+{
     memset(b, 0, sizeof(*b));
     b->max_size = max_size;
     b->max_trailer = max_trailer;
+    b->flags = (uint8_t)flags;
     switch (framing) {
     case HTTP_FRAMING_NONE:
         b->state = B_DONE;
@@ -243,6 +254,9 @@ body_run(struct http_body *b, const char *p, size_t len, size_t *used, size_t *d
         case B_ERROR:
             *used = i;
             return -1;
+        case B_TRAILER_STOP:
+            *used = i;
+            return HTTP_BODY_TRAILER;
         case B_LENGTH:
         case B_DATA:
             take = len - i < b->left ? len - i : (size_t)b->left;
@@ -316,6 +330,15 @@ body_run(struct http_body *b, const char *p, size_t len, size_t *used, size_t *d
                 body_fail(b, 400, "bare CR in chunk size line");
                 goto fail;
             }
+            if (b->chunk == 0 && (b->flags & HTTP_BODY_F_STOP_TRAILER)) {
+                /* The last-chunk line is the caller's to forward; the trailer section is not.
+                 * The final CRLF counts in the scan's limit, not in max_trailer. */
+                b->state = B_TRAILER_STOP;
+                b->digits = 0;
+                http_scan_init(&b->trailer, HTTP_SCAN_TRAILER, (size_t)b->max_trailer + 2);
+                *used = i + 1;
+                return HTTP_BODY_TRAILER;
+            }
             if (b->chunk == 0) {
                 b->state = B_TRAILER;
             } else if (b->max_size != 0 && b->chunk > b->max_size - b->size) {
@@ -361,6 +384,8 @@ body_run(struct http_body *b, const char *p, size_t len, size_t *used, size_t *d
     *used = len;
     if (b->state == B_DONE)
         return 1;
+    if (b->state == B_TRAILER_STOP) /* len 0 */
+        return HTTP_BODY_TRAILER;
     return b->state == B_ERROR ? -1 : 0;
 
 fail:
@@ -391,4 +416,70 @@ http_body_eof(struct http_body *b)
     if (b->state != B_ERROR)
         body_fail(b, 400, "body cut short");
     return -1;
+}
+
+/* Copies n bytes to out at *w, when they fit in cap. */
+static bool
+put_bytes(char *out, size_t cap, size_t *w, const char *p, size_t n)
+{
+    if (n > cap - *w)
+        return false;
+    memcpy(out + *w, p, n);
+    *w += n;
+    return true;
+}
+
+int
+http_body_filter_trailer(struct http_body *b, const char *p, size_t len,
+                         const struct http_headers *req, char *out, size_t cap, size_t *used,
+                         size_t *written)
+{
+    size_t pos = 0, w = 0, end;
+
+    *used = *written = 0;
+    if (b->state == B_DONE)
+        return 1;
+    if (b->state == B_ERROR)
+        return -1;
+    if (b->state != B_TRAILER_STOP)
+        return body_fail(b, 500, "no trailer section to filter");
+    /* The head scanner's rules, resumed where the last call stopped. */
+    switch (http_scan_head(&b->trailer, p, len)) {
+    case 0:
+        /* The scanner refuses on the first byte past its limit; a caller that pulls up at most
+         * max_trailer + 2 bytes has none to give, and a section still open at the limit can only
+         * be too large. */
+        if (b->trailer.len >= b->trailer.max)
+            return body_fail(b, 431, "trailer section too large");
+        return 0;
+    case 1:
+        break;
+    default:
+        return body_fail(b, b->trailer.error, b->trailer.why);
+    }
+
+    /* Every line is now known to be "name:value CRLF" with no CR inside (the scanner says so),
+     * and the section ends with its empty line. Kept lines are copied as they came. */
+    end = b->trailer.len - 2;
+    while (pos < end) {
+        const char *line = p + pos;
+        const char *cr = memchr(line, '\r', end - pos);
+        const char *colon = memchr(line, ':', end - pos);
+        size_t n;
+        struct http_span name;
+
+        assert(cr != NULL && colon != NULL && colon < cr);
+        n = (size_t)(cr - line) + 2;
+        name = (struct http_span){line, (size_t)(colon - line)};
+
+        if (!http_trailer_forbidden(req, name) && !put_bytes(out, cap, &w, line, n))
+            return body_fail(b, 500, "trailer buffer too small");
+        pos += n;
+    }
+    if (!put_bytes(out, cap, &w, "\r\n", 2))
+        return body_fail(b, 500, "trailer buffer too small");
+    b->state = B_DONE;
+    *used = b->trailer.len;
+    *written = w;
+    return 1;
 }

@@ -854,6 +854,403 @@ test_body_decode(void **state)
 
 /* ------------------------------------------------------------------------------------------- */
 
+/* A request head for the trailer filter: its Connection options are hop-by-hop in trailers too. */
+#define TRAILER_HEAD                                                                               \
+    "POST / HTTP/1.1\r\nHost: a.com\r\nTransfer-Encoding: chunked\r\n"                             \
+    "Connection: keep-alive, X-Hop\r\n\r\n"
+
+struct trailer_case {
+    const char *name;
+    const char *in;   /* a chunked body, its trailer section and maybe what follows */
+    size_t stop;      /* bytes up to and including the last-chunk line */
+    int rc;           /* of http_body_filter_trailer(): 1, 0 or -1 */
+    int error;        /* with rc -1 */
+    const char *why;  /* with rc -1 */
+    size_t used;      /* with rc 1: bytes of the trailer section */
+    const char *want; /* with rc 1: the filtered section */
+    size_t len;       /* of in, when it holds a NUL; else 0 */
+};
+
+static const struct trailer_case trailer_cases[] = {
+    {"empty section", "5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n", 13, 1, 0, NULL, 2, "\r\n", 0},
+    {"empty section, no body", "0\r\n\r\n", 3, 1, 0, NULL, 2, "\r\n", 0},
+    {"allowed fields kept in order, as sent",
+     "1\r\nx\r\n0\r\nX-Sum: 1\r\nDigest:sha=2\r\n"
+     "Content-Digest:\tsha-256=:x=: \r\nZ: \r\n\r\nNEXT",
+     9, 1, 0, NULL, 62, "X-Sum: 1\r\nDigest:sha=2\r\nContent-Digest:\tsha-256=:x=: \r\nZ: \r\n\r\n",
+     0},
+    {"forbidden dropped, allowed kept around them",
+     "0\r\nA:1\r\nHost:e\r\nB:2\r\ncontent-length:5\r\nTRANSFER-ENCODING:x\r\nC:3\r\n\r\n", 3, 1, 0,
+     NULL, 64, "A:1\r\nB:2\r\nC:3\r\n\r\n", 0},
+    {"every field dropped", "0\r\nConnection: close\r\nX-Hop: 1\r\nforwarded: for=x\r\n\r\n", 3, 1,
+     0, NULL, 49, "\r\n", 0},
+    {"Connection option of the head dropped", "0\r\nx-hop: 1\r\nX-Hopper: 2\r\n\r\n", 3, 1, 0, NULL,
+     25, "X-Hopper: 2\r\n\r\n", 0},
+    {"lookalike names kept", "0\r\nHosts: 1\r\nIf: 2\r\nX-Host: 3\r\nRange-X: 4\r\n\r\n", 3, 1, 0,
+     NULL, 42, "Hosts: 1\r\nIf: 2\r\nX-Host: 3\r\nRange-X: 4\r\n\r\n", 0},
+    {"extension on the last chunk", "5\r\nhello\r\n0;a=b;c\r\nHost: x\r\nY: 1\r\n\r\n", 19, 1, 0,
+     NULL, 17, "Y: 1\r\n\r\n", 0},
+    {"quoted extension on the last chunk", "0 ; n=\"q;\\\"\";m\r\nY: 1\r\n\r\n", 16, 1, 0, NULL, 8,
+     "Y: 1\r\n\r\n", 0},
+    {"next message left alone", "0\r\nY: 1\r\n\r\nHost: x\r\n\r\n", 3, 1, 0, NULL, 8,
+     "Y: 1\r\n\r\n", 0},
+    {"at the limit", "0\r\nX-Long: 012345678901234567890123456789012345678901234567890123\r\n\r\n",
+     3, 1, 0, NULL, 66, "X-Long: 012345678901234567890123456789012345678901234567890123\r\n\r\n",
+     0},
+    /* Incomplete: more is needed. */
+    {"no final CRLF yet", "0\r\nY: 1\r\n", 3, 0, 0, NULL, 0, NULL, 0},
+    {"nothing yet", "0\r\n", 3, 0, 0, NULL, 0, NULL, 0},
+    {"final CR only", "0\r\nY: 1\r\n\r", 3, 0, 0, NULL, 0, NULL, 0},
+    /* Refusals, as a head's. */
+    {"bare LF", "0\r\nY: 1\nZ: 2\r\n\r\n", 3, -1, 400, "bare LF in trailer", 0, NULL, 0},
+    {"bare LF final line", "0\r\nY: 1\r\n\n", 3, -1, 400, "bare LF in trailer", 0, NULL, 0},
+    {"bare CR", "0\r\nY: 1\rZ: 2\r\n\r\n", 3, -1, 400, "bare CR in trailer", 0, NULL, 0},
+    {"NUL in value", "0\r\nY: \0\r\n\r\n", 3, -1, 400, "NUL in trailer", 0, NULL, 10},
+    {"control in value", "0\r\nY: \x01\r\n\r\n", 3, -1, 400, "control character in trailer", 0,
+     NULL, 0},
+    {"obs-fold", "0\r\nY: 1\r\n 2\r\n\r\n", 3, -1, 400, "obs-fold in trailer", 0, NULL, 0},
+    {"obs-fold first", "0\r\n\tY: 1\r\n\r\n", 3, -1, 400, "obs-fold in trailer", 0, NULL, 0},
+    {"whitespace before colon", "0\r\nHost : x\r\n\r\n", 3, -1, 400,
+     "whitespace before colon in trailer", 0, NULL, 0},
+    {"no colon", "0\r\nHost\r\n\r\n", 3, -1, 400, "trailer field without colon", 0, NULL, 0},
+    {"empty name", "0\r\n: x\r\n\r\n", 3, -1, 400, "empty trailer field name", 0, NULL, 0},
+    {"bad name", "0\r\nX@Y: 1\r\n\r\n", 3, -1, 400, "bad trailer field name", 0, NULL, 0},
+    {"DEL in value", "0\r\nY: \x7f\r\n\r\n", 3, -1, 400, "bad trailer field value", 0, NULL, 0},
+    {"too large", "0\r\nX-Long: 0123456789012345678901234567890123456789012345678901234\r\n\r\n", 3,
+     -1, 431, "trailer section too large", 0, NULL, 0},
+    {"too large while incomplete",
+     "0\r\nX-Long: 0123456789012345678901234567890123456789012345678901234567890123456789", 3, -1,
+     431, "trailer section too large", 0, NULL, 0},
+};
+
+static char tout[256];
+
+/* Frames c->in with the stop flag, step bytes at a time, then filters the trailer section as it
+ * grows by step bytes per call; everything must be the same whatever step. */
+static void
+run_trailer(const struct trailer_case *c, const struct http_headers *req, size_t step)
+{
+    size_t in_len = c->len != 0 ? c->len : strlen(c->in);
+    size_t off = 0, used = 0, written = 0, avail = 0;
+    struct http_body b;
+    int rc = 0;
+
+    assert_int_equal(
+        http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, TRAILER_MAX, HTTP_BODY_F_STOP_TRAILER),
+        0);
+    while (off < in_len) {
+        size_t n = in_len - off < step ? in_len - off : step;
+
+        rc = http_body_feed(&b, c->in + off, n, &used);
+        off += used;
+        if (rc != 0)
+            break;
+    }
+    if (rc != HTTP_BODY_TRAILER || off != c->stop)
+        fail_msg("%s (step %zu): framer rc %d stopped at %zu, want 2 at %zu", c->name, step, rc,
+                 off, c->stop);
+    /* Stopped: it stays so, and the message has not ended. */
+    assert_int_equal(http_body_feed(&b, c->in + off, in_len - off, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(used, 0);
+    assert_false(http_body_done(&b));
+
+    do {
+        avail = in_len - off - avail < step ? in_len - off : avail + step;
+        memset(tout, '#', sizeof(tout));
+        rc = http_body_filter_trailer(&b, c->in + off, avail, req, tout, sizeof(tout), &used,
+                                      &written);
+        if (rc == 0 && (used != 0 || written != 0))
+            fail_msg("%s (step %zu): need more with used %zu written %zu", c->name, step, used,
+                     written);
+    } while (rc == 0 && avail < in_len - off);
+
+    if (rc != c->rc)
+        fail_msg("%s (step %zu): rc %d, want %d (%s)", c->name, step, rc, c->rc,
+                 b.why != NULL ? b.why : "");
+    if (rc < 0) {
+        if (b.error != c->error || strcmp(b.why, c->why) != 0)
+            fail_msg("%s (step %zu): %d %s, want %d %s", c->name, step, b.error, b.why, c->error,
+                     c->why);
+        assert_int_equal(http_body_filter_trailer(&b, c->in + off, in_len - off, req, tout,
+                                                  sizeof(tout), &used, &written),
+                         -1);
+        return;
+    }
+    if (rc == 0) {
+        assert_false(http_body_done(&b));
+        assert_int_equal(http_body_eof(&b), -1);
+        return;
+    }
+    if (used != c->used || written != strlen(c->want) || memcmp(tout, c->want, written) != 0)
+        fail_msg("%s (step %zu): used %zu, got \"%.*s\", want %zu \"%s\"", c->name, step, used,
+                 (int)written, tout, c->used, c->want);
+    assert_true(written <= used);
+    /* The message has ended: the rest is the next one's. */
+    assert_true(http_body_done(&b));
+    assert_int_equal(http_body_eof(&b), 0);
+    assert_int_equal(http_body_feed(&b, c->in + off + used, in_len - off - used, &used), 1);
+    assert_int_equal(used, 0);
+    assert_int_equal(http_body_filter_trailer(&b, c->in + off, in_len - off, req, tout,
+                                              sizeof(tout), &used, &written),
+                     1);
+    assert_int_equal(used + written, 0);
+}
+
+static void
+test_trailer_filter_table(void **state)
+{
+    struct http_request r;
+
+    (void)state;
+    parse_ok(TRAILER_HEAD, &r);
+    for (size_t i = 0; i < N(trailer_cases); i++) {
+        size_t len = trailer_cases[i].len != 0 ? trailer_cases[i].len : strlen(trailer_cases[i].in);
+
+        for (size_t step = 1; step <= len; step++)
+            run_trailer(&trailer_cases[i], &r.hdrs, step);
+    }
+}
+
+/* Every field a request trailer must not carry, in any case of its name, is dropped. */
+static const char *const trailer_forbidden[] = {
+    "Content-Length",
+    "Transfer-Encoding",
+    "TE",
+    "Trailer",
+    "Host",
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Port",
+    "X-Forwarded-Proto",
+    "X-Real-IP",
+    "X-Request-Id",
+    "Via",
+    "Max-Forwards",
+    "Connection",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "Upgrade",
+    "HTTP2-Settings",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Authorization",
+    "Cookie",
+    "Expect",
+    "Range",
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+    "If-Range",
+    "If-Schedule-Tag-Match",
+    "Cache-Control",
+    "Pragma",
+    "Content-Type",
+    "Content-Encoding",
+    "Content-Range",
+};
+
+/* And these pass: what trailers are for, and names that only look like forbidden ones. */
+static const char *const trailer_allowed[] = {
+    "Content-Digest",  "Repr-Digest", "Digest",          "Content-MD5",
+    "Server-Timing",   "X-Checksum",  "grpc-status",     "X-Forwarded",
+    "Forwarded-For",   "Hostname",    "Content-Lengths", "If",
+    "Iff-Match",       "X-Range",     "Connections",     "Set-Cookie2",
+    "Authorization-X",
+};
+
+/* "name" upper-cased, lower-cased or as written. */
+static void
+cased(char *out, size_t cap, const char *name, int how)
+{
+    size_t i;
+
+    for (i = 0; name[i] != '\0' && i + 1 < cap; i++) {
+        char c = name[i];
+        if (how == 1 && c >= 'a' && c <= 'z')
+            c = (char)(c - 'a' + 'A');
+        else if (how == 2 && c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        out[i] = c;
+    }
+    out[i] = '\0';
+}
+
+/* Filters "0\r\nA: 1\r\n<name>: v\r\nZ: 2\r\n\r\n"; returns the output, NUL-terminated. */
+static const char *
+filter_one(const char *name, const struct http_headers *req)
+{
+    char in[128];
+    struct http_body b;
+    size_t used, written;
+    int n = snprintf(in, sizeof(in), "0\r\nA: 1\r\n%s: v\r\nZ: 2\r\n\r\n", name);
+
+    assert_true(n > 0 && (size_t)n < sizeof(in));
+    http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, TRAILER_MAX, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_feed(&b, in, (size_t)n, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(used, 3);
+    assert_int_equal(http_body_filter_trailer(&b, in + 3, (size_t)n - 3, req, tout,
+                                              sizeof(tout) - 1, &used, &written),
+                     1);
+    assert_int_equal(used, (size_t)n - 3);
+    tout[written] = '\0';
+    return tout;
+}
+
+static void
+test_trailer_forbidden_fields(void **state)
+{
+    struct http_request r;
+    char name[64], want[128];
+
+    (void)state;
+    parse_ok(TRAILER_HEAD, &r);
+    for (size_t i = 0; i < N(trailer_forbidden); i++) {
+        for (int how = 0; how < 3; how++) {
+            cased(name, sizeof(name), trailer_forbidden[i], how);
+            assert_true(http_trailer_forbidden(NULL, (struct http_span){name, strlen(name)}));
+            const char *got = filter_one(name, &r.hdrs);
+            if (strcmp(got, "A: 1\r\nZ: 2\r\n\r\n") != 0)
+                fail_msg("%s not dropped: \"%s\"", name, got);
+        }
+    }
+    for (size_t i = 0; i < N(trailer_allowed); i++) {
+        cased(name, sizeof(name), trailer_allowed[i], 0);
+        assert_false(http_trailer_forbidden(&r.hdrs, (struct http_span){name, strlen(name)}));
+        snprintf(want, sizeof(want), "A: 1\r\n%s: v\r\nZ: 2\r\n\r\n", name);
+        const char *got = filter_one(name, &r.hdrs);
+        if (strcmp(got, want) != 0)
+            fail_msg("%s not kept: \"%s\"", name, got);
+    }
+    /* A Connection option only counts when the caller passes the head. */
+    assert_string_equal(filter_one("X-HOP", &r.hdrs), "A: 1\r\nZ: 2\r\n\r\n");
+    assert_string_equal(filter_one("X-HOP", NULL), "A: 1\r\nX-HOP: v\r\nZ: 2\r\n\r\n");
+}
+
+/*
+ * The stop and the filter are never laxer than the framer that relays a trailer section whole:
+ * every chunked row of the body table, framed both ways, ends at the same byte or is refused with
+ * the same status.
+ */
+static void
+test_trailer_matches_framer(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N(bodies); i++) {
+        const struct body_case *c = &bodies[i];
+        size_t len = c->len != 0 ? c->len : strlen(c->in);
+        struct http_body whole, stop;
+        size_t used_whole = 0, used = 0, written = 0, off = 0;
+        int rc_whole, rc;
+
+        if (c->framing != HTTP_FRAMING_CHUNKED)
+            continue;
+        http_body_init(&whole, c->framing, 0, c->max_size, TRAILER_MAX);
+        rc_whole = http_body_feed(&whole, c->in, len, &used_whole);
+        http_body_init_flags(&stop, c->framing, 0, c->max_size, TRAILER_MAX,
+                             HTTP_BODY_F_STOP_TRAILER);
+        rc = http_body_feed(&stop, c->in, len, &off);
+        if (rc == HTTP_BODY_TRAILER) {
+            rc = http_body_filter_trailer(&stop, c->in + off, len - off, NULL, tout, sizeof(tout),
+                                          &used, &written);
+            off += used;
+        }
+        if (rc != rc_whole || (rc < 0 && stop.error != whole.error) ||
+            (rc == 1 && off != used_whole))
+            fail_msg("%s: rc %d error %d end %zu, framer %d %d %zu", c->name, rc, stop.error, off,
+                     rc_whole, whole.error, used_whole);
+        assert_int_equal(stop.size, whole.size);
+    }
+}
+
+static void
+test_trailer_limits_and_misuse(void **state)
+{
+    static char in[8 + (HTTP_MAX_HEADERS + 1) * 6];
+    struct http_body b;
+    size_t n = 0, used, written, doff, dlen;
+
+    (void)state;
+    /* HTTP_MAX_HEADERS trailer fields pass; one more is refused, as in a head. */
+    for (int extra = 0; extra < 2; extra++) {
+        n = 0;
+        for (int i = 0; i < HTTP_MAX_HEADERS + extra; i++)
+            n += (size_t)snprintf(in + n, sizeof(in) - n, "a: 1\r\n");
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "\r\n");
+        http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, 4096, HTTP_BODY_F_STOP_TRAILER);
+        assert_int_equal(http_body_feed(&b, "0\r\n", 3, &used), HTTP_BODY_TRAILER);
+        int rc = http_body_filter_trailer(&b, in, n, NULL, in, sizeof(in), &used, &written);
+        assert_int_equal(rc, extra ? -1 : 1);
+        if (extra) {
+            assert_int_equal(b.error, 431);
+            assert_string_equal(b.why, "too many trailer fields");
+        } else {
+            assert_int_equal(used, n); /* filtered in place: written never passes what was read */
+            assert_int_equal(written, n);
+        }
+    }
+
+    /* max_trailer 0: only the empty section. */
+    http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, 0, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_feed(&b, "0\r\n", 3, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(http_body_filter_trailer(&b, "\r\n", 2, NULL, tout, 2, &used, &written), 1);
+    assert_int_equal(written, 2);
+    http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, 0, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_feed(&b, "0\r\n", 3, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(http_body_filter_trailer(&b, "X:\r\n\r\n", 6, NULL, tout, 6, &used, &written),
+                     -1);
+    assert_int_equal(b.error, 431);
+
+    /* A section still open after max_trailer + 2 bytes is refused then, not at the next byte: a
+     * caller that pulls up no more than that has no next byte to give. */
+    n = (size_t)snprintf(in, sizeof(in), "X: %063d", 0);
+    assert_int_equal(n, 66);
+    http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, 64, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_feed(&b, "0\r\n", 3, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(http_body_filter_trailer(&b, in, n - 1, NULL, tout, 66, &used, &written), 0);
+    assert_int_equal(http_body_filter_trailer(&b, in, n, NULL, tout, 66, &used, &written), -1);
+    assert_int_equal(b.error, 431);
+    assert_string_equal(b.why, "trailer section too large");
+
+    /* An output buffer too small is the caller's error. */
+    http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, 64, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_feed(&b, "0\r\n", 3, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(
+        http_body_filter_trailer(&b, "X: 1\r\n\r\n", 8, NULL, tout, 7, &used, &written), -1);
+    assert_int_equal(b.error, 500);
+
+    /* The filter only after HTTP_BODY_TRAILER; without the flag there is no stop. */
+    http_body_init(&b, HTTP_FRAMING_CHUNKED, 0, 0, 64);
+    assert_int_equal(http_body_filter_trailer(&b, "\r\n", 2, NULL, tout, 2, &used, &written), -1);
+    assert_int_equal(b.error, 500);
+    http_body_init(&b, HTTP_FRAMING_CHUNKED, 0, 0, 64);
+    assert_int_equal(http_body_feed(&b, "0\r\nHost: x\r\n\r\n", 14, &used), 1);
+    assert_int_equal(used, 14);
+
+    /* The flag means nothing to other framings; an empty feed while stopped says stopped. */
+    http_body_init_flags(&b, HTTP_FRAMING_LENGTH, 3, 0, 64, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_feed(&b, "0\r\n\r\n", 5, &used), 1);
+    assert_int_equal(used, 3);
+    http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, 64, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_feed(&b, "1\r\nx\r\n0\r\n", 9, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(http_body_feed(&b, "", 0, &used), HTTP_BODY_TRAILER);
+    assert_int_equal(http_body_eof(&b), -1); /* cut short in the trailer section */
+
+    /* http_body_next() stops too, after the payload. */
+    static const char two[] = "2\r\nhi\r\n0\r\nX: 1\r\n\r\n";
+    http_body_init_flags(&b, HTTP_FRAMING_CHUNKED, 0, 0, 64, HTTP_BODY_F_STOP_TRAILER);
+    assert_int_equal(http_body_next(&b, two, sizeof(two) - 1, &used, &doff, &dlen), 0);
+    assert_int_equal(dlen, 2);
+    n = used;
+    assert_int_equal(http_body_next(&b, &two[n], sizeof(two) - 1 - n, &used, &doff, &dlen),
+                     HTTP_BODY_TRAILER);
+    assert_int_equal(n + used, 10);
+    assert_int_equal(dlen, 0);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+
 static char wbuf[8192];
 
 static const char *
@@ -918,6 +1315,23 @@ static const struct write_case writes[] = {
      &fwd_trusted,
      "GET / HTTP/1.1\r\nHost: a.com\r\nConnection: keep-alive\r\n" PORTIER_TAIL(
          "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1", "http", "a.com", "443", "1.1.1.1")},
+    {"untrusted: every Forwarded dropped, whatever the case of its name",
+     "GET / HTTP/1.1\r\nHost: a.com\r\nForwarded: for=6.6.6.6\r\nAccept: */*\r\n"
+     "FORWARDED: for=7.7.7.7;proto=https\r\nX-Forwarded: a\r\nforwarded: by=x\r\n"
+     "Forwarded-By: b\r\nfOrWaRdEd: host=evil\r\n\r\n",
+     &fwd_plain,
+     "GET / HTTP/1.1\r\nHost: a.com\r\nAccept: */*\r\nX-Forwarded: a\r\nForwarded-By: b\r\n"
+     "Connection: keep-alive\r\n" PORTIER_TAIL("10.0.0.1", "http", "a.com", "80", "10.0.0.1")},
+    {"trusted: every Forwarded kept as sent, in order",
+     "GET / HTTP/1.1\r\nHost: a.com\r\nForwarded: for=6.6.6.6\r\nAccept: */*\r\n"
+     "FORWARDED: for=7.7.7.7;proto=https\r\nforwarded:   by=x  \r\n\r\n",
+     &fwd_trusted,
+     "GET / HTTP/1.1\r\nHost: a.com\r\nForwarded: for=6.6.6.6\r\nAccept: */*\r\n"
+     "FORWARDED: for=7.7.7.7;proto=https\r\nforwarded: by=x\r\nConnection: "
+     "keep-alive\r\n" PORTIER_TAIL("10.0.0.1", "https", "a.com", "443", "10.0.0.1")},
+    {"untrusted without Forwarded: none added", "GET / HTTP/1.1\r\nHost: a.com\r\n\r\n", &fwd_plain,
+     "GET / HTTP/1.1\r\nHost: a.com\r\nConnection: keep-alive\r\n" PORTIER_TAIL(
+         "10.0.0.1", "http", "a.com", "80", "10.0.0.1")},
     {"trusted without XFF: set", "GET / HTTP/1.1\r\nHost: a.com\r\n\r\n", &fwd_trusted,
      "GET / HTTP/1.1\r\nHost: a.com\r\nConnection: keep-alive\r\n" PORTIER_TAIL(
          "10.0.0.1", "https", "a.com", "443", "10.0.0.1")},
@@ -1211,6 +1625,10 @@ main(void)
         cmocka_unit_test(test_body_ext_too_long),
         cmocka_unit_test(test_body_eof_and_sticky),
         cmocka_unit_test(test_body_decode),
+        cmocka_unit_test(test_trailer_filter_table),
+        cmocka_unit_test(test_trailer_forbidden_fields),
+        cmocka_unit_test(test_trailer_matches_framer),
+        cmocka_unit_test(test_trailer_limits_and_misuse),
         cmocka_unit_test(test_request_write_table),
         cmocka_unit_test(test_request_write_small_buffer),
         cmocka_unit_test(test_response_write),
