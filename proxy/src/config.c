@@ -1,7 +1,8 @@
 /*
- * YAML to struct config: libyaml's document API builds the tree, a key table per mapping hands
- * each value to its parser, and every error is collected with its position, so one run of
- * portier -t shows them all. Nothing here binds, connects or resolves.
+ * YAML to struct config: a first pass over libyaml's events bounds the input's shape, libyaml's
+ * document API then builds the tree, a key table per mapping hands each value to its parser, and
+ * every error is collected with its position, so one run of portier -t shows them all. Nothing here
+ * binds, connects or resolves.
  */
 #include <assert.h>
 #include <errno.h>
@@ -20,16 +21,25 @@
 #include "config.h"
 #include "util.h"
 
-#define MAX_FILE_BYTES (16 * 1024 * 1024)
 #define MAX_ERRORS 1000 /* kept for sorting; more are only counted */
 #define MAX_KEYS 16     /* per key table, for duplicate detection */
+#define MAX_DEPTH 64    /* nesting of mappings and lists; portier's own keys need 4 */
+#define MAX_ANCHORS 100 /* per document: libyaml's loader looks each alias up one by one */
+#define MAX_EXPANDED (1024 * 1024) /* nodes, counting each alias as the nodes it repeats */
 #define MAX_WORKERS 256
+#define MAX_LISTENERS 256 /* every worker binds a socket for each */
+#define MAX_RESOLVERS 16  /* glibc reads 3 from resolv.conf; evdns opens a socket for each */
 #define MAX_CONNECTIONS 1000000
+#define MIN_HEADER_BYTES 1024 /* a request line and a Host header can take this much */
 #define MAX_HEADER_BYTES (1024 * 1024)
-#define MAX_HOST 253 /* RFC 1035 2.3.4, without the trailing dot */
+#define MAX_LOG_PATH 4095 /* log.c holds the access log's path in 4096 bytes */
+#define MAX_HOST 253      /* RFC 1035 2.3.4, without the trailing dot */
 #define MAX_LABEL 63
+#define MAX_HEALTH_PATH 1024
+#define MIN_HEALTH_INTERVAL_MS 100
 #define DEFAULT_LISTEN "0.0.0.0:80"
 #define DEFAULT_HEALTH_INTERVAL_MS 5000
+#define DEFAULT_HEALTH_TIMEOUT_MS 2000
 #define MSG_MAX 512
 
 /*
@@ -48,6 +58,12 @@ struct config_error {
     char *msg;  /* owned */
 };
 
+/* A name and where it came from, so names can be sorted and looked up in O(log n). */
+struct name_index {
+    const char *name; /* borrowed from the config being built */
+    size_t index;
+};
+
 /* The state of one load; lives on config_parse()'s stack. */
 struct loader {
     const char *name;            /* borrowed: FILE in the messages */
@@ -55,7 +71,9 @@ struct loader {
     struct config *cfg;          /* being built; freed if any error is found */
     struct config_error *errors; /* owned */
     size_t nerrors;
-    size_t dropped; /* errors past MAX_ERRORS */
+    size_t dropped;                   /* errors past MAX_ERRORS */
+    struct name_index *service_names; /* owned: the named services, sorted by name */
+    size_t nservice_names;
     bool oom;
 };
 
@@ -447,14 +465,24 @@ parse_size_or_zero(struct loader *ld, const char *key, yaml_node_t *n, void *dst
     return size_value(ld, key, n, dst, true);
 }
 
-/* A head is held whole in memory while its request is in flight, so its size is bounded. */
+/*
+ * A head is held whole in memory while its request is in flight, so its size is bounded; below
+ * 1k a request line with a Host header alone may not fit, so every request would get 431.
+ */
 static int
 parse_header_size(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
 {
     uint64_t *out = dst;
 
-    if (size_value(ld, key, n, dst, false) < 0)
+    if (size_value(ld, key, n, dst, true) < 0)
         return -1;
+    if (*out < MIN_HEADER_BYTES) {
+        node_error(ld, n,
+                   "%s: must be at least 1k (a request line and a Host header alone can take "
+                   "that)",
+                   key);
+        return -1;
+    }
     if (*out > MAX_HEADER_BYTES) {
         node_error(ld, n, "%s: must be at most 1m", key);
         return -1;
@@ -520,6 +548,8 @@ addr_value(struct loader *ld, const char *what, yaml_node_t *n, struct config_ad
         node_error(ld, n, "%s: \"%s\" needs a host", what, s);
         return -1;
     }
+    a->line = (unsigned)n->start_mark.line + 1;
+    a->col = (unsigned)n->start_mark.column + 1;
     return (a->spec = ld_strdup(ld, s)) == NULL ? -1 : 0;
 }
 
@@ -527,6 +557,62 @@ static bool
 addr_equal(const struct config_addr *a, const struct config_addr *b)
 {
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/*
+ * The family, port and address bytes of a as a socket binds them: an IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d) is the IPv4 address it maps.
+ */
+static int
+addr_bound(const struct config_addr *a, uint16_t *port, const uint8_t **ip)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)&a->ss;
+        *port = sin->sin_port;
+        *ip = (const uint8_t *)&sin->sin_addr;
+        return AF_INET;
+    }
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)&a->ss;
+    *port = sin6->sin6_port;
+    *ip = sin6->sin6_addr.s6_addr;
+    if (memcmp(*ip, mapped, sizeof(mapped)) == 0) {
+        *ip += sizeof(mapped);
+        return AF_INET;
+    }
+    return AF_INET6;
+}
+
+static bool
+all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
+/*
+ * Returns whether a and b cannot both be bound: the same port on the same address, or on a
+ * wildcard address that covers the other one. 0.0.0.0 covers every IPv4 address and [::] every
+ * address, IPv4 ones too, since portier leaves IPV6_V6ONLY off (Linux's default: dual-stack).
+ */
+static bool
+addr_overlap(const struct config_addr *a, const struct config_addr *b)
+{
+    const uint8_t *ipa, *ipb;
+    uint16_t pa, pb;
+    int fa = addr_bound(a, &pa, &ipa), fb = addr_bound(b, &pb, &ipb);
+    size_t la = fa == AF_INET ? 4 : 16, lb = fb == AF_INET ? 4 : 16;
+
+    if (pa != pb)
+        return false;
+    if (fa == fb && memcmp(ipa, ipb, la) == 0)
+        return true;
+    /* A wildcard covers its own family, and [::] IPv4 as well. */
+    return (all_zero(ipa, la) && (fa == fb || fa == AF_INET6)) ||
+           (all_zero(ipb, lb) && (fa == fb || fb == AF_INET6));
 }
 
 static int
@@ -551,6 +637,32 @@ static const struct key listener_keys[] = {
     {NULL, NULL, 0},
 };
 
+/*
+ * Checks listener i against those before it: the same address twice, or two that a start could
+ * not both bind (see addr_overlap()). Returns 0, or -1 after an error at n, i's address.
+ */
+static int
+listener_overlaps(struct loader *ld, const struct config *cfg, size_t i, yaml_node_t *n,
+                  const char *key)
+{
+    const struct config_addr *a = &cfg->listeners[i].addr;
+
+    for (size_t j = 0; j < i; j++) {
+        const struct config_addr *b = &cfg->listeners[j].addr;
+        if (b->spec == NULL || !addr_overlap(a, b))
+            continue;
+        if (addr_equal(a, b))
+            node_error(ld, n, "%s: \"%s\" is already a listener", key, a->spec);
+        else
+            node_error(ld, n,
+                       "%s: \"%s\" overlaps \"%s\": a wildcard address takes its port on every "
+                       "address ([::] on IPv4 ones too)",
+                       key, a->spec, b->spec);
+        return -1;
+    }
+    return 0;
+}
+
 /* listen: the list of listeners; the default listener is added by check_listen(). */
 static int
 parse_listen(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
@@ -558,6 +670,11 @@ parse_listen(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     struct config *cfg = dst;
     int rc = 0;
 
+    if (n->type == YAML_SEQUENCE_NODE && seq_len(n) > MAX_LISTENERS) {
+        node_error(ld, seq_item(ld, n, MAX_LISTENERS), "%s: more than %d listeners", key,
+                   MAX_LISTENERS);
+        return -1;
+    }
     cfg->listeners = list_alloc(ld, n, key, sizeof(*cfg->listeners), &cfg->nlisteners);
     if (n->type != YAML_SEQUENCE_NODE || ld->oom)
         return -1;
@@ -567,27 +684,23 @@ parse_listen(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     }
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         struct config_listener *l = &cfg->listeners[i];
-        yaml_node_t *item = seq_item(ld, n, i);
+        yaml_node_t *item = seq_item(ld, n, i), *tls;
 
         if (parse_mapping(ld, item, listener_keys, l, key) < 0)
             rc = -1;
         if (item->type != YAML_MAPPING_NODE)
             continue;
+        if ((tls = mapping_get(ld, item, "tls")) != NULL) {
+            l->tls_line = (unsigned)tls->start_mark.line + 1;
+            l->tls_col = (unsigned)tls->start_mark.column + 1;
+        }
         if (mapping_get(ld, item, "address") == NULL) {
             node_error(ld, item, "%s: a listener needs an address", key);
             rc = -1;
         }
-        if (l->addr.spec == NULL)
-            continue;
-        for (size_t j = 0; j < i; j++) {
-            if (cfg->listeners[j].addr.spec != NULL &&
-                addr_equal(&l->addr, &cfg->listeners[j].addr)) {
-                node_error(ld, mapping_get(ld, item, "address"), "%s: \"%s\" is already a listener",
-                           key, l->addr.spec);
-                rc = -1;
-                break;
-            }
-        }
+        if (l->addr.spec != NULL &&
+            listener_overlaps(ld, cfg, i, mapping_get(ld, item, "address"), key) < 0)
+            rc = -1;
     }
     return rc;
 }
@@ -731,6 +844,88 @@ parse_path(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     return parse_string(ld, key, n, dst);
 }
 
+/* A route as the router compares it: the host, and the path without its trailing '/'s. */
+struct route_key {
+    const char *host; /* borrowed from the route */
+    const char *path; /* borrowed from the route */
+    size_t plen;
+    size_t index; /* in config.routes */
+};
+
+/* Orders routes by host, then prefix, then position in the file. */
+static int
+route_key_cmp(const void *a, const void *b)
+{
+    const struct route_key *x = a, *y = b;
+    int c = strcmp(x->host, y->host);
+
+    if (c != 0)
+        return c;
+    if ((c = memcmp(x->path, y->path, x->plen < y->plen ? x->plen : y->plen)) != 0)
+        return c;
+    if (x->plen != y->plen)
+        return x->plen < y->plen ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static bool
+route_key_same(const struct route_key *x, const struct route_key *y)
+{
+    return strcmp(x->host, y->host) == 0 && x->plen == y->plen &&
+           memcmp(x->path, y->path, x->plen) == 0;
+}
+
+/*
+ * Refuses a host and path routed twice, as the router would at start: "/api" and "/api/" are the
+ * same prefix to it. Sorting keeps this O(n log n) for configs of many routes. n is the routes
+ * list. Returns 0, or -1 after an error at each later duplicate's host.
+ */
+static int
+routes_unique(struct loader *ld, yaml_node_t *n, const char *key)
+{
+    struct config *cfg = ld->cfg;
+    struct route_key *keys;
+    size_t m = 0;
+    int rc = 0;
+
+    if (cfg->nroutes < 2)
+        return 0;
+    if ((keys = ld_calloc(ld, cfg->nroutes, sizeof(*keys))) == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        size_t plen = r->path != NULL ? strlen(r->path) : 0;
+
+        if (r->host == NULL || r->path == NULL)
+            continue;
+        while (plen > 0 && r->path[plen - 1] == '/')
+            plen--;
+        keys[m++] = (struct route_key){r->host, r->path, plen, i};
+    }
+    qsort(keys, m, sizeof(*keys), route_key_cmp);
+    for (size_t i = 1, first = 0; i < m; i++) {
+        const struct route_key *k = &keys[i], *o = &keys[first];
+        yaml_node_t *host;
+
+        if (!route_key_same(k, o)) {
+            first = i;
+            continue;
+        }
+        host = mapping_get(ld, seq_item(ld, n, k->index), "host");
+        if (strcmp(k->path, o->path) == 0)
+            node_error(ld, host, "%s: host \"%s\" with path \"%s\" is already routed", key, k->host,
+                       k->path);
+        else
+            node_error(ld, host,
+                       "%s: host \"%s\" with path \"%s\" is already routed (as \"%s\": a "
+                       "trailing '/' makes no difference)",
+                       key, k->host, k->path, o->path);
+        rc = -1;
+    }
+    free(keys);
+    return rc;
+}
+
 static const struct key route_keys[] = {
     {"host", parse_route_host, offsetof(struct config_route, host)},
     {"path", parse_path, offsetof(struct config_route, path)},
@@ -766,21 +961,11 @@ parse_routes(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
             node_error(ld, item, "%s: a route needs a service", key);
             rc = -1;
         }
-        if (r->host == NULL || r->path == NULL)
-            continue;
-        r->wildcard = r->host[0] == '*';
-        for (size_t j = 0; j < i; j++) {
-            const struct config_route *o = &cfg->routes[j];
-            if (o->host != NULL && strcmp(o->host, r->host) == 0 && o->path != NULL &&
-                strcmp(o->path, r->path) == 0) {
-                node_error(ld, mapping_get(ld, item, "host"),
-                           "%s: host \"%s\" with path \"%s\" is already routed", key, r->host,
-                           r->path);
-                rc = -1;
-                break;
-            }
-        }
+        if (r->host != NULL)
+            r->wildcard = r->host[0] == '*';
     }
+    if (routes_unique(ld, n, key) < 0)
+        rc = -1;
     return rc;
 }
 
@@ -792,6 +977,12 @@ parse_servers(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     struct config_service *svc = dst;
     int rc = 0;
 
+    /* A balancer holds no more; a start would refuse the service (and the check below is n^2). */
+    if (n->type == YAML_SEQUENCE_NODE && seq_len(n) > CONFIG_MAX_SERVERS) {
+        node_error(ld, seq_item(ld, n, CONFIG_MAX_SERVERS),
+                   "%s: more than %d servers in one service", key, CONFIG_MAX_SERVERS);
+        return -1;
+    }
     svc->servers = list_alloc(ld, n, key, sizeof(*svc->servers), &svc->nservers);
     if (n->type != YAML_SEQUENCE_NODE || ld->oom)
         return -1;
@@ -845,21 +1036,105 @@ parse_dns(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     return 0;
 }
 
+static bool
+is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/*
+ * A health check's path goes on the wire as the request-target of its probes: RFC 9112 3.2.1's
+ * origin-form without a query, that is '/' and RFC 3986 3.3 pchars (unreserved, sub-delims, ':',
+ * '@' and %XX), of a length any server takes.
+ */
+static int
+parse_health_path(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    static const char extra[] = "-._~!$&'()*+,;=:@/";
+    const char *s = scalar(ld, n, key);
+
+    if (s == NULL)
+        return -1;
+    if (s[0] != '/') {
+        node_error(ld, n, "%s: \"%s\" must start with \"/\"", key, s);
+        return -1;
+    }
+    if (strlen(s) > MAX_HEALTH_PATH) {
+        node_error(ld, n, "%s: longer than %d bytes", key, MAX_HEALTH_PATH);
+        return -1;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || strchr(extra, *p) != NULL;
+        if (*p == '%' && is_hex(p[1]) && is_hex(p[2])) {
+            p += 2;
+            continue;
+        }
+        if (!ok) {
+            node_error(ld, n,
+                       "%s: \"%s\" may hold only letters, digits, \"%s\" and %%XX escapes (no "
+                       "query)",
+                       key, s, extra);
+            return -1;
+        }
+    }
+    return parse_string(ld, key, n, dst);
+}
+
+/* Probes more often than this would be a load test of the servers, not a health check. */
+static int
+parse_health_interval(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    uint64_t *out = dst;
+
+    if (duration_value(ld, key, n, out, false) < 0)
+        return -1;
+    if (*out < MIN_HEALTH_INTERVAL_MS) {
+        node_error(ld, n, "%s: must be at least %dms", key, MIN_HEALTH_INTERVAL_MS);
+        return -1;
+    }
+    return 0;
+}
+
 static const struct key health_keys[] = {
-    {"path", parse_path, offsetof(struct config_health_check, path)},
-    {"interval", parse_duration, offsetof(struct config_health_check, interval_ms)},
+    {"path", parse_health_path, offsetof(struct config_health_check, path)},
+    {"interval", parse_health_interval, offsetof(struct config_health_check, interval_ms)},
+    {"timeout", parse_duration, offsetof(struct config_health_check, timeout_ms)},
     {NULL, NULL, 0},
 };
 
+/* health_check: the timeout defaults to 2s or the interval, whichever is shorter. */
 static int
 parse_health(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
 {
     struct config_health_check *h = dst;
+    yaml_node_t *interval, *timeout;
+    int rc;
 
-    int rc = parse_mapping(ld, n, health_keys, h, key);
-
-    if (n->type == YAML_MAPPING_NODE && mapping_get(ld, n, "path") == NULL) {
+    /* 0 after parsing: not set, or refused (already reported). */
+    h->interval_ms = 0;
+    h->timeout_ms = 0;
+    rc = parse_mapping(ld, n, health_keys, h, key);
+    if (n->type != YAML_MAPPING_NODE)
+        return rc;
+    interval = mapping_get(ld, n, "interval");
+    timeout = mapping_get(ld, n, "timeout");
+    if (interval == NULL)
+        h->interval_ms = DEFAULT_HEALTH_INTERVAL_MS;
+    if (mapping_get(ld, n, "path") == NULL) {
         node_error(ld, n, "%s: needs a path", key);
+        return -1;
+    }
+    if (h->timeout_ms == 0) {
+        h->timeout_ms =
+            h->interval_ms < DEFAULT_HEALTH_TIMEOUT_MS ? h->interval_ms : DEFAULT_HEALTH_TIMEOUT_MS;
+    } else if (h->interval_ms >= MIN_HEALTH_INTERVAL_MS && h->timeout_ms > h->interval_ms) {
+        /* A probe still out when the next is due would pile probes up on a slow server. */
+        node_error(ld, timeout, "timeout: \"%s\" is longer than the interval (%s)",
+                   (const char *)timeout->data.scalar.value,
+                   interval != NULL && interval->type == YAML_SCALAR_NODE
+                       ? (const char *)interval->data.scalar.value
+                       : "5s by default");
         return -1;
     }
     return rc;
@@ -881,6 +1156,7 @@ parse_service(struct loader *ld, yaml_node_t *k, yaml_node_t *n, struct config_s
     int rc = 0;
 
     svc->health.interval_ms = DEFAULT_HEALTH_INTERVAL_MS;
+    svc->health.timeout_ms = DEFAULT_HEALTH_TIMEOUT_MS;
     snprintf(where, sizeof(where), "service \"%s\"", (const char *)k->data.scalar.value);
     if (n != NULL && parse_mapping(ld, n, service_keys, svc, where) < 0)
         rc = -1;
@@ -913,6 +1189,73 @@ service_name_valid(const char *s)
     return true;
 }
 
+static int
+name_index_cmp(const void *a, const void *b)
+{
+    const struct name_index *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+
+    if (c != 0)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/*
+ * Sorts the named services into ld->service_names and refuses every later one of a name already
+ * taken (its name is dropped, so its body is not parsed). Sorting keeps duplicates and the
+ * lookups of routes O(log n) each for configs of many services. Returns 0, or -1 after an error.
+ */
+static int
+services_index(struct loader *ld, yaml_node_t *n)
+{
+    struct config *cfg = ld->cfg;
+    struct name_index *names;
+    size_t m = 0, kept = 0;
+    int rc = 0;
+
+    if ((names = ld_calloc(ld, cfg->nservices, sizeof(*names))) == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (cfg->services[i].name != NULL)
+            names[m++] = (struct name_index){cfg->services[i].name, i};
+    qsort(names, m, sizeof(*names), name_index_cmp);
+    for (size_t i = 0; i < m; i++) {
+        struct config_service *svc = &cfg->services[names[i].index];
+        if (kept > 0 && strcmp(names[i].name, names[kept - 1].name) == 0) {
+            yaml_node_pair_t *p = &n->data.mapping.pairs.start[names[i].index];
+            node_error(ld, yaml_document_get_node(ld->doc, p->key), "duplicate service \"%s\"",
+                       svc->name);
+            free(svc->name);
+            svc->name = NULL;
+            rc = -1;
+            continue;
+        }
+        names[kept++] = names[i];
+    }
+    ld->service_names = names;
+    ld->nservice_names = kept;
+    return rc;
+}
+
+/* Returns the index in cfg->services of the service called name, or -1; O(log n). */
+static int
+service_lookup(const struct loader *ld, const char *name)
+{
+    size_t lo = 0, hi = ld->nservice_names;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(name, ld->service_names[mid].name);
+        if (c == 0)
+            return (int)ld->service_names[mid].index;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
 /* services: a mapping of name to body, kept in file order. */
 static int
 parse_services(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
@@ -932,8 +1275,6 @@ parse_services(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     for (size_t i = 0; i < count; i++) {
         yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
         yaml_node_t *k = yaml_document_get_node(ld->doc, p->key);
-        yaml_node_t *v = yaml_document_get_node(ld->doc, p->value);
-        struct config_service *svc = &cfg->services[i];
         const char *name = scalar(ld, k, "a service name");
 
         if (name == NULL) {
@@ -946,14 +1287,19 @@ parse_services(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
             rc = -1;
             continue;
         }
-        if (config_service_index(cfg, name) >= 0) {
-            node_error(ld, k, "duplicate service \"%s\"", name);
-            rc = -1;
-            continue;
-        }
-        if ((svc->name = ld_strdup(ld, name)) == NULL)
+        if ((cfg->services[i].name = ld_strdup(ld, name)) == NULL)
             return -1;
-        if (parse_service(ld, k, is_null(v) ? NULL : v, svc) < 0)
+    }
+    if (services_index(ld, n) < 0)
+        rc = -1;
+    for (size_t i = 0; i < count && !ld->oom; i++) {
+        yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
+        yaml_node_t *k = yaml_document_get_node(ld->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(ld->doc, p->value);
+
+        if (cfg->services[i].name == NULL)
+            continue;
+        if (parse_service(ld, k, is_null(v) ? NULL : v, &cfg->services[i]) < 0)
             rc = -1;
     }
     return rc;
@@ -968,6 +1314,11 @@ parse_resolvers(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     struct config *cfg = dst;
     int rc = 0;
 
+    if (n->type == YAML_SEQUENCE_NODE && seq_len(n) > MAX_RESOLVERS) {
+        node_error(ld, seq_item(ld, n, MAX_RESOLVERS), "%s: more than %d resolvers", key,
+                   MAX_RESOLVERS);
+        return -1;
+    }
     cfg->resolvers = list_alloc(ld, n, key, sizeof(*cfg->resolvers), &cfg->nresolvers);
     if (n->type != YAML_SEQUENCE_NODE || ld->oom)
         return -1;
@@ -994,6 +1345,18 @@ parse_resolvers(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
             rc = -1;
             continue;
         }
+        /* evdns refuses a nameserver it already has, and discovery would fail at start. */
+        size_t j = 0;
+        while (j < i && (cfg->resolvers[j].spec == NULL || !addr_equal(a, &cfg->resolvers[j])))
+            j++;
+        if (j < i) {
+            node_error(ld, item, "resolver: \"%s\" is already in the list (as \"%s\")", s,
+                       cfg->resolvers[j].spec);
+            rc = -1;
+            continue;
+        }
+        a->line = (unsigned)item->start_mark.line + 1;
+        a->col = (unsigned)item->start_mark.column + 1;
         if ((a->spec = ld_strdup(ld, spec)) == NULL)
             return -1;
     }
@@ -1070,6 +1433,7 @@ parse_trusted_proxies(struct loader *ld, const char *key, yaml_node_t *n, void *
 
 static const struct key timeout_keys[] = {
     {"client_header", parse_duration, offsetof(struct config_timeouts, client_header_ms)},
+    {"client_body", parse_duration, offsetof(struct config_timeouts, client_body_ms)},
     {"client_idle", parse_duration, offsetof(struct config_timeouts, client_idle_ms)},
     {"upstream_connect", parse_duration, offsetof(struct config_timeouts, upstream_connect_ms)},
     {"upstream_response", parse_duration, offsetof(struct config_timeouts, upstream_response_ms)},
@@ -1111,6 +1475,10 @@ parse_access_log(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     if (strcmp(s, "off") == 0) {
         cfg->access_log = CONFIG_ACCESS_LOG_OFF;
         return 0;
+    }
+    if (strlen(s) > MAX_LOG_PATH) {
+        node_error(ld, n, "%s: longer than %d bytes", key, MAX_LOG_PATH);
+        return -1;
     }
     cfg->access_log = CONFIG_ACCESS_LOG_FILE;
     return parse_string(ld, key, n, &cfg->access_log_path);
@@ -1186,11 +1554,17 @@ check_listen(struct loader *ld, yaml_node_t *root)
             node_error(ld, tls, "tls: true needs tls.certificates");
     }
     for (size_t i = 0; cfg->admin != NULL && cfg->admin->spec != NULL && i < cfg->nlisteners; i++) {
-        if (cfg->listeners[i].addr.spec != NULL &&
-            addr_equal(cfg->admin, &cfg->listeners[i].addr)) {
+        const struct config_addr *l = &cfg->listeners[i].addr;
+        if (l->spec == NULL || !addr_overlap(cfg->admin, l))
+            continue;
+        if (addr_equal(cfg->admin, l))
             node_error(ld, admin, "admin: \"%s\" is also a listener", cfg->admin->spec);
-            break;
-        }
+        else
+            node_error(ld, admin,
+                       "admin: \"%s\" overlaps the listener \"%s\": a wildcard address takes its "
+                       "port on every address ([::] on IPv4 ones too)",
+                       cfg->admin->spec, l->spec);
+        break;
     }
 }
 
@@ -1206,7 +1580,7 @@ check_routes(struct loader *ld, yaml_node_t *root)
         struct config_route *r = &cfg->routes[i];
         if (r->service_name == NULL)
             continue;
-        if ((idx = config_service_index(cfg, r->service_name)) < 0)
+        if ((idx = service_lookup(ld, r->service_name)) < 0)
             node_error(ld, mapping_get(ld, seq_item(ld, routes, i), "service"),
                        "service: no service is called \"%s\"", r->service_name);
         else
@@ -1216,7 +1590,7 @@ check_routes(struct loader *ld, yaml_node_t *root)
     if (def == NULL || def->type != YAML_SCALAR_NODE)
         return;
     name = (const char *)def->data.scalar.value;
-    if ((cfg->default_service = config_service_index(cfg, name)) < 0)
+    if ((cfg->default_service = service_lookup(ld, name)) < 0)
         node_error(ld, def, "default_service: no service is called \"%s\"", name);
 }
 
@@ -1251,12 +1625,159 @@ yaml_error(struct loader *ld, const yaml_parser_t *p, const char *buf)
         mark_error(ld, line, col, "YAML: %s", problem);
 }
 
+/* The first pass's state: the open collections and the anchors of the current document. */
+struct shape {
+    struct {
+        int anchor;     /* index in anchors, or -1 */
+        uint64_t start; /* nodes counted when it opened, itself included */
+    } open[MAX_DEPTH];
+    size_t depth;
+    struct {
+        char *name;    /* owned */
+        uint64_t size; /* nodes it repeats where aliased; 1 while it is still open */
+    } anchors[MAX_ANCHORS];
+    size_t nanchors;
+    uint64_t nodes; /* so far, each alias counted as the nodes it repeats */
+};
+
+static void
+shape_forget_anchors(struct shape *sh)
+{
+    for (size_t i = 0; i < sh->nanchors; i++)
+        free(sh->anchors[i].name);
+    sh->nanchors = 0;
+}
+
+/* Records the node at ev (one more node) and its anchor, if any. Returns 0, or -1 after an error.
+ */
+static int
+shape_node(struct loader *ld, struct shape *sh, const yaml_event_t *ev, const yaml_char_t *anchor,
+           bool collection)
+{
+    const yaml_mark_t *m = &ev->start_mark;
+    int idx = -1;
+
+    if (collection && sh->depth == MAX_DEPTH) {
+        mark_error(ld, m->line + 1, m->column + 1, "YAML: nested deeper than %d levels", MAX_DEPTH);
+        return -1;
+    }
+    sh->nodes++;
+    if (anchor != NULL) {
+        if (sh->nanchors == MAX_ANCHORS) {
+            mark_error(ld, m->line + 1, m->column + 1, "YAML: more than %d anchors (&name)",
+                       MAX_ANCHORS);
+            return -1;
+        }
+        idx = (int)sh->nanchors;
+        sh->anchors[idx].size = 1;
+        if ((sh->anchors[idx].name = ld_strdup(ld, (const char *)anchor)) == NULL)
+            return -1;
+        sh->nanchors++;
+    }
+    if (collection) {
+        sh->open[sh->depth].anchor = idx;
+        sh->open[sh->depth].start = sh->nodes;
+        sh->depth++;
+    }
+    return 0;
+}
+
+/* An alias counts as the nodes of the latest anchor of its name (libyaml reports unknown ones). */
+static int
+shape_alias(struct loader *ld, struct shape *sh, const yaml_event_t *ev)
+{
+    const char *name = (const char *)ev->data.alias.anchor;
+    size_t i = sh->nanchors;
+
+    while (i > 0 && strcmp(sh->anchors[i - 1].name, name) != 0)
+        i--;
+    sh->nodes += i > 0 ? sh->anchors[i - 1].size : 1;
+    if (sh->nodes > MAX_EXPANDED) {
+        mark_error(ld, ev->start_mark.line + 1, ev->start_mark.column + 1,
+                   "YAML: aliases expand the document past %d nodes", MAX_EXPANDED);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The first pass, over libyaml's events, before any tree is built: it stops at the first YAML
+ * error, or at the first node that goes past a limit: nested deeper than MAX_DEPTH (libyaml's
+ * scanner slows down with each open level: a few MB of '[' took minutes), more than MAX_ANCHORS
+ * anchors in a document (libyaml's loader looks each alias up among them one by one), or aliases
+ * that repeat more than MAX_EXPANDED nodes (the checks walk an aliased node once per alias).
+ * Returns 0, or -1 after recording the error.
+ */
+static int
+yaml_shape_check(struct loader *ld, const char *buf, size_t len)
+{
+    struct shape *sh = ld_calloc(ld, 1, sizeof(*sh));
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int rc = -1;
+
+    if (sh == NULL)
+        return -1;
+    if (!yaml_parser_initialize(&parser)) {
+        ld->oom = true;
+        free(sh);
+        return -1;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    for (bool done = false; !done;) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            yaml_error(ld, &parser, buf);
+            break;
+        }
+        int bad = 0;
+        switch (ev.type) {
+        case YAML_SCALAR_EVENT:
+            bad = shape_node(ld, sh, &ev, ev.data.scalar.anchor, false);
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+            bad = shape_node(ld, sh, &ev, ev.data.sequence_start.anchor, true);
+            break;
+        case YAML_MAPPING_START_EVENT:
+            bad = shape_node(ld, sh, &ev, ev.data.mapping_start.anchor, true);
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            /* libyaml pairs every end with a start, so depth > 0 here. */
+            sh->depth--;
+            if (sh->open[sh->depth].anchor >= 0)
+                sh->anchors[sh->open[sh->depth].anchor].size =
+                    sh->nodes - sh->open[sh->depth].start + 1;
+            break;
+        case YAML_ALIAS_EVENT:
+            bad = shape_alias(ld, sh, &ev);
+            break;
+        case YAML_DOCUMENT_END_EVENT:
+            shape_forget_anchors(sh); /* anchors are per document */
+            break;
+        case YAML_STREAM_END_EVENT:
+            rc = 0;
+            done = true;
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+        if (bad < 0)
+            break;
+    }
+    shape_forget_anchors(sh);
+    free(sh);
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 static void
 config_defaults(struct config *cfg)
 {
     cfg->default_service = -1;
     cfg->timeouts = (struct config_timeouts){
         .client_header_ms = 10 * 1000,
+        .client_body_ms = 60 * 1000,
         .client_idle_ms = 60 * 1000,
         .upstream_connect_ms = 2 * 1000,
         .upstream_response_ms = 60 * 1000,
@@ -1317,6 +1838,8 @@ config_parse(const char *name, const char *buf, size_t len, char *err, size_t er
     config_defaults(ld.cfg);
     if ((ld.cfg->path = ld_strdup(&ld, name)) == NULL)
         goto fail;
+    if (yaml_shape_check(&ld, buf, len) < 0)
+        goto fail;
     if (!yaml_parser_load(&parser, &doc)) {
         yaml_error(&ld, &parser, buf);
         goto fail;
@@ -1337,8 +1860,11 @@ fail:
     if (parsed)
         yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
-    if (ld.nerrors == 0 && ld.dropped == 0 && !ld.oom)
+    if (ld.nerrors == 0 && ld.dropped == 0 && !ld.oom) {
+        free(ld.service_names);
         return &h->cfg;
+    }
+    free(ld.service_names);
     errors_format(&ld, err, errlen);
     for (size_t i = 0; i < ld.nerrors; i++)
         free(ld.errors[i].msg);
@@ -1360,17 +1886,18 @@ config_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: cannot open: %s\n", path, strerror(errno));
         return NULL;
     }
-    if ((buf = malloc(MAX_FILE_BYTES + 1)) == NULL) {
+    if ((buf = malloc(CONFIG_MAX_FILE_BYTES + 1)) == NULL) {
         snprintf(err, errlen, "%s: out of memory\n", path);
         goto out;
     }
-    len = fread(buf, 1, MAX_FILE_BYTES + 1, f);
+    len = fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f);
     if (ferror(f)) {
         snprintf(err, errlen, "%s: cannot read: %s\n", path, strerror(errno));
         goto out;
     }
-    if (len > MAX_FILE_BYTES) {
-        snprintf(err, errlen, "%s: larger than %d bytes\n", path, MAX_FILE_BYTES);
+    if (len > CONFIG_MAX_FILE_BYTES) {
+        snprintf(err, errlen, "%s: larger than 1 MiB (%d bytes), the most a config may be\n", path,
+                 CONFIG_MAX_FILE_BYTES);
         goto out;
     }
     cfg = config_parse(path, buf, len, err, errlen);

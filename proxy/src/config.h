@@ -13,6 +13,10 @@
 
 /* An error buffer of this size holds a screenful of errors; a smaller one works, with fewer. */
 #define CONFIG_ERR_SIZE 8192
+/* The most static servers of one service: a balancer's set holds no more (BALANCER_MAX_SERVERS). */
+#define CONFIG_MAX_SERVERS 64
+/* The largest config file config_load() reads: a Kubernetes ConfigMap holds no more. */
+#define CONFIG_MAX_FILE_BYTES (1024 * 1024)
 
 enum config_access_log {
     CONFIG_ACCESS_LOG_STDOUT,
@@ -30,11 +34,13 @@ struct config_addr {
     char *spec; /* owned: as written ("127.0.0.1:8080"), or with the default port appended */
     struct sockaddr_storage ss;
     socklen_t len;
+    unsigned line, col; /* where spec was written (1-based); 0 for a default address */
 };
 
 struct config_listener {
     struct config_addr addr;
     bool tls;
+    unsigned tls_line, tls_col; /* where tls was set (1-based); 0 when it was not */
 };
 
 /* Paths only: nothing here opens them; tls.c (and portier -t) do. */
@@ -53,9 +59,13 @@ struct config_route {
     char *service_name; /* owned: the same name as config.services[service].name */
 };
 
+/* Each server probed with "GET path" every interval; a probe without an answer within timeout
+ * fails. */
 struct config_health_check {
-    char *path;           /* owned; NULL when the service has no active check */
-    uint64_t interval_ms; /* 5s unless set */
+    char *path;           /* owned; NULL when the service has no active check. An origin-form
+                           * path: '/' then RFC 3986 pchars and '/', at most 1024 bytes */
+    uint64_t interval_ms; /* 5s unless set; at least 100ms */
+    uint64_t timeout_ms;  /* min(2s, interval) unless set; never more than interval_ms */
 };
 
 /* Exactly one of servers (a non-empty static list) and dns is set. */
@@ -80,6 +90,7 @@ struct config_cidr {
 /* All in milliseconds. Every one but shutdown_grace is at least 1. */
 struct config_timeouts {
     uint64_t client_header_ms;     /* 10s: the request head must arrive within this */
+    uint64_t client_body_ms;       /* 60s: the longest silence between reads of a request body */
     uint64_t client_idle_ms;       /* 60s: a keep-alive connection may wait this long */
     uint64_t upstream_connect_ms;  /* 2s */
     uint64_t upstream_response_ms; /* 60s: to the response head, then between body reads */
@@ -87,7 +98,7 @@ struct config_timeouts {
 };
 
 struct config_limits {
-    uint64_t max_header_bytes; /* 16384, at least 1: request line and header lines together */
+    uint64_t max_header_bytes; /* 16384, 1k to 1m: request line and header lines together */
     uint64_t max_body_bytes;   /* 0 = unlimited */
     uint64_t max_connections;  /* 10000, 1 to 1000000: client connections across all workers */
 };
@@ -101,7 +112,7 @@ struct config_limits {
 struct config {
     char *path; /* owned: the name the config was loaded under */
 
-    struct config_listener *listeners; /* owned, nlisteners >= 1 (default 0.0.0.0:80) */
+    struct config_listener *listeners; /* owned, 1 to 256 (default 0.0.0.0:80), none overlapping */
     size_t nlisteners;
     struct config_addr *admin; /* owned; NULL when there is no admin listener */
     unsigned workers;          /* 1-256, or 0 for auto (one per CPU) */
@@ -109,14 +120,16 @@ struct config {
     struct config_cert *certs; /* owned; the first is the default certificate */
     size_t ncerts;
 
-    struct config_route *routes; /* owned */
+    struct config_route *routes; /* owned; no two with the same host and path (trailing '/'
+                                  * ignored, as the router compares them) */
     size_t nroutes;
     int default_service; /* index into services, or -1 (unknown hosts get 404) */
 
-    struct config_service *services; /* owned */
+    struct config_service *services; /* owned; names unique */
     size_t nservices;
 
-    struct config_addr *resolvers; /* owned; port 53 unless given; none = /etc/resolv.conf */
+    struct config_addr *resolvers; /* owned, at most 16, distinct; port 53 unless given; none =
+                                    * /etc/resolv.conf */
     size_t nresolvers;
     struct config_cidr *trusted_proxies; /* owned */
     size_t ntrusted_proxies;
@@ -125,7 +138,7 @@ struct config {
     struct config_limits limits;
 
     enum config_access_log access_log; /* CONFIG_ACCESS_LOG_STDOUT by default */
-    char *access_log_path;             /* owned; set only for CONFIG_ACCESS_LOG_FILE */
+    char *access_log_path; /* owned; set only for CONFIG_ACCESS_LOG_FILE; < 4096 bytes */
     enum config_log_format access_log_format;
 };
 
@@ -133,14 +146,21 @@ struct config {
  * Reads and checks the YAML file at path. Returns a config holding one reference, or NULL with
  * every error found in err (as many as fit): one per line, each ending in '\n', as
  * "FILE:LINE:COL: message" with FILE as path and LINE and COL 1-based at the offending value (or
- * key), in file order; a file that cannot be read gives "FILE: message". When errors do not fit,
- * the last line is "... and N more errors". The caller prints err as it is (portier -t to stderr,
- * a reload to the log). On success err holds "". Pure apart from reading path; keeps no global
- * state.
+ * key), in file order; a file that cannot be read, or is larger than CONFIG_MAX_FILE_BYTES, gives
+ * "FILE: message". When errors do not fit, the last line is "... and N more errors". The caller
+ * prints err as it is (portier -t to stderr, a reload to the log). On success err holds "". Pure
+ * apart from reading path; keeps no global state.
+ *
+ * Everything a start would refuse the config for is checked here, except what depends on the
+ * machine (an address in use, a port that needs privileges, a file that cannot be opened) and what
+ * this build does not serve yet (main.c). Before a tree is built, YAML nested deeper than 64
+ * levels, with more than 100 anchors in a document or whose aliases expand it past 1M nodes is
+ * refused at the first node past the limit, so no input keeps a load busy for long.
  */
 struct config *config_load(const char *path, char *err, size_t errlen);
 
-/* As config_load(), from len bytes at buf, with name as FILE in errors and as config.path. */
+/* As config_load(), from len bytes at buf, with name as FILE in errors and as config.path; len is
+ * the caller's to bound (CONFIG_MAX_FILE_BYTES is not applied here). */
 struct config *config_parse(const char *name, const char *buf, size_t len, char *err,
                             size_t errlen);
 

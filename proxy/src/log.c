@@ -14,7 +14,10 @@
 #include "log.h"
 #include "wbuf.h"
 
-static const char *const level_names[] = {"error", "warn", "info"};
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+/* Read by every thread on each LOG_DEBUG call; relaxed is enough for an on/off switch. */
+static atomic_bool debug_on;
 
 /* The access log: fd is -1 when off, STDOUT_FILENO for stdout, else a dup of the file's descriptor.
  */
@@ -25,14 +28,29 @@ static struct {
 } access_log = {STDOUT_FILENO, "", PTHREAD_MUTEX_INITIALIZER};
 
 void
+log_set_debug(bool on)
+{
+    atomic_store_explicit(&debug_on, on, memory_order_relaxed);
+}
+
+bool
+log_debug_enabled(void)
+{
+    return atomic_load_explicit(&debug_on, memory_order_relaxed);
+}
+
+void
 log_msg(enum log_level level, const char *fmt, ...)
 {
     char line[1024];
     struct tm tm;
-    time_t now = time(NULL);
+    time_t now;
     size_t n;
     va_list ap;
 
+    if (level == LOG_DEBUG && !log_debug_enabled())
+        return;
+    now = time(NULL);
     gmtime_r(&now, &tm);
     n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%SZ portier ", &tm);
     n += (size_t)snprintf(line + n, sizeof(line) - n, "%s: ", level_names[level]);

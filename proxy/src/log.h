@@ -2,14 +2,22 @@
 #ifndef LOG_H
 #define LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
-enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO };
+/* LOG_DEBUG is written only after log_set_debug(true) (portier -d). */
+enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* Writes "TIME portier LEVEL: message" to stderr in one write(), so lines of threads never mix. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Turns LOG_DEBUG lines on or off (off by default). Any thread; takes effect at once. */
+void log_set_debug(bool on);
+
+/* Returns whether LOG_DEBUG lines are written, so a caller can skip preparing one. */
+bool log_debug_enabled(void);
 
 enum log_format { LOG_FMT_COMBINED, LOG_FMT_JSON };
 

@@ -26,9 +26,11 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: portier -c FILE      run with the config in FILE\n"
-               "       portier -t -c FILE   check FILE and exit (0: good, 1: errors on stderr)\n"
-               "       portier -v           print the version and the linked libraries'\n");
+    fprintf(f,
+            "usage: portier [-d] -c FILE      run with the config in FILE\n"
+            "       portier [-d] -t -c FILE   check FILE and exit (0: good, 1: errors on stderr)\n"
+            "       portier -v                print the version and the linked libraries'\n"
+            "  -d  debug: also log at the debug level (why each connection closed)\n");
 }
 
 static void
@@ -48,6 +50,33 @@ libevent_log_cb(int severity, const char *msg)
 {
     if (severity >= EVENT_LOG_WARN)
         log_msg(severity == EVENT_LOG_WARN ? LOG_WARN : LOG_ERROR, "libevent: %s", msg);
+}
+
+/*
+ * What a config may say and this build does not serve yet, for -t and a start alike, so that -t
+ * accepts nothing a start refuses: a tls listener is an error (serve() would refuse it), admin
+ * only a warning (the rest serves without it). Writes each to stderr as "FILE:LINE:COL: message"
+ * or "FILE:LINE:COL: warning: message". Returns the number of errors.
+ */
+static int
+check_unserved(const struct config *cfg)
+{
+    int errors = 0;
+
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct config_listener *l = &cfg->listeners[i];
+        if (!l->tls)
+            continue;
+        /* XXX: goes once TLS termination lands (tls.c), with the check in serve(). */
+        fprintf(stderr, "%s:%u:%u: listen: tls is not supported by this build yet (\"%s\")\n",
+                cfg->path, l->tls_line, l->tls_col, l->addr.spec);
+        errors++;
+    }
+    /* XXX: goes once the admin listener is served (admin.c). */
+    if (cfg->admin != NULL)
+        fprintf(stderr, "%s:%u:%u: warning: admin is not served by this version yet\n", cfg->path,
+                cfg->admin->line, cfg->admin->col);
+    return errors;
 }
 
 /* The main thread's state: what signals act on. */
@@ -176,15 +205,6 @@ serve(struct main_ctx *m, struct config *cfg)
     unsigned n = worker_count(cfg);
     int rc = 1;
 
-    for (size_t i = 0; i < cfg->nlisteners; i++) {
-        if (cfg->listeners[i].tls) {
-            /* XXX: TLS termination is the next piece of work; refuse rather than serve plaintext.
-             */
-            log_msg(LOG_ERROR, "listen %s: tls is not supported by this build yet",
-                    cfg->listeners[i].addr.spec);
-            return 1;
-        }
-    }
     if (access_log_apply(cfg, err, sizeof(err)) < 0) {
         log_msg(LOG_ERROR, "%s", err);
         return 1;
@@ -260,10 +280,13 @@ main(int argc, char **argv)
     char err[CONFIG_ERR_SIZE];
     int check = 0, opt, rc;
 
-    while ((opt = getopt(argc, argv, "c:tvh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:dtvh")) != -1) {
         switch (opt) {
         case 'c':
             m.path = optarg;
+            break;
+        case 'd':
+            log_set_debug(true);
             break;
         case 't':
             check = 1;
@@ -288,8 +311,9 @@ main(int argc, char **argv)
         fputs(err, stderr);
         return 1;
     }
-    if (tls_check(cfg, err, sizeof(err)) < 0) {
-        fputs(err, stderr);
+    rc = tls_check(cfg, err, sizeof(err));
+    fputs(err, stderr);
+    if (check_unserved(cfg) > 0 || rc < 0) {
         config_unref(cfg);
         return 1;
     }

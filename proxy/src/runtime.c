@@ -4,6 +4,10 @@
 
 #include "runtime.h"
 
+/* config_parse() refuses a service with more static servers than a balancer holds, with its
+ * position, so building a runtime never has to. */
+_Static_assert(CONFIG_MAX_SERVERS <= BALANCER_MAX_SERVERS, "a config's servers fit a balancer");
+
 /* The balancer of one service from its static list; a dns service starts empty (503). */
 static struct balancer *
 service_balancer(const struct config_service *svc)
@@ -36,11 +40,6 @@ runtime_new(struct config *cfg, char *err, size_t errlen)
     if (rt->balancers == NULL || routes == NULL)
         goto nomem;
     for (size_t i = 0; i < cfg->nservices; i++) {
-        if (cfg->services[i].nservers > BALANCER_MAX_SERVERS) {
-            snprintf(err, errlen, "service %s: more than %d servers", cfg->services[i].name,
-                     BALANCER_MAX_SERVERS);
-            goto fail;
-        }
         if ((rt->balancers[i] = service_balancer(&cfg->services[i])) == NULL)
             goto nomem;
     }

@@ -6,12 +6,16 @@ and COL 1-based, pointing at the offending value, or key for an unknown key). Ev
 position here is computed from the YAML text itself (where the offending token is), never copied
 from portier's output.
 
+Warnings (a key accepted but not served yet) are `FILE:LINE:COL: warning: message` lines on
+stderr; they do not make -t fail.
+
 Ports: 127.0.0.1:28250-28259 (this file's own listeners and portiers).
 """
 
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -20,6 +24,7 @@ from conftest import REPO
 
 RUN_TIMEOUT = 5.0
 ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<msg>\S.*)$")
+WARNING = "warning: "
 
 # A config using most keys, valid as it stands; each error case below changes one piece of it.
 BASE = """\
@@ -43,13 +48,14 @@ services:
     servers: ["127.0.0.22:8080", "127.0.0.23:8080", "127.0.0.24:8080"]
   app3:
     servers: ["127.0.0.25:8080"]
-    health_check: { path: /healthz, interval: 5s }
+    health_check: { path: /healthz, interval: 5s, timeout: 1s }
   app4:
     dns: "app4.apps.svc.cluster.local:8080"
 resolvers: ["127.0.0.53"]
 trusted_proxies: ["10.0.0.0/8", "127.0.0.1"]
 timeouts:
   client_header: 10s
+  client_body: 30s
   client_idle: 60s
   upstream_connect: 500ms
   upstream_response: 1m
@@ -89,7 +95,19 @@ def position(text, token, nth=1):
 
 
 def error_lines(stderr, fname):
-    """The stderr lines, each parsed as FILE:LINE:COL: message; fails on any other line."""
+    """The stderr lines, each parsed as FILE:LINE:COL: message; fails on any other line. Warnings
+    (FILE:LINE:COL: warning: message) are not errors and are left out."""
+    return [e for e in diagnostic_lines(stderr, fname) if not e[2].startswith(WARNING)]
+
+
+def warning_lines(stderr, fname):
+    """The warnings among the stderr lines, as (line, col, message without "warning: ")."""
+    return [(line, col, msg[len(WARNING):]) for line, col, msg in diagnostic_lines(stderr, fname)
+            if msg.startswith(WARNING)]
+
+
+def diagnostic_lines(stderr, fname):
+    """Every stderr line parsed as FILE:LINE:COL: message; fails on any other line."""
     out = []
     for raw in stderr.splitlines():
         if not raw.strip():
@@ -116,6 +134,14 @@ def test_check_accepts_the_shipped_local_config(portier_bin):
     rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
     assert rc == 0, f"portier -t -c {path} exited {rc}:\n{err}"
     assert not any(ERROR_LINE.match(line) for line in err.splitlines()), err
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "local.yaml"])
+def test_check_accepts_the_shipped_configs_without_warnings(portier_bin, name):
+    path = REPO / "config" / name
+    rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
+    assert rc == 0, f"portier -t -c {path} exited {rc}:\n{err}"
+    assert err.strip() == f"{path}: ok", err
 
 
 def test_check_accepts_a_config_using_every_key(portier_bin, tmp_path):
@@ -218,6 +244,31 @@ ONE_ERROR_CASES = [
      '    dns: "app4.apps.svc.cluster.local:8080"\n    servers: ["127.0.0.1:8080"]\n',
      ["app4:", "dns:", "servers:", '"app4.apps', '["127.0.0.1:8080"]'], "app4"),
     ("bad-health-interval", "interval: 5s", "interval: soon", ["soon"], "soon"),
+    # Absurd values: accepted once, each would make every request fail or a start refuse.
+    ("max-header-bytes-under-1k", "max_header_bytes: 16k", "max_header_bytes: 1023", ["1023"],
+     "max_header_bytes"),
+    ("client-body-zero", "client_body: 30s", "client_body: 0s", ["0s\n  client_idle"],
+     "client_body"),
+    ("client-header-zero", "client_header: 10s", "client_header: 0ms", ["0ms"], "client_header"),
+    ("health-interval-under-100ms", "interval: 5s", "interval: 50ms", ["50ms"], "interval"),
+    ("health-timeout-longer-than-interval", "timeout: 1s", "timeout: 6s", ["6s }"], "timeout"),
+    ("health-timeout-zero", "timeout: 1s", "timeout: 0s", ["0s }"], "timeout"),
+    ("health-path-with-a-query", "path: /healthz", "path: /healthz?full=1", ["/healthz?full=1"],
+     "/healthz?full=1"),
+    ("health-path-too-long", "path: /healthz", "path: /" + "h" * 1024, ["/hhh"], "path"),
+    ("route-same-path-but-a-trailing-slash", '  - host: "*.example.com"\n',
+     '  - host: app2.com\n    path: /api/\n    service: app1\n  - host: "*.example.com"\n',
+     ["app2.com\n    path: /api/"], "/api/"),
+    ("duplicate-resolver", 'resolvers: ["127.0.0.53"]', 'resolvers: ["127.0.0.53", "127.0.0.53:53"]',
+     ['"127.0.0.53:53"'], "127.0.0.53"),
+    ("listeners-overlap", '  - address: "127.0.0.1:28250"\n',
+     '  - address: "127.0.0.1:28250"\n  - address: "0.0.0.0:28250"\n', ['"0.0.0.0:28250"'],
+     "overlaps"),
+    ("access-log-path-too-long", "access_log: stdout", "access_log: /tmp/" + "a" * 4100,
+     ["/tmp/aaa"], "access_log"),
+    # The top-level mapping is the first level, so the 64th '[' is the 65th level.
+    ("yaml-nested-too-deep", "workers: 2", "workers: " + "[" * 64 + "]" * 64, ["[" + "]" * 64],
+     "nested deeper than 64 levels"),
 ]
 
 
@@ -369,6 +420,264 @@ def test_check_reports_a_key_that_belongs_to_another_certificate(portier_bin, tm
 
 
 # ---------------------------------------------------------------------------------------------
+# What -t accepts, a start accepts: every rule a start would refuse a config by is checked by -t
+# too, with its position, and a start refuses with the same line.
+
+
+def servers_config(n):
+    """A service of n static servers, on one line each."""
+    servers = "".join(f'      - "127.0.0.1:{30000 + i}"\n' for i in range(n))
+    return ('listen:\n  - address: "127.0.0.1:28254"\nworkers: 1\ndefault_service: s\n'
+            f"services:\n  s:\n    servers:\n{servers}")
+
+
+START_SERVICE = 'default_service: s\nservices:\n  s:\n    servers: ["127.0.0.1:28258"]\n'
+
+# (id, config, the token the error points at (its first occurrence), a word the message holds)
+START_REFUSALS = [
+    ("65-servers", servers_config(65), '"127.0.0.1:30064"', "64"),
+    ("routes-differing-by-a-trailing-slash",
+     'listen:\n  - address: "127.0.0.1:28254"\nroutes:\n  - {host: a.com, path: /api, service: s}\n'
+     "  - {host: b.com, path: /api/, service: s}\n  - {host: a.com, path: /api/, service: s}\n"
+     + START_SERVICE, "a.com, path: /api/", "/api/"),
+    ("the-same-resolver-twice",
+     'listen:\n  - address: "127.0.0.1:28254"\nresolvers: ["127.0.0.1:28257", "127.0.0.1:28257"]\n'
+     + START_SERVICE + '  d:\n    dns: "d.example:80"\n', '"127.0.0.1:28257"]', "127.0.0.1:28257"),
+    ("a-listener-inside-a-wildcard-one",
+     'listen:\n  - address: "0.0.0.0:28254"\n  - address: "127.0.0.1:28254"\n' + START_SERVICE,
+     '"127.0.0.1:28254"', "overlaps"),
+    ("ipv4-wildcard-after-ipv6-wildcard",
+     'listen:\n  - address: "[::]:28254"\n  - address: "0.0.0.0:28254"\n' + START_SERVICE,
+     '"0.0.0.0:28254"', "overlaps"),
+    ("an-access-log-path-too-long",
+     'listen:\n  - address: "127.0.0.1:28254"\naccess_log: /tmp/' + "a" * 4100 + "\n"
+     + START_SERVICE, "/tmp/aaa", "access_log"),
+]
+
+
+@pytest.mark.parametrize("text,token,word", [c[1:] for c in START_REFUSALS],
+                         ids=[c[0] for c in START_REFUSALS])
+def test_check_refuses_what_a_start_refuses_with_the_same_line(portier_bin, tmp_path, text, token,
+                                                                word):
+    path = tmp_path / "start.yaml"
+    path.write_text(text)
+    rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
+    assert rc == 1, f"-t accepted a config a start refuses:\n{err}"
+    (line, col, msg), = error_lines(err, str(path))
+    assert (line, col) == position(text, token), f"error at {line}:{col}, not at {token!r}: {msg}"
+    assert word in msg, msg
+    r = procs.run([str(portier_bin), "-c", str(path)], timeout=RUN_TIMEOUT, log_dir=str(tmp_path),
+                  name="portier")
+    assert r.returncode == 1, f"a start did not refuse (rc {r.returncode}):\n{r.stderr}"
+    assert f"{path}:{line}:{col}: {msg}" in r.stderr.splitlines(), (
+        f"a start should refuse with -t's line {path}:{line}:{col}: {msg}\n{r.stderr}")
+
+
+def test_a_service_of_65_servers_is_refused_by_check_and_start_alike(portier_bin, tmp_path):
+    """Regression: 65 servers passed -t, then a start failed with "service s: more than 64
+    servers" and no FILE:LINE. BALANCER_MAX_SERVERS is 64; the error points at the 65th entry."""
+    text = servers_config(65)
+    path = tmp_path / "servers.yaml"
+    path.write_text(text)
+    rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
+    assert rc == 1, err
+    (line, col, msg), = error_lines(err, str(path))
+    assert (line, col) == position(text, '"127.0.0.1:30064"'), err
+    assert "more than 64 servers" in msg, msg
+    r = procs.run([str(portier_bin), "-c", str(path)], timeout=RUN_TIMEOUT, log_dir=str(tmp_path),
+                  name="portier")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines()[0] == f"{path}:{line}:{col}: {msg}", r.stderr
+    # 64 is the limit, not past it.
+    path.write_text(servers_config(64))
+    rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
+    assert rc == 0, err
+
+
+def test_a_tls_listener_is_refused_by_check_as_by_a_start(portier_bin, tmp_path):
+    """TLS termination is not built yet: a start refuses a tls listener, so -t does too, at the
+    listener's tls value, even with a good certificate."""
+    crt, key = make_cert(tmp_path, "good")
+    text = tls_config(crt, key).replace(
+        '  - address: "127.0.0.1:28250"\n',
+        '  - address: "127.0.0.1:28250"\n  - address: "127.0.0.1:28251"\n    tls: true\n')
+    rc, out, err = check(portier_bin, tmp_path, text)
+    assert rc == 1, err
+    (line, col, msg), = error_lines(err, "portier.yaml")
+    assert (line, col) == position(text, "true"), err
+    assert "tls" in msg and "127.0.0.1:28251" in msg, msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes and shapes that must not keep -t busy: refused at once, with a position where it has one.
+
+DEEP_INPUTS = [
+    ("flow-sequences", "[" * (1024 * 1024 - 1), (1, 65)),
+    ("flow-mappings", "{a: " * (256 * 1024 - 1), (1, 4 * 64 + 1)),
+    ("block-mappings", "".join(" " * i + "a:\n" for i in range(1300)), (65, 65)),
+    # Three mappings are open at the first '[': the 62nd is the 65th level.
+    ("under-a-key", "services:\n  s:\n    servers: " + "[" * 100000, (3, 14 + 61)),
+]
+
+
+@pytest.mark.parametrize("text,at", [c[1:] for c in DEEP_INPUTS], ids=[c[0] for c in DEEP_INPUTS])
+def test_yaml_nested_deeper_than_64_levels_is_refused_at_once(portier_bin, tmp_path, text, at):
+    """Regression: 4 MB of '[' kept -t busy for minutes (libyaml slows down with every open
+    level); tests/fuzz/crashes-found/slow-config-deep-flow-20000.yaml took 1.6 s. Nesting stops at
+    64 levels, at the node that goes too deep, before any tree is built."""
+    assert len(text) <= 1024 * 1024
+    started = time.monotonic()
+    rc, out, err = check(portier_bin, tmp_path, text, name="deep.yaml")
+    elapsed = time.monotonic() - started
+    assert rc == 1, err
+    (line, col, msg), = error_lines(err, "deep.yaml")
+    assert (line, col) == at and "nested deeper than 64 levels" in msg, err
+    assert elapsed < 2.0, f"-t took {elapsed:.2f}s to refuse it"
+
+
+def test_64_levels_of_nesting_are_not_refused_for_their_depth(portier_bin, tmp_path):
+    text = "workers: " + "[" * 63 + "]" * 63 + "\n"  # the top-level mapping and 63 lists
+    rc, out, err = check(portier_bin, tmp_path, text)
+    assert rc == 1, err
+    (line, col, msg), = error_lines(err, "portier.yaml")
+    assert "nested" not in msg and "workers" in msg, err
+
+
+def test_the_fuzzers_slow_deep_flow_config_is_refused_at_once(portier_bin, tmp_path):
+    path = REPO / "tests" / "fuzz" / "crashes-found" / "slow-config-deep-flow-20000.yaml"
+    if not path.exists():
+        pytest.skip(f"{path} is not there")
+    text = path.read_text()
+    started = time.monotonic()
+    rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
+    assert rc == 1 and time.monotonic() - started < 2.0, err
+    (line, col, msg), = error_lines(err, str(path))
+    assert "nested deeper than 64 levels" in msg, err
+    assert text[:text.index("[")].count("\n") + 1 == line, err
+
+
+def test_a_file_over_1_mib_is_refused_at_once(portier_bin, tmp_path):
+    """A config is at most 1 MiB (what a Kubernetes ConfigMap holds): 4 MB of '[' or 100 MB of
+    comment are refused before any parsing."""
+    for size in (1024 * 1024 + 1, 4 * 1024 * 1024):
+        (tmp_path / "big.yaml").write_text("[" * size)
+        started = time.monotonic()
+        rc, out, err = run_portier(portier_bin, ["-t", "-c", "big.yaml"], cwd=tmp_path)
+        assert rc == 1 and time.monotonic() - started < 2.0, err
+        assert err.startswith("big.yaml: ") and "1 MiB" in err, err
+    with open(tmp_path / "huge.yaml", "w") as f:
+        f.write("#" * (100 * 1024 * 1024))
+    rc, out, err = run_portier(portier_bin, ["-t", "-c", "huge.yaml"], cwd=tmp_path)
+    assert rc == 1 and err.startswith("huge.yaml: ") and "1 MiB" in err, err
+
+
+BIG_CONFIGS = [
+    ("29000-routes", 'services:\n  s:\n    servers: ["127.0.0.1:80"]\nroutes:\n'
+     + "".join(f"  - {{host: h{i}.com, service: s}}\n" for i in range(29000))),
+    ("24000-paths-of-one-host", 'services:\n  s:\n    servers: ["127.0.0.1:80"]\nroutes:\n'
+     + "".join(f"  - {{host: h.com, path: /{i}, service: s}}\n" for i in range(24000))),
+    ("44000-services", "services:\n"
+     + "".join(f'  s{i}: {{dns: "a:1"}}\n' for i in range(44000))),
+    ("13000-routes-to-20000-services", "services:\n"
+     + "".join(f'  s{i}: {{dns: "a:1"}}\n' for i in range(20000)) + "routes:\n"
+     + "".join(f"  - {{host: h{i}.com, service: s{i}}}\n" for i in range(13000))),
+]
+
+
+@pytest.mark.parametrize("text", [c[1] for c in BIG_CONFIGS], ids=[c[0] for c in BIG_CONFIGS])
+def test_a_config_of_many_routes_or_services_is_checked_quickly(portier_bin, tmp_path, text):
+    """Regression: duplicate routes and services were found by comparing each with every other
+    (44,000 services: 14 s); now by sorting."""
+    assert len(text) <= 1024 * 1024
+    started = time.monotonic()
+    rc, out, err = check(portier_bin, tmp_path, text)
+    elapsed = time.monotonic() - started
+    assert rc == 0, err[:2000]
+    assert elapsed < 3.0, f"-t took {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize("text,token,word", [
+    ("x:\n" + "".join(f"  - &a{i} 1\n" for i in range(101)), "&a100", "100 anchors"),
+    ("a0: &a0 [x,x,x,x,x,x,x,x,x,x]\n"
+     + "".join(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 10)),
+     "&a5", "aliases expand the document past"),
+], ids=["101-anchors", "billion-laughs"])
+def test_yaml_anchors_and_aliases_are_bounded(portier_bin, tmp_path, text, token, word):
+    """libyaml's loader looks every alias up among all anchors (40,000 of each: 9 s), and the
+    checks walk an aliased node once per alias; both are bounded before the tree is built."""
+    started = time.monotonic()
+    rc, out, err = check(portier_bin, tmp_path, text)
+    assert rc == 1 and time.monotonic() - started < 2.0, err
+    (line, col, msg), = error_lines(err, "portier.yaml")
+    assert word in msg, err
+    if word == "100 anchors":
+        assert (line, col) == position(text, token), err
+    else:  # a5's aliases are where the count passes 1,048,576 (a5 alone repeats 1,111,111)
+        assert line == position(text, token)[0], err
+
+
+# ---------------------------------------------------------------------------------------------
+# Warnings: accepted, not served yet
+
+
+def test_check_warns_that_admin_is_not_served_yet_and_exits_0(portier_bin, tmp_path):
+    rc, out, err = check(portier_bin, tmp_path, BASE)
+    assert rc == 0, err
+    assert error_lines(err.replace("portier.yaml: ok", ""), "portier.yaml") == [], err
+    warnings = warning_lines(err.replace("portier.yaml: ok", ""), "portier.yaml")
+    assert warnings == [(*position(BASE, '"127.0.0.1:28259"'),
+                         "admin is not served by this version yet")], err
+    assert err.splitlines()[-1] == "portier.yaml: ok", err
+
+
+def test_a_start_warns_that_admin_is_not_served_yet(portier_bin, start_portier, tmp_path):
+    addr = ("127.0.0.1", 28255)
+    text = minimal_config(addr) + 'admin: "127.0.0.1:28256"\n'
+    p = start_portier(text, addr=addr, name="admin")
+    line, col = position(text, '"127.0.0.1:28256"')
+    p.proc.wait_for_output(f"{p.config}:{line}:{col}: warning: admin is not served by this "
+                           "version yet")
+    with socket.create_connection(addr, timeout=2):
+        pass  # the rest serves
+
+
+# ---------------------------------------------------------------------------------------------
+# -d: debug logging
+
+
+def test_check_takes_d(portier_bin, tmp_path):
+    (tmp_path / "portier.yaml").write_text(BASE.replace('admin: "127.0.0.1:28259"\n', ""))
+    rc, out, err = run_portier(portier_bin, ["-d", "-t", "-c", "portier.yaml"], cwd=tmp_path)
+    assert rc == 0, err
+    assert err.strip() == "portier.yaml: ok", err
+    rc, out, err = run_portier(portier_bin, ["-t", "-d", "-c", "nope.yaml"], cwd=tmp_path)
+    assert rc == 1 and err.startswith("nope.yaml: "), err
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["with-d", "without-d"])
+def test_d_turns_on_debug_lines(portier_bin, tmp_path, debug):
+    """With -d a closed client connection is logged at the debug level; without, nothing is."""
+    addr = ("127.0.0.1", 28257)
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(minimal_config(addr))
+    argv = [str(portier_bin)] + (["-d"] if debug else []) + ["-c", str(cfg)]
+    p = procs.start(argv, wait_for=addr, log_dir=str(tmp_path), name="portier")
+    try:
+        with socket.create_connection(addr, timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            while s.recv(4096):
+                pass
+        if debug:
+            p.wait_for_output(" portier debug: ")
+        else:
+            time.sleep(0.3)
+    finally:
+        r = procs.stop(p)
+    assert r.returncode == 0, r.stderr
+    assert (" portier debug: " in r.stderr) == debug, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
 # -v and usage
 
 
@@ -395,6 +704,14 @@ def test_bad_command_line_prints_usage_and_exits_2(portier_bin, tmp_path, args):
     assert rc == 2, f"portier {args}: rc {rc}\n{err}"
     assert "usage" in err.lower(), f"no usage on stderr:\n{err}"
     assert "-c" in err
+
+
+def test_usage_names_every_flag(portier_bin):
+    rc, out, err = run_portier(portier_bin, ["-h"])
+    assert rc == 0, err
+    for flag in ("-c", "-t", "-v", "-d"):
+        assert re.search(rf"(?<![\w-]){flag}\b", out), f"usage does not mention {flag}:\n{out}"
+    assert re.search(r"(?m)^\s*-d\s+\S", out), f"usage does not say what -d does:\n{out}"
 
 
 # ---------------------------------------------------------------------------------------------

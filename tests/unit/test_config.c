@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -113,7 +114,19 @@ static const struct error_case error_cases[] = {
     {"limits: {max_header_bytes: 16q}\n",
      "1:28: max_header_bytes: \"16q\" is not a size (a whole number of bytes, optionally followed "
      "by k, m or g)\n"},
-    {"limits: {max_header_bytes: 0}\n", "1:28: max_header_bytes: must be at least 1 byte\n"},
+    {"limits: {max_header_bytes: 0}\n", "1:28: max_header_bytes: must be at least 1k (a request "
+                                        "line and a Host header alone can take that)\n"},
+    {"limits: {max_header_bytes: 1023}\n", "1:28: max_header_bytes: must be at least 1k (a request "
+                                           "line and a Host header alone can take that)\n"},
+    {"limits: {max_header_bytes: 1m}\nlimits: {max_header_bytes: 1048577}\n",
+     "2:1: duplicate key \"limits\" in config\n"},
+    {"limits: {max_header_bytes: 1048577}\n", "1:28: max_header_bytes: must be at most 1m\n"},
+    {"timeouts: {client_body: 0s}\n", "1:25: client_body: must be longer than 0\n"},
+    {"timeouts: {client_body: 60}\n",
+     "1:25: client_body: \"60\" is not a duration (a whole number followed by ms, s, m or h)\n"},
+    {"timeouts: {client_header: 0ms, client_idle: 0s, upstream_response: 0h}\n",
+     "1:27: client_header: must be longer than 0\n1:45: client_idle: must be longer than 0\n"
+     "1:68: upstream_response: must be longer than 0\n"},
     {"limits: {max_header_bytes: 2m}\n", "1:28: max_header_bytes: must be at most 1m\n"},
     {"limits: {max_body_bytes: 17179869184g}\n",
      "1:26: max_body_bytes: \"17179869184g\" is too large a size\n"},
@@ -141,12 +154,42 @@ static const struct error_case error_cases[] = {
     {"admin: \"9180\"\n", "1:8: admin: \"9180\" is not host:port (IPv6 as [addr]:port)\n"},
     {"listen:\n  - address: \"127.0.0.1:8080\"\nadmin: \"127.0.0.1:8080\"\n",
      "3:8: admin: \"127.0.0.1:8080\" is also a listener\n"},
+    {"listen:\n  - address: \":8080\"\nadmin: \"127.0.0.1:8080\"\n",
+     "3:8: admin: \"127.0.0.1:8080\" overlaps the listener \":8080\": a wildcard address takes its "
+     "port on every address ([::] on IPv4 ones too)\n"},
+
+    /* Listeners a start could not bind together. */
+    {"listen:\n  - address: \"0.0.0.0:80\"\n  - address: \"127.0.0.1:80\"\n",
+     "3:14: listen: \"127.0.0.1:80\" overlaps \"0.0.0.0:80\": a wildcard address takes its port on "
+     "every address ([::] on IPv4 ones too)\n"},
+    {"listen:\n  - address: \"127.0.0.1:80\"\n  - address: \"0.0.0.0:80\"\n",
+     "3:14: listen: \"0.0.0.0:80\" overlaps \"127.0.0.1:80\": a wildcard address takes its port on "
+     "every address ([::] on IPv4 ones too)\n"},
+    {"listen:\n  - address: \"[::]:80\"\n  - address: \"0.0.0.0:80\"\n",
+     "3:14: listen: \"0.0.0.0:80\" overlaps \"[::]:80\": a wildcard address takes its port on "
+     "every address ([::] on IPv4 ones too)\n"},
+    {"listen:\n  - address: \"10.0.0.1:80\"\n  - address: \"[::]:80\"\n",
+     "3:14: listen: \"[::]:80\" overlaps \"10.0.0.1:80\": a wildcard address takes its port on "
+     "every address ([::] on IPv4 ones too)\n"},
+    {"listen:\n  - address: \"[::1]:80\"\n  - address: \"[::]:80\"\n",
+     "3:14: listen: \"[::]:80\" overlaps \"[::1]:80\": a wildcard address takes its port on "
+     "every address ([::] on IPv4 ones too)\n"},
+    {"listen:\n  - address: \"127.0.0.1:80\"\n  - address: \"[::ffff:127.0.0.1]:80\"\n",
+     "3:14: listen: \"[::ffff:127.0.0.1]:80\" overlaps \"127.0.0.1:80\": a wildcard address takes "
+     "its port on every address ([::] on IPv4 ones too)\n"},
     {"listen:\n  - address: \":443\"\n    tls: true\n", "3:10: tls: true needs tls.certificates\n"},
     {"tls:\n  certificates:\n    - cert: a.crt\n",
      "3:7: tls.certificates: an entry needs both cert and key\n"},
     {"tls:\n  certificates: []\nlisten:\n  - {address: \":443\", tls: yes}\n",
      "4:28: tls: true needs tls.certificates\n"},
     {"tls: {certificate: []}\n", "1:7: unknown key \"certificate\" in tls\n"},
+    {"resolvers: [\"127.0.0.53\", \"127.0.0.53:53\", \"[::1]:53\", \"::1\"]\n",
+     "1:27: resolver: \"127.0.0.53:53\" is already in the list (as \"127.0.0.53:53\")\n"
+     "1:56: resolver: \"::1\" is already in the list (as \"[::1]:53\")\n"},
+    {"resolvers: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4, 10.0.0.5, 10.0.0.6, 10.0.0.7, 10.0.0.8, "
+     "10.0.0.9, 10.0.0.10, 10.0.0.11, 10.0.0.12, 10.0.0.13, 10.0.0.14, 10.0.0.15, 10.0.0.16, "
+     "10.0.0.17]\n",
+     "1:180: resolvers: more than 16 resolvers\n"},
     {"resolvers: [\"10.0.0.1:53\", \":53\", \"dns.google\", \"1.2.3.4:0\"]\n",
      "1:28: resolver: \":53\" is not ip[:port]\n"
      "1:35: resolver: \"dns.google\" is not ip[:port]\n"
@@ -199,6 +242,45 @@ static const struct error_case error_cases[] = {
     {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
      "    health_check: {path: healthz, interval: 0s}\n",
      "4:26: path: \"healthz\" must start with \"/\"\n4:45: interval: must be longer than 0\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
+     "    health_check: {path: /h, interval: 99ms}\n",
+     "4:40: interval: must be at least 100ms\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
+     "    health_check: {path: /h, interval: 1s, timeout: 1001ms}\n",
+     "4:53: timeout: \"1001ms\" is longer than the interval (1s)\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
+     "    health_check: {path: /h, timeout: 6s}\n",
+     "4:39: timeout: \"6s\" is longer than the interval (5s by default)\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
+     "    health_check: {path: /h, timeout: 0s, interval: 50ms}\n",
+     "4:39: timeout: must be longer than 0\n4:53: interval: must be at least 100ms\n"},
+    {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
+     "    health_check: {path: /h, timeout: 2s, interval: soon}\n",
+     "4:53: interval: \"soon\" is not a duration (a whole number followed by ms, s, m or h)\n"},
+    {"services:\n"
+     "  a: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/a b\"}}\n"
+     "  b: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/h?full=1\"}}\n"
+     "  c: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/a\\\"b\"}}\n"
+     "  d: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/%zz\"}}\n"
+     "  e: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/\\u00e9\"}}\n"
+     "  f: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/{x}#y\"}}\n",
+     "2:54: path: \"/a b\" may hold only letters, digits, \"-._~!$&'()*+,;=:@/\" and %XX escapes "
+     "(no query)\n"
+     "3:54: path: \"/h?full=1\" may hold only letters, digits, \"-._~!$&'()*+,;=:@/\" and %XX "
+     "escapes (no query)\n"
+     "4:54: path: \"/a\"b\" may hold only letters, digits, \"-._~!$&'()*+,;=:@/\" and %XX escapes "
+     "(no query)\n"
+     "5:54: path: \"/%zz\" may hold only letters, digits, \"-._~!$&'()*+,;=:@/\" and %XX escapes "
+     "(no query)\n"
+     "6:54: path: \"/\xc3\xa9\" may hold only letters, digits, \"-._~!$&'()*+,;=:@/\" and %XX "
+     "escapes "
+     "(no query)\n"
+     "7:54: path: \"/{x}#y\" may hold only letters, digits, \"-._~!$&'()*+,;=:@/\" and %XX "
+     "escapes (no query)\n"},
+    {"services:\n  s1: {servers: [\"10.0.0.1:80\"]}\n  s2: {servers: [\"10.0.0.2:80\"]}\n"
+     "  s1: {servers: []}\n  s1: {servers: [x]}\n  s2: {dns: \"a:1\"}\n",
+     "4:3: duplicate service \"s1\"\n5:3: duplicate service \"s1\"\n"
+     "6:3: duplicate service \"s2\"\n"},
 
     /* Routes. */
     {"routes:\n  - host: app1.com\n    service: app1\n",
@@ -236,6 +318,17 @@ static const struct error_case error_cases[] = {
      "4:25: path: \"/a?b\" may hold only visible ASCII, without '?' or '#' (percent-encode the "
      "rest)\n"},
     {"routes:\n  - {host: a.com, service: \"\"}\n", "2:28: service: must not be empty\n"},
+    {"routes:\n  - {host: a.com, path: /api, service: s1}\n  - {host: b.com, path: /api/, "
+     "service: s1}\n  - {host: a.com, path: /api/, service: s1}\n"
+     "  - {host: a.com, path: //, service: s1}\n  - {host: A.com., service: s1}\n"
+     "  - {host: a.com, path: /api//, service: s1}\n"
+     "services: {s1: {servers: [\"10.0.0.1:80\"]}}\n",
+     "4:12: routes: host \"a.com\" with path \"/api/\" is already routed (as \"/api\": a trailing "
+     "'/' makes no difference)\n"
+     "6:12: routes: host \"a.com\" with path \"/\" is already routed (as \"//\": a trailing '/' "
+     "makes no difference)\n"
+     "7:12: routes: host \"a.com\" with path \"/api//\" is already routed (as \"/api\": a "
+     "trailing '/' makes no difference)\n"},
 
     /* Several at once, reported in file order whichever check found them. */
     {"routes:\n  - host: app1.com\n    service: nope\ndefault_service: gone\nlistn: 1\n"
@@ -331,8 +424,9 @@ dump(const struct config *cfg, char *out, size_t cap)
         if (s->dns != NULL)
             snprintf(OUT, "  dns %s = %s %u\n", s->dns, s->dns_name, s->dns_port);
         if (s->health.path != NULL)
-            snprintf(OUT, "  health %s %llu\n", s->health.path,
-                     (unsigned long long)s->health.interval_ms);
+            snprintf(OUT, "  health %s %llu %llu\n", s->health.path,
+                     (unsigned long long)s->health.interval_ms,
+                     (unsigned long long)s->health.timeout_ms);
         assert_true((s->nservers > 0) != (s->dns != NULL));
     }
     for (size_t i = 0; i < cfg->nresolvers; i++)
@@ -343,7 +437,8 @@ dump(const struct config *cfg, char *out, size_t cap)
         inet_ntop(c->family, c->addr, ip, sizeof(ip));
         snprintf(OUT, "trusted %s = %s/%u\n", c->spec, ip, c->prefix);
     }
-    snprintf(OUT, "timeouts %llu %llu %llu %llu %llu\n", (unsigned long long)t->client_header_ms,
+    snprintf(OUT, "timeouts %llu %llu %llu %llu %llu %llu\n",
+             (unsigned long long)t->client_header_ms, (unsigned long long)t->client_body_ms,
              (unsigned long long)t->client_idle_ms, (unsigned long long)t->upstream_connect_ms,
              (unsigned long long)t->upstream_response_ms, (unsigned long long)t->shutdown_grace_ms);
     snprintf(OUT, "limits %llu %llu %llu\n", (unsigned long long)l->max_header_bytes,
@@ -381,7 +476,7 @@ struct value_case {
 static const char defaults[] = "listen 0.0.0.0:80 = 0.0.0.0 80\n"
                                "workers 0\n"
                                "default_service -1\n"
-                               "timeouts 10000 60000 2000 60000 10000\n"
+                               "timeouts 10000 60000 60000 2000 60000 10000\n"
                                "limits 16384 0 10000\n"
                                "access_log stdout -\n"
                                "access_log_format combined\n";
@@ -442,19 +537,21 @@ static const struct value_case value_cases[] = {
      "  dns app2.apps.svc.cluster.local:8080 = app2.apps.svc.cluster.local 8080\n"
      "service app3\n"
      "  server 127.0.0.25:8080 = 127.0.0.25 8080\n"
-     "  health /healthz 5000\n"
-     "timeouts 10000 60000 2000 60000 10000\n"
+     "  health /healthz 5000 2000\n"
+     "timeouts 10000 60000 60000 2000 60000 10000\n"
      "limits 16384 0 10000\n"
      "access_log stdout -\n"
      "access_log_format combined\n"},
 
     /* Scalars quoted or not, and every unit. */
     {"workers: \"8\"\ntimeouts: {client_header: 500ms, client_idle: '2m', upstream_connect: 1s, "
-     "upstream_response: 1h, shutdown_grace: 0s}\n"
+     "upstream_response: 1h, shutdown_grace: 0s, client_body: \"90s\"}\n"
      "limits: {max_header_bytes: 16k, max_body_bytes: \"1m\", max_connections: 1000000}\n",
-     "workers 8\ntimeouts 500 120000 1000 3600000 0\nlimits 16384 1048576 1000000\n"},
-    {"workers: 256\nlimits: {max_body_bytes: 1g, max_header_bytes: 1}\n",
-     "workers 256\nlimits 1 1073741824 10000\n"},
+     "workers 8\ntimeouts 500 90000 120000 1000 3600000 0\nlimits 16384 1048576 1000000\n"},
+    {"timeouts: {client_body: 1ms}\n", "timeouts 10000 1 60000 2000 60000 10000\n"},
+    {"workers: 256\nlimits: {max_body_bytes: 1g, max_header_bytes: 1k}\n",
+     "workers 256\nlimits 1024 1073741824 10000\n"},
+    {"limits: {max_header_bytes: 1m}\n", "limits 1048576 0 10000\n"},
     {"access_log: off\naccess_log_format: json\n", "access_log off -\naccess_log_format json\n"},
     {"access_log: /var/log/portier/access.log\n", "access_log file /var/log/portier/access.log\n"},
     {"access_log: \"stdout\"\n", "access_log stdout -\n"},
@@ -491,10 +588,41 @@ static const struct value_case value_cases[] = {
      "service web.v2_x-1\n"
      "  server 10.0.0.1:80 = 10.0.0.1 80\n"
      "  server [fd00::1]:8080 = fd00::1 8080\n"
-     "  health /healthz 5000\n"
+     "  health /healthz 5000 2000\n"
      "service dns1\n"
      "  dns App2.apps.svc.cluster.local.:8080 = App2.apps.svc.cluster.local. 8080\n"
-     "  health /h 120000\n"},
+     "  health /h 120000 2000\n"},
+
+    /* Health checks: the timeout is 2s or the interval, whichever is shorter, unless set. */
+    {"services:\n"
+     "  a: {servers: [\"10.0.0.1:80\"], health_check: {path: /, interval: 100ms}}\n"
+     "  b: {servers: [\"10.0.0.1:80\"], health_check: {path: /h, interval: 1s, timeout: 1s}}\n"
+     "  c: {servers: [\"10.0.0.1:80\"], health_check: {path: /h, timeout: 150ms}}\n"
+     "  d: {servers: [\"10.0.0.1:80\"], health_check: {path: /h, interval: 10s, timeout: 5s}}\n"
+     "  e: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/a-b_c.d~e/%2Fx:y@z!$&'()*+,;=\"}}\n"
+     "  f: {servers: [\"10.0.0.1:80\"], health_check: {path: /h, timeout: ~}}\n",
+     "service a\n  server 10.0.0.1:80 = 10.0.0.1 80\n  health / 100 100\n"
+     "service b\n  server 10.0.0.1:80 = 10.0.0.1 80\n  health /h 1000 1000\n"
+     "service c\n  server 10.0.0.1:80 = 10.0.0.1 80\n  health /h 5000 150\n"
+     "service d\n  server 10.0.0.1:80 = 10.0.0.1 80\n  health /h 10000 5000\n"
+     "  health /a-b_c.d~e/%2Fx:y@z!$&'()*+,;= 5000 2000\n"
+     "  health /h 5000 2000\n"},
+
+    /* Limits reached, not passed: 64 servers. */
+    {"services:\n  s: {servers: [\"10.0.0.1:1\", \"10.0.0.1:2\", \"10.0.0.1:3\", \"10.0.0.1:4\", "
+     "\"10.0.0.1:5\", \"10.0.0.1:6\", \"10.0.0.1:7\", \"10.0.0.1:8\", \"10.0.0.1:9\", "
+     "\"10.0.0.1:10\", \"10.0.0.1:11\", \"10.0.0.1:12\", \"10.0.0.1:13\", \"10.0.0.1:14\", "
+     "\"10.0.0.1:15\", \"10.0.0.1:16\", \"10.0.0.1:17\", \"10.0.0.1:18\", \"10.0.0.1:19\", "
+     "\"10.0.0.1:20\", \"10.0.0.1:21\", \"10.0.0.1:22\", \"10.0.0.1:23\", \"10.0.0.1:24\", "
+     "\"10.0.0.1:25\", \"10.0.0.1:26\", \"10.0.0.1:27\", \"10.0.0.1:28\", \"10.0.0.1:29\", "
+     "\"10.0.0.1:30\", \"10.0.0.1:31\", \"10.0.0.1:32\", \"10.0.0.1:33\", \"10.0.0.1:34\", "
+     "\"10.0.0.1:35\", \"10.0.0.1:36\", \"10.0.0.1:37\", \"10.0.0.1:38\", \"10.0.0.1:39\", "
+     "\"10.0.0.1:40\", \"10.0.0.1:41\", \"10.0.0.1:42\", \"10.0.0.1:43\", \"10.0.0.1:44\", "
+     "\"10.0.0.1:45\", \"10.0.0.1:46\", \"10.0.0.1:47\", \"10.0.0.1:48\", \"10.0.0.1:49\", "
+     "\"10.0.0.1:50\", \"10.0.0.1:51\", \"10.0.0.1:52\", \"10.0.0.1:53\", \"10.0.0.1:54\", "
+     "\"10.0.0.1:55\", \"10.0.0.1:56\", \"10.0.0.1:57\", \"10.0.0.1:58\", \"10.0.0.1:59\", "
+     "\"10.0.0.1:60\", \"10.0.0.1:61\", \"10.0.0.1:62\", \"10.0.0.1:63\", \"10.0.0.1:64\"]}\n",
+     "  server 10.0.0.1:1 = 10.0.0.1 1\n  server 10.0.0.1:64 = 10.0.0.1 64\n"},
 
     /* Resolvers get port 53 unless they say otherwise. */
     {"resolvers: [10.43.0.10, \"10.43.0.11:5353\", \"::1\", \"[fd00::10]\", \"[fd00::11]:54\"]\n",
@@ -628,6 +756,293 @@ test_error_overflow(void **state)
         }
     }
     free(yaml);
+}
+
+/* A growing text buffer for the generated configs below. */
+struct text {
+    char *p;
+    size_t len, cap;
+};
+
+static void text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+text_add(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    assert_true(n >= 0);
+    if (t->len + (size_t)n + 1 > t->cap) {
+        t->cap = (t->len + (size_t)n + 1) * 2;
+        t->p = realloc(t->p, t->cap);
+        assert_non_null(t->p);
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+static void
+text_repeat(struct text *t, const char *s, size_t times)
+{
+    for (size_t i = 0; i < times; i++)
+        text_add(t, "%s", s);
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Parses t as "t.yaml" and checks the errors are exactly want (without "t.yaml:"), in < 2 s. */
+static void
+assert_parse_errors(const struct text *t, const char *want)
+{
+    char full[4 * CONFIG_ERR_SIZE];
+    double start = now_s();
+    struct config *cfg = config_parse("t.yaml", t->p, t->len, err, sizeof(err));
+    double took = now_s() - start;
+
+    prefix_lines(full, sizeof(full), "t.yaml", want);
+    if (cfg != NULL || strcmp(err, full) != 0) {
+        print_error("want:\n%sgot:\n%s\n", full, err);
+        config_unref(cfg);
+        fail();
+    }
+    if (took > 2.0) {
+        print_error("took %.2fs\n", took);
+        fail();
+    }
+}
+
+/*
+ * Regression: 4 MB of '[' kept portier -t busy for minutes (libyaml's scanner slows down with
+ * every open level). The 65th level is refused at once, before a tree is built, wherever it is.
+ */
+static void
+test_nesting_limit(void **state)
+{
+    struct text t = {0};
+
+    (void)state;
+    text_repeat(&t, "[", 4 * 1024 * 1024);
+    assert_parse_errors(&t, "1:65: YAML: nested deeper than 64 levels\n");
+    t.len = 0;
+    text_repeat(&t, "{a: ", 1024 * 1024);
+    assert_parse_errors(&t, "1:257: YAML: nested deeper than 64 levels\n");
+    t.len = 0;
+    for (int i = 0; i < 3000; i++)
+        text_add(&t, "%*sa:\n", i, "");
+    assert_parse_errors(&t, "65:65: YAML: nested deeper than 64 levels\n");
+    t.len = 0;
+    for (int i = 0; i < 100; i++)
+        text_add(&t, "%*s-\n", i, "");
+    assert_parse_errors(&t, "65:65: YAML: nested deeper than 64 levels\n");
+    t.len = 0;
+    text_add(&t, "services:\n  s:\n    servers: [{a: ");
+    text_repeat(&t, "[", 100);
+    assert_parse_errors(&t, "3:78: YAML: nested deeper than 64 levels\n");
+    /* 64 levels are fine as far as depth goes. */
+    t.len = 0;
+    text_repeat(&t, "[", 64);
+    text_repeat(&t, "]", 64);
+    assert_parse_errors(&t, "1:1: the config must be a mapping of keys (listen, routes, services, "
+                            "...), not a list\n");
+    /* Past the limit in a second document is refused too: the first pass reads them all. */
+    t.len = 0;
+    text_add(&t, "workers: 1\n---\n");
+    text_repeat(&t, "[", 65);
+    assert_parse_errors(&t, "3:65: YAML: nested deeper than 64 levels\n");
+    free(t.p);
+}
+
+/* Anchors are counted and aliases weighed before libyaml's loader (anchors x aliases) runs. */
+static void
+test_anchor_limits(void **state)
+{
+    struct text t = {0};
+    struct config *cfg;
+
+    (void)state;
+    text_add(&t, "x:\n");
+    for (int i = 0; i < 100; i++)
+        text_add(&t, "  - &a%d 1\n", i);
+    text_add(&t, "y: [*a0, *a99]\n");
+    assert_parse_errors(&t, "1:1: unknown key \"x\" in config\n102:1: unknown key \"y\" in "
+                            "config\n");
+    t.len = 0;
+    text_add(&t, "x:\n");
+    for (int i = 0; i < 40000; i++)
+        text_add(&t, "  - &a%d 1\n", i);
+    for (int i = 0; i < 40000; i++)
+        text_add(&t, "  - *a%d\n", i);
+    assert_parse_errors(&t, "102:5: YAML: more than 100 anchors (&name)\n");
+    /* Anchors count per document. */
+    t.len = 0;
+    for (int d = 0; d < 3; d++) {
+        text_add(&t, "---\nx:\n");
+        for (int i = 0; i < 60; i++)
+            text_add(&t, "  - &a%d 1\n", i);
+    }
+    assert_parse_errors(&t, "2:1: unknown key \"x\" in config\n64:1: only one YAML document is "
+                            "allowed\n");
+    /* Billion laughs: nine levels of ten aliases each. Before line 6 come 123,470 nodes, and
+     * each alias of a4 repeats 111,111: a5's 9th passes 1,048,576. */
+    t.len = 0;
+    text_add(&t, "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for (int i = 1; i < 10; i++) {
+        text_add(&t, "a%d: &a%d [", i, i);
+        for (int j = 0; j < 10; j++)
+            text_add(&t, "%s*a%d", j > 0 ? ", " : "", i - 1);
+        text_add(&t, "]\n");
+    }
+    assert_parse_errors(&t, "6:50: YAML: aliases expand the document past 1048576 nodes\n");
+    /* Aliases that repeat a little are YAML as usual. */
+    t.len = 0;
+    text_add(&t, "services:\n  a: {servers: [\"10.0.0.1:80\"], health_check: &h {path: /h}}\n"
+                 "  b: {dns: \"b.local:80\", health_check: *h}\n"
+                 "routes: [{host: a.com, service: a}, &r {host: b.com, service: b}]\n"
+                 "x: [*r, *r]\n");
+    cfg = config_parse("t.yaml", t.p, t.len, err, sizeof(err));
+    assert_null(cfg);
+    assert_string_equal(err, "t.yaml:5:1: unknown key \"x\" in config\n");
+    t.len -= strlen("x: [*r, *r]\n");
+    cfg = config_parse("t.yaml", t.p, t.len, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_string_equal(cfg->services[1].health.path, "/h");
+    config_unref(cfg);
+    free(t.p);
+}
+
+/* Files are read up to 1 MiB, a ConfigMap's size; past that nothing is parsed. */
+static void
+test_file_size_limit(void **state)
+{
+    char path[] = "/tmp/test_config.XXXXXX", want[256];
+    struct text t = {0};
+    struct config *cfg;
+    int fd;
+
+    (void)state;
+    text_add(&t, "workers: 3\n");
+    while (t.len < CONFIG_MAX_FILE_BYTES - 1)
+        text_add(&t, "#");
+    text_add(&t, "\n");
+    assert_int_equal(t.len, CONFIG_MAX_FILE_BYTES);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, t.p, t.len), (ssize_t)t.len);
+    cfg = config_load(path, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->workers, 3);
+    config_unref(cfg);
+    assert_int_equal(write(fd, "\n", 1), 1);
+    close(fd);
+    assert_null(config_load(path, err, sizeof(err)));
+    snprintf(want, sizeof(want),
+             "%s: larger than 1 MiB (1048576 bytes), the most a config may be\n", path);
+    assert_string_equal(err, want);
+    unlink(path);
+    free(t.p);
+}
+
+/* Lists past what a start could use, and strings past what their consumers hold. */
+static void
+test_count_and_length_limits(void **state)
+{
+    struct text t = {0};
+    struct config *cfg;
+
+    (void)state;
+    /* Regression: 65 servers passed portier -t, and a start failed without FILE:LINE. */
+    text_add(&t, "services:\n  s:\n    servers:\n");
+    for (int i = 1; i <= 65; i++)
+        text_add(&t, "      - \"10.0.0.1:%d\"\n", i);
+    assert_parse_errors(&t, "68:9: servers: more than 64 servers in one service\n");
+    t.len = 0;
+    text_add(&t, "listen:\n");
+    for (int i = 1; i <= 257; i++)
+        text_add(&t, "  - address: \"127.0.0.1:%d\"\n", i);
+    assert_parse_errors(&t, "258:5: listen: more than 256 listeners\n");
+    t.len -= strlen("  - address: \"127.0.0.1:257\"\n");
+    cfg = config_parse("t.yaml", t.p, t.len, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(cfg->nlisteners, 256);
+    config_unref(cfg);
+
+    /* log.c holds the access log's path in 4096 bytes. */
+    t.len = 0;
+    text_add(&t, "access_log: /");
+    text_repeat(&t, "a", 4094);
+    cfg = config_parse("t.yaml", t.p, t.len, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(strlen(cfg->access_log_path), 4095);
+    config_unref(cfg);
+    text_add(&t, "a");
+    assert_parse_errors(&t, "1:13: access_log: longer than 4095 bytes\n");
+
+    t.len = 0;
+    text_add(&t, "services:\n  s:\n    servers: [\"10.0.0.1:80\"]\n    health_check:\n"
+                 "      path: /");
+    text_repeat(&t, "h", 1023);
+    cfg = config_parse("t.yaml", t.p, t.len, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(strlen(cfg->services[0].health.path), 1024);
+    config_unref(cfg);
+    text_add(&t, "h");
+    assert_parse_errors(&t, "5:13: path: longer than 1024 bytes\n");
+    free(t.p);
+}
+
+/*
+ * Regression: duplicates were found by comparing each route or service with every one before it,
+ * and routes looked their service up one by one (44,000 services: 14 s). Sorted now.
+ */
+static void
+test_many_routes_and_services(void **state)
+{
+    struct text t = {0};
+    struct config *cfg;
+    double start;
+
+    (void)state;
+    text_add(&t, "services:\n");
+    for (int i = 0; i < 40000; i++)
+        text_add(&t, "  s%d: {dns: \"s%d.local:80\"}\n", i, i);
+    text_add(&t, "routes:\n");
+    for (int i = 0; i < 30000; i++)
+        text_add(&t, "  - {host: h%d.com, path: /%d, service: s%d}\n", i % 100, i, 39999 - i);
+    start = now_s();
+    cfg = config_parse("t.yaml", t.p, t.len, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_true(now_s() - start < 5.0);
+    assert_int_equal(cfg->nroutes, 30000);
+    assert_int_equal(cfg->routes[29999].service, 10000);
+    assert_string_equal(cfg->services[cfg->routes[0].service].name, "s39999");
+    config_unref(cfg);
+
+    /* The same with duplicates: each later one is named, in file order. */
+    t.len = 0;
+    text_add(&t, "services:\n");
+    for (int i = 0; i < 40000; i++)
+        text_add(&t, "  s%d: {dns: \"s.local:80\"}\n", i % 39999);
+    text_add(&t, "routes:\n");
+    for (int i = 0; i < 30000; i++)
+        text_add(&t, "  - {host: h.com, path: /%d%s, service: s1}\n", i % 29999,
+                 i < 29999 ? "" : "/");
+    assert_parse_errors(&t, "40001:3: duplicate service \"s0\"\n"
+                            "70002:12: routes: host \"h.com\" with path \"/0/\" is already "
+                            "routed (as \"/0\": a trailing '/' makes no difference)\n");
+    free(t.p);
 }
 
 static void
@@ -883,12 +1298,23 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),           cmocka_unit_test(test_values),
-        cmocka_unit_test(test_local_yaml_loads), cmocka_unit_test(test_missing_file),
-        cmocka_unit_test(test_error_overflow),   cmocka_unit_test(test_refcount),
-        cmocka_unit_test(test_service_index),    cmocka_unit_test(test_needs_restart),
-        cmocka_unit_test(test_trusted_proxy),    cmocka_unit_test(test_util_durations),
-        cmocka_unit_test(test_util_sizes),       cmocka_unit_test(test_util_uints),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_local_yaml_loads),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_error_overflow),
+        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_service_index),
+        cmocka_unit_test(test_needs_restart),
+        cmocka_unit_test(test_trusted_proxy),
+        cmocka_unit_test(test_util_durations),
+        cmocka_unit_test(test_util_sizes),
+        cmocka_unit_test(test_util_uints),
+        cmocka_unit_test(test_nesting_limit),
+        cmocka_unit_test(test_anchor_limits),
+        cmocka_unit_test(test_file_size_limit),
+        cmocka_unit_test(test_count_and_length_limits),
+        cmocka_unit_test(test_many_routes_and_services),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
