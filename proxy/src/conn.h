@@ -1,46 +1,30 @@
 /*
- * Client connections and the exchanges on them: reading request heads, routing, forwarding to a
- * server connection (upconn.h) and back, keep-alive, pipelining, tunnels and timeouts. Every
- * connection is torn down in one place, conn_close().
+ * Client connections: the socket, the request heads read from it, the exchanges (exchange.h) that
+ * answer them one after the other, keep-alive, the timers of every wait on the client, and the
+ * teardown. Each connection is driven by one loop (conn_run) entered from event callbacks only;
+ * a connection that closes is freed at the end of the loop's turn.
  */
 #ifndef CONN_H
 #define CONN_H
 
+#include <stdbool.h>
 #include <sys/socket.h>
 
-struct worker;
-struct listener;
-struct upconn;
+#include "loop.h"
 
 /*
- * Takes over fd, a client connection accepted on l (already counted by the worker), and starts
- * reading its first request. On failure the connection is closed and the count dropped.
+ * Takes over fd, a client connection accepted on a listener whose port is port (for
+ * X-Forwarded-Port; borrowed for the connection's life) and that terminates TLS when tls, and
+ * starts reading its first request. The loop counts it (loop_conn_opened) whether this succeeds
+ * or not; on failure it is closed at once.
  */
-void conn_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len,
-                 struct listener *l);
+void conn_accept(struct loop *lp, int fd, const struct sockaddr *peer, socklen_t len,
+                 const char *port, bool tls);
 
 /* Shutdown: closes idle client connections now; the others close after their current response. */
-void conn_drain(struct worker *w);
+void conn_drain(struct loop *lp);
 
-/* Closes every client connection of w (why is logged once for all, or NULL for silence). */
-void conn_close_all(struct worker *w, const char *why);
-
-/* Frees the exchanges w keeps for reuse; call once its connections are gone. */
-void conn_free_cache(struct worker *w);
-
-/*
- * For upconn.c, each called at most once per event, from the server connection's callbacks.
- * conn_upstream_ready: the connection to the server is up (or was taken from the pool).
- * conn_upstream_failed: it could not be set up or broke before the response began (errno-like
- * reason, timeout set for a connect timeout). conn_upstream_read: response bytes arrived or the
- * server closed (eof). conn_upstream_drained: the server took what was buffered for it.
- */
-void conn_upstream_ready(struct upconn *u);
-void conn_upstream_failed(struct upconn *u, int timeout, const char *why);
-void conn_upstream_read(struct upconn *u, int eof);
-void conn_upstream_drained(struct upconn *u);
-
-/* Close every idle pooled server connection of w (shutdown). */
-void upconn_close_idle(struct worker *w);
+/* Closes every client connection of lp (why is logged once for all, or NULL for silence). */
+void conn_close_all(struct loop *lp, const char *why);
 
 #endif

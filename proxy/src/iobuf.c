@@ -79,3 +79,26 @@ iobuf_write(struct evbuffer *buf, int fd)
         evbuffer_drain(buf, (size_t)n);
     return (int)n;
 }
+
+int
+iobuf_feed(struct evbuffer *buf, size_t skip, iobuf_feed_fn fn, void *ctx, size_t *took)
+{
+    size_t len = evbuffer_get_length(buf);
+    int rc = 0;
+
+    *took = 0;
+    while (rc == 0 && skip < len) {
+        struct evbuffer_ptr pos;
+        struct evbuffer_iovec v[4];
+        if (evbuffer_ptr_set(buf, &pos, skip, EVBUFFER_PTR_SET) < 0)
+            break;
+        int n = evbuffer_peek(buf, -1, &pos, v, 4);
+        for (int i = 0; i < n && i < 4 && rc == 0; i++) {
+            size_t used = 0;
+            rc = fn(ctx, v[i].iov_base, v[i].iov_len, &used);
+            skip += used;
+            *took += used;
+        }
+    }
+    return rc;
+}

@@ -1,4 +1,5 @@
-/* Socket reads and writes of evbuffers, without libevent's 4 KiB read cap and FIONREAD ioctl. */
+/* Socket reads and writes of evbuffers, without libevent's 4 KiB read cap and FIONREAD ioctl, and
+ * parsers fed from evbuffers without copies. */
 #ifndef IOBUF_H
 #define IOBUF_H
 
@@ -27,5 +28,16 @@ int iobuf_read(struct evbuffer *buf, int fd, uint32_t *size);
  * Returns the bytes written (0 if buf was empty), or -1 with errno set (EAGAIN: try when writable).
  */
 int iobuf_write(struct evbuffer *buf, int fd);
+
+/* A parser fed the bytes of an evbuffer piece by piece: returns like http_body_feed(), with 0 for
+ * "took all n bytes, wants more". */
+typedef int (*iobuf_feed_fn)(void *ctx, const char *p, size_t n, size_t *used);
+
+/*
+ * Feeds buf's bytes from offset skip on to fn, chain by chain and without copying, until fn returns
+ * non-zero or the bytes run out. Returns fn's last answer (0 when it took everything); *took counts
+ * the bytes it consumed.
+ */
+int iobuf_feed(struct evbuffer *buf, size_t skip, iobuf_feed_fn fn, void *ctx, size_t *took);
 
 #endif

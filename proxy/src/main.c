@@ -17,6 +17,7 @@
 #include "config.h"
 #include "discovery.h"
 #include "log.h"
+#include "loop.h"
 #include "runtime.h"
 #include "tls.h"
 #include "worker.h"
@@ -83,7 +84,7 @@ check_unserved(const struct config *cfg)
 struct main_ctx {
     const char *path;
     struct proxy proxy;
-    struct event_base *base;
+    struct loop lp;         /* the main thread's loop: signals, discovery */
     struct discovery *disc; /* owned: feeds the current runtime's dns services */
 };
 
@@ -141,7 +142,7 @@ reload(struct main_ctx *m)
         config_unref(cfg);
         return;
     }
-    struct discovery *disc = discovery_start(m->base, rt, m->proxy.rt, err, sizeof(err));
+    struct discovery *disc = discovery_start(m->lp.base, rt, m->proxy.rt, err, sizeof(err));
     if (disc == NULL) {
         log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
         runtime_unref(rt);
@@ -150,6 +151,7 @@ reload(struct main_ctx *m)
     }
     discovery_stop(m->disc);
     m->disc = disc;
+    loop_set_runtime(&m->lp, rt);
     if (config_needs_restart(m->proxy.rt->cfg, cfg, what, sizeof(what)))
         log_msg(LOG_WARN, "reload: a change of %s needs a restart; the rest applies now", what);
     if (access_log_apply(cfg, err, sizeof(err)) < 0)
@@ -183,7 +185,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         log_msg(LOG_INFO, "%s: draining connections", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         for (size_t i = 0; i < m->proxy.nworkers; i++)
             worker_notify(m->proxy.workers[i], WORKER_DRAIN);
-        event_base_loopexit(m->base, NULL);
+        loop_exit(&m->lp);
         break;
     }
 }
@@ -214,14 +216,18 @@ serve(struct main_ctx *m, struct config *cfg)
         log_msg(LOG_ERROR, "%s", err);
         return 1;
     }
+    if (loop_init(&m->lp, m->proxy.rt, NULL, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "%s", err);
+        runtime_unref(m->proxy.rt);
+        return 1;
+    }
     /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized by its element */
     m->proxy.workers = calloc(n, sizeof(*m->proxy.workers));
-    m->base = event_base_new();
-    if (m->proxy.workers == NULL || m->base == NULL) {
+    if (m->proxy.workers == NULL) {
         log_msg(LOG_ERROR, "out of memory");
         goto out;
     }
-    m->disc = discovery_start(m->base, m->proxy.rt, NULL, err, sizeof(err));
+    m->disc = discovery_start(m->lp.base, m->proxy.rt, NULL, err, sizeof(err));
     if (m->disc == NULL) {
         log_msg(LOG_ERROR, "%s", err);
         goto out;
@@ -237,7 +243,7 @@ serve(struct main_ctx *m, struct config *cfg)
         m->proxy.nworkers++;
     }
     for (size_t i = 0; i < 4; i++) {
-        sev[i] = evsignal_new(m->base, sigs[i], signal_cb, m);
+        sev[i] = evsignal_new(m->lp.base, sigs[i], signal_cb, m);
         if (sev[i] == NULL || evsignal_add(sev[i], NULL) < 0) {
             log_msg(LOG_ERROR, "cannot handle signal %d", sigs[i]);
             goto out;
@@ -254,10 +260,13 @@ serve(struct main_ctx *m, struct config *cfg)
     for (size_t i = 0; i < cfg->nlisteners; i++)
         log_msg(LOG_INFO, "listening on %s (%u worker%s)", cfg->listeners[i].addr.spec, n,
                 n == 1 ? "" : "s");
-    event_base_dispatch(m->base);
+    while ((rc = loop_turn(&m->lp, true)) == 0)
+        ;
+    if (rc < 0)
+        log_msg(LOG_ERROR, "the main event loop failed");
     rc = 0;
 out:
-    for (size_t i = 0; i < m->proxy.nworkers; i++)
+    for (size_t i = 0; m->proxy.workers != NULL && i < m->proxy.nworkers; i++)
         worker_join_free(m->proxy.workers[i]);
     for (size_t i = 0; i < 4; i++) {
         if (sev[i] != NULL)
@@ -265,8 +274,7 @@ out:
     }
     free(m->proxy.workers);
     discovery_stop(m->disc);
-    if (m->base != NULL)
-        event_base_free(m->base);
+    loop_fini(&m->lp);
     runtime_unref(m->proxy.rt);
     if (rc == 0)
         log_msg(LOG_INFO, "stopped");

@@ -1,68 +1,75 @@
 /*
- * Server connections: non-blocking connect with a timeout, reads and writes between evbuffers and
- * the socket, and the worker's pool of idle keep-alive connections. What the bytes mean is conn.c's
- * business; this module only moves them and reports events through conn.h's conn_upstream_*().
+ * Server connections: a half-connection to one server address, set up with a non-blocking connect,
+ * and a loop's pool of idle keep-alive ones. While in use, a connection reports to whoever took it
+ * through the half_cb that owner gave (callbacks upward); what the bytes mean is the owner's
+ * business. Nothing here knows the client side.
  */
 #ifndef UPCONN_H
 #define UPCONN_H
 
+#include <stdbool.h>
 #include <stdint.h>
-#include <sys/socket.h>
-
-#include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/event_struct.h>
 
 #include "balancer.h"
+#include "half.h"
+#include "loop.h"
 
-struct worker;
-struct conn;
+/* A loop's idle server connections, most recently used first. */
+struct upconn_pool;
 
-/* One connection to a server. Owned by the worker: by its pool while idle, else by owner. */
+/* One connection to a server. Owned by its taker while in use, by the pool while idle. */
 struct upconn {
-    struct worker *w;    /* borrowed */
-    struct conn *owner;  /* borrowed: the client connection using it; NULL while pooled */
-    struct upconn *next; /* in the worker's idle pool */
-    struct upconn *prev;
-    int fd;
-    struct event rev;
-    struct event wev;
-    struct event timer;
-    struct evbuffer *in;  /* owned: bytes from the server */
-    struct evbuffer *out; /* owned: bytes for the server */
+    struct half h; /* the socket and its buffers */
+    struct loop_defer defer;
+    struct upconn_pool *pool;   /* borrowed: where upconn_release() returns it; NULL: nowhere */
+    struct upconn *next, *prev; /* in the pool while idle */
     struct balancer_addr addr;
-    uint64_t idle_since_ms;
-    uint32_t rsize; /* the next read's size (iobuf_read) */
-    unsigned connecting : 1;
-    unsigned reused : 1;      /* taken from the pool: the server may have closed it meanwhile */
-    unsigned read_paused : 1; /* back-pressure: the client is slow */
-    unsigned eof : 1;
+    int64_t idle_since_ms;
+    unsigned reused : 1; /* taken from the pool: the server may have closed it meanwhile */
+    unsigned idle : 1;   /* in the pool */
+    unsigned closed : 1; /* upconn_close() was called: freed at the end of the loop's turn */
 };
 
 /*
- * Returns a connection to addr for owner: an idle pooled one (reused set) or a new one. When
- * connecting is not set it is ready at once and the caller goes on by itself; otherwise the result
- * comes through conn_upstream_ready() or conn_upstream_failed(). Returns NULL with errno set when
- * the connection failed at once (refused, no socket...): nothing to close.
+ * Makes a connection with fd for a server at addr; *connecting as with connect(2) (true: the
+ * result comes later). Returns the fd, or -1 with errno set. Replaceable for tests and fuzzing.
  */
-struct upconn *upconn_get(struct worker *w, struct conn *owner, const struct balancer_addr *addr,
-                          uint64_t connect_timeout_ms);
+typedef int (*upconn_dial_fn)(const struct balancer_addr *addr, bool *connecting);
 
-/* Starts writing what is in u->out, now or when the socket takes it. Returns 0, or -1 if the
- * connection broke (the caller still owns u and closes it). */
-int upconn_flush(struct upconn *u);
+/* A new pool for lp's server connections; NULL when memory runs out. The caller owns it. */
+struct upconn_pool *upconn_pool_new(struct loop *lp);
 
-/* Arms (ms > 0) or disarms (0) the response timeout; expiry calls conn_upstream_failed(u, 1). */
-void upconn_timeout(struct upconn *u, uint64_t ms);
+/* Closes the idle connections and frees the pool; those in use must be gone. NULL: no-op. */
+void upconn_pool_free(struct upconn_pool *p);
 
-/* Stops or resumes reading from the server (back-pressure from a slow client). */
-void upconn_pause_read(struct upconn *u, int pause);
+/* Shutdown: closes the idle connections now; those in use are closed, not kept, when released. */
+void upconn_pool_drain(struct upconn_pool *p);
 
-/* Returns u to the worker's idle pool (it must have nothing buffered either way), or closes it
- * when the pool is full or the worker drains. */
+/* Replaces how new connections are made (the default connects a TCP socket). */
+void upconn_pool_set_dial(struct upconn_pool *p, upconn_dial_fn dial);
+
+/* Idle connections in the pool. */
+unsigned upconn_pool_idle(const struct upconn_pool *p);
+
+/*
+ * Returns a connection to addr for the owner's callback: an idle one from pool (reused set, ready
+ * at once) or a new one (pool may be NULL: probes never pool). A new one may still be connecting
+ * (h.connecting): then HALF_CONNECTED or HALF_ERROR follows, or HALF_TIMEOUT after
+ * connect_timeout_ms, and in the meantime writes wait in h.out. Returns NULL with errno set when
+ * it failed at once (refused, no socket): nothing to close. Never calls the owner back itself.
+ */
+struct upconn *upconn_get(struct loop *lp, struct upconn_pool *pool,
+                          const struct balancer_addr *addr, uint64_t connect_timeout_ms, half_cb cb,
+                          void *owner);
+
+/*
+ * The owner is done with u after a complete response, with nothing buffered either way: it goes
+ * back to its pool for the next request (or is closed when it has no pool, the pool is full or
+ * draining, or the server closed it).
+ */
 void upconn_release(struct upconn *u);
 
-/* Closes u and frees it. */
+/* Closes u; its memory is freed at the end of the loop's turn. NULL: no-op. */
 void upconn_close(struct upconn *u);
 
 #endif

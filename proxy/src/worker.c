@@ -1,6 +1,7 @@
 /*
- * Worker threads: listening sockets, accepting within max_connections, runtime snapshots, batched
- * access-log writes and the drain at shutdown. What happens on a connection is conn.c's business.
+ * Worker threads: listening sockets, accepting within max_connections, notices from the main
+ * thread (reload, drain) and the drain at shutdown. The loop and what it shares are loop.c's; what
+ * happens on a connection is conn.c's business.
  */
 #define _GNU_SOURCE /* accept4 */
 #include <assert.h>
@@ -13,18 +14,18 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "conn.h"
+#include "exchange.h"
 #include "log.h"
+#include "upconn.h"
 #include "worker.h"
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_RETRY_MS 50
-#define LOG_FLUSH_MS 100
 
 /* Opens one SO_REUSEPORT listening socket; every worker has its own, and the kernel spreads
  * connections over them, so no accept lock is ever needed. */
@@ -89,7 +90,7 @@ accept_pause(struct worker *w)
 static void
 accept_resume(struct worker *w)
 {
-    if (w->accepting || w->draining)
+    if (w->accepting || w->lp.draining)
         return;
     for (size_t i = 0; i < w->nlisteners; i++)
         event_add(w->listeners[i].ev, NULL);
@@ -100,7 +101,7 @@ static void
 accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    uint64_t max = w->snap->rt->cfg->limits.max_connections;
+    uint64_t max = w->lp.snap->rt->cfg->limits.max_connections;
 
     (void)fd;
     (void)what;
@@ -115,7 +116,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     struct listener *l = arg;
     struct worker *w = l->w;
-    uint64_t max = w->snap->rt->cfg->limits.max_connections;
+    uint64_t max = w->lp.snap->rt->cfg->limits.max_connections;
 
     (void)what;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
@@ -136,10 +137,8 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
             }
             return;
         }
-        atomic_fetch_add_explicit(&w->proxy->nconns, 1, memory_order_relaxed);
-        w->nconns++;
-        w->turn_events++;
-        conn_accept(w, fd, (struct sockaddr *)&peer, len, l);
+        w->lp.turn_events++;
+        conn_accept(&w->lp, fd, (struct sockaddr *)&peer, len, l->port, l->tls != 0);
     }
 }
 
@@ -157,33 +156,27 @@ notify_cb(evutil_socket_t fd, short what, void *arg)
         log_msg(LOG_ERROR, "worker %d: notice: %s", w->id, strerror(errno));
     notices = atomic_exchange(&w->notices, 0);
     if (notices & WORKER_RELOAD) {
-        struct wsnap *s = malloc(sizeof(*s));
-        if (s == NULL) {
-            log_msg(LOG_ERROR, "worker %d: out of memory taking the new config", w->id);
-        } else {
-            pthread_mutex_lock(&w->proxy->lock);
-            s->rt = runtime_ref(w->proxy->rt);
-            pthread_mutex_unlock(&w->proxy->lock);
-            s->users = 1;
-            worker_snap_drop(w->snap);
-            w->snap = s;
-        }
+        pthread_mutex_lock(&w->proxy->lock);
+        struct runtime *rt = runtime_ref(w->proxy->rt);
+        pthread_mutex_unlock(&w->proxy->lock);
+        loop_set_runtime(&w->lp, rt);
+        runtime_unref(rt);
     }
-    if ((notices & WORKER_DRAIN) && !w->draining) {
+    if ((notices & WORKER_DRAIN) && !w->lp.draining) {
         struct timeval grace;
-        uint64_t ms = w->snap->rt->cfg->timeouts.shutdown_grace_ms;
+        uint64_t ms = w->lp.snap->rt->cfg->timeouts.shutdown_grace_ms;
 
         accept_pause(w);
-        w->draining = 1;
+        w->lp.draining = 1;
         event_del(w->accept_retry);
         for (size_t i = 0; i < w->nlisteners; i++) {
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
         }
-        upconn_close_idle(w);
-        conn_drain(w);
-        if (w->nconns == 0) {
-            event_base_loopexit(w->base, NULL);
+        upconn_pool_drain(w->lp.pool);
+        conn_drain(&w->lp);
+        if (w->lp.nconns == 0) {
+            loop_exit(&w->lp);
             return;
         }
         grace.tv_sec = (time_t)(ms / 1000);
@@ -200,103 +193,9 @@ grace_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     log_msg(LOG_WARN, "worker %d: shutdown_grace is over, closing %u connection(s)", w->id,
-            w->nconns);
-    conn_close_all(w, "shutdown");
-    event_base_loopexit(w->base, NULL);
-}
-
-static void
-log_flush(struct worker *w)
-{
-    log_access_write(w->logbuf, w->loglen);
-    w->loglen = 0;
-}
-
-static void
-log_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    log_flush(arg);
-}
-
-void
-worker_log(struct worker *w, const char *line, size_t n)
-{
-    if (n > sizeof(w->logbuf) - w->loglen)
-        log_flush(w);
-    if (n > sizeof(w->logbuf)) {
-        log_access_write(line, n);
-        return;
-    }
-    if (w->loglen == 0) {
-        struct timeval tv = {0, LOG_FLUSH_MS * 1000};
-        evtimer_add(w->log_ev, &tv);
-    }
-    memcpy(w->logbuf + w->loglen, line, n);
-    w->loglen += n;
-}
-
-void
-worker_request_id(struct worker *w, char out[33])
-{
-    static const char hex[] = "0123456789abcdef";
-
-    for (int half = 0; half < 2; half++) {
-        /* xorshift128+: fast and plenty for ids that only need to be unique, not secret. */
-        uint64_t s1 = w->rng[0], s0 = w->rng[1];
-        w->rng[0] = s0;
-        s1 ^= s1 << 23;
-        w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-        uint64_t v = w->rng[1] + s0;
-        for (int i = 0; i < 16; i++, v >>= 4)
-            out[half * 16 + i] = hex[v & 0xf];
-    }
-    out[32] = '\0';
-}
-
-struct wsnap *
-worker_snap_take(struct worker *w)
-{
-    w->snap->users++;
-    return w->snap;
-}
-
-void
-worker_snap_drop(struct wsnap *s)
-{
-    if (s != NULL && --s->users == 0) {
-        runtime_unref(s->rt);
-        free(s);
-    }
-}
-
-void
-worker_conn_closed(struct worker *w)
-{
-    atomic_fetch_sub_explicit(&w->proxy->nconns, 1, memory_order_relaxed);
-    w->nconns--;
-    if (w->draining && w->nconns == 0)
-        event_base_loopexit(w->base, NULL);
-}
-
-const struct timeval *
-worker_timeout(struct worker *w, uint64_t ms, struct timeval *tv)
-{
-    const struct timeval *common;
-
-    tv->tv_sec = (time_t)(ms / 1000);
-    tv->tv_usec = (suseconds_t)(ms % 1000 * 1000);
-    for (unsigned i = 0; i < w->ntimeouts; i++)
-        if (w->timeouts[i].ms == ms)
-            return w->timeouts[i].tv;
-    if (w->ntimeouts == WORKER_TIMEOUTS ||
-        (common = event_base_init_common_timeout(w->base, tv)) == NULL)
-        return tv;
-    w->timeouts[w->ntimeouts].ms = ms;
-    w->timeouts[w->ntimeouts].tv = common;
-    w->ntimeouts++;
-    return common;
+            w->lp.nconns);
+    conn_close_all(&w->lp, "shutdown_grace is over");
+    loop_exit(&w->lp);
 }
 
 /*
@@ -315,24 +214,18 @@ static void
 worker_loop(struct worker *w)
 {
     const struct timespec pause = {0, BUSY_PAUSE_NS};
+    int rc;
 
     /* The default timer slack (50 us) would stretch the pause threefold. */
     if (prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL) < 0)
         log_msg(LOG_WARN, "worker %d: timer slack: %s", w->id, strerror(errno));
-    for (;;) {
-        w->turn_events = 0;
-        /* EVLOOP_ONCE: one poll and the callbacks of what it found. 1: nothing left to wait for. */
-        int rc = event_base_loop(w->base, EVLOOP_ONCE);
-        if (rc < 0)
-            log_msg(LOG_ERROR, "worker %d: the event loop failed", w->id);
-        if (rc != 0)
-            break;
-        if (event_base_got_exit(w->base) || event_base_got_break(w->base))
-            break;
+    while ((rc = loop_turn(&w->lp, true)) == 0) {
         /* Its only failure here would be EINTR, and a worker blocks every signal. */
-        if (w->turn_events >= BUSY_TURN_EVENTS)
+        if (w->lp.turn_events >= BUSY_TURN_EVENTS)
             (void)clock_nanosleep(CLOCK_MONOTONIC, 0, &pause, NULL);
     }
+    if (rc < 0)
+        log_msg(LOG_ERROR, "worker %d: the event loop failed", w->id);
 }
 
 static void *
@@ -345,9 +238,8 @@ worker_main(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     worker_loop(w);
-    conn_close_all(w, NULL);
-    upconn_close_idle(w);
-    log_flush(w);
+    conn_close_all(&w->lp, NULL);
+    upconn_pool_drain(w->lp.pool);
     return NULL;
 }
 
@@ -356,27 +248,21 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
 {
     const struct config *cfg = rt->cfg;
     struct worker *w = calloc(1, sizeof(*w));
-    struct event_config *ecfg;
 
-    if (w == NULL || (w->snap = malloc(sizeof(*w->snap))) == NULL) {
+    if (w == NULL) {
         snprintf(err, errlen, "out of memory");
-        free(w);
         return NULL;
     }
     w->id = id;
     w->notify_fd = -1;
     w->proxy = p;
-    w->snap->rt = runtime_ref(rt);
-    w->snap->users = 1;
-    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
-        w->rng[0] = (uint64_t)getpid() << 32 | (uint64_t)id;
-        w->rng[1] = (uint64_t)time(NULL) | 1;
+    if (loop_init(&w->lp, rt, &p->nconns, err, errlen) < 0) {
+        free(w);
+        return NULL;
     }
-    /* Only this worker's thread touches its base (notices come through an eventfd): no locks. */
-    if ((ecfg = event_config_new()) != NULL) {
-        event_config_set_flag(ecfg, EVENT_BASE_FLAG_NOLOCK);
-        w->base = event_base_new_with_config(ecfg);
-        event_config_free(ecfg);
+    if ((w->lp.pool = upconn_pool_new(&w->lp)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
     }
     w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->notify_fd < 0) {
@@ -384,7 +270,7 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         goto fail;
     }
     w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
-    if (w->base == NULL || w->listeners == NULL) {
+    if (w->listeners == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -404,7 +290,7 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
             goto fail;
         if ((l->fd = listen_socket(a, err, errlen)) < 0)
             goto fail;
-        l->ev = event_new(w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
+        l->ev = event_new(w->lp.base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
         if (l->ev == NULL) {
             snprintf(err, errlen, "out of memory");
             goto fail;
@@ -412,12 +298,10 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         event_add(l->ev, NULL);
     }
     w->accepting = 1;
-    w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
-    w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
-    w->grace_ev = evtimer_new(w->base, grace_cb, w);
-    w->log_ev = evtimer_new(w->base, log_cb, w);
-    if (w->notify_ev == NULL || w->accept_retry == NULL || w->grace_ev == NULL ||
-        w->log_ev == NULL) {
+    w->notify_ev = event_new(w->lp.base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
+    w->accept_retry = evtimer_new(w->lp.base, accept_retry_cb, w);
+    w->grace_ev = evtimer_new(w->lp.base, grace_cb, w);
+    if (w->notify_ev == NULL || w->accept_retry == NULL || w->grace_ev == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -469,19 +353,18 @@ worker_join_free(struct worker *w)
             close(w->listeners[i].fd);
     }
     free(w->listeners);
-    conn_free_cache(w);
     if (w->notify_ev != NULL)
         event_free(w->notify_ev);
     if (w->accept_retry != NULL)
         event_free(w->accept_retry);
     if (w->grace_ev != NULL)
         event_free(w->grace_ev);
-    if (w->log_ev != NULL)
-        event_free(w->log_ev);
-    if (w->base != NULL)
-        event_base_free(w->base);
     if (w->notify_fd >= 0)
         close(w->notify_fd);
-    worker_snap_drop(w->snap);
+    /* The connections are gone (worker_main); their frees run in loop_fini's last turn. */
+    upconn_pool_drain(w->lp.pool);
+    exchange_cache_free(&w->lp);
+    loop_fini(&w->lp);
+    upconn_pool_free(w->lp.pool);
     free(w);
 }

@@ -1,8 +1,8 @@
 /*
- * A worker: one event-loop thread with its own listening sockets (SO_REUSEPORT), its client
- * connections and its pool of idle server connections. Workers share nothing on the request path
- * but the balancers' atomics and the connection count; the main thread talks to them only through
- * worker_notify().
+ * A worker: one event-loop thread (loop.h) with its own listening sockets (SO_REUSEPORT), its
+ * client connections and its pool of idle server connections. Workers share nothing on the request
+ * path but the balancers' atomics and the connection count; the main thread talks to them only
+ * through worker_notify().
  */
 #ifndef WORKER_H
 #define WORKER_H
@@ -14,12 +14,8 @@
 
 #include <event2/event.h>
 
+#include "loop.h"
 #include "runtime.h"
-
-struct conn;
-struct upconn;
-struct worker;
-struct xchg;
 
 /* Process-wide state the main thread owns and workers read. */
 struct proxy {
@@ -30,11 +26,7 @@ struct proxy {
     size_t nworkers;
 };
 
-/* A worker's hold on a runtime: counted without atomics, since only its worker touches it. */
-struct wsnap {
-    struct runtime *rt; /* ref */
-    unsigned users;     /* the worker itself while current, plus every request that took it */
-};
+struct worker;
 
 /* One listening socket of a worker. */
 struct listener {
@@ -50,17 +42,14 @@ enum worker_notice {
     WORKER_DRAIN = 2,  /* stop accepting, finish what is in flight, then leave the loop */
 };
 
-/* Distinct timeout durations a worker arms in O(1) (worker_timeout); more use the timer heap. */
-#define WORKER_TIMEOUTS 16
-
-/* The state a worker's connections share. Only the worker's own thread touches it. */
+/* A worker thread: its loop (connections, pool, timers) and what only a worker has. */
 /* NOLINTNEXTLINE(clang-analyzer-optin.performance.Padding): one per thread; fields go by use */
 struct worker {
     int id;
     struct proxy *proxy; /* borrowed */
     pthread_t thread;
     int started;                /* thread is running and must be joined */
-    struct event_base *base;    /* owned */
+    struct loop lp;             /* the thread's loop, and everything on it */
     struct listener *listeners; /* owned, nlisteners */
     size_t nlisteners;
     int notify_fd; /* eventfd: worker_notify() writes, notify_ev reads */
@@ -68,24 +57,7 @@ struct worker {
     atomic_uint notices;        /* enum worker_notice bits not yet handled */
     struct event *accept_retry; /* resumes accepting after the connection limit or EMFILE */
     struct event *grace_ev;     /* ends a drain that took longer than shutdown_grace */
-    struct event *log_ev;       /* flushes logbuf a moment after the first line lands */
     int accepting;
-    int draining;
-    unsigned turn_events; /* reads and accepts in this turn of the loop */
-    struct wsnap *snap;   /* owned: the runtime for requests that start now */
-    struct conn *conns;   /* client connections, linked through conn->next/prev */
-    unsigned nconns;
-    struct upconn *idle; /* idle server connections, most recently used first */
-    unsigned nidle;
-    struct xchg *free_x; /* exchanges ready for reuse: no allocation per request */
-    struct {
-        uint64_t ms;
-        const struct timeval *tv; /* libevent's, for its common-timeout queue of ms */
-    } timeouts[WORKER_TIMEOUTS];
-    unsigned ntimeouts;
-    uint64_t rng[2]; /* xorshift128+ state for request ids */
-    size_t loglen;
-    char logbuf[32768];
 };
 
 /*
@@ -103,27 +75,5 @@ void worker_notify(struct worker *w, unsigned notice);
 
 /* Waits for the worker's thread to end (after WORKER_DRAIN), then frees the worker. */
 void worker_join_free(struct worker *w);
-
-/* For conn.c: takes the worker's current runtime for a request; drop it with worker_snap_drop(). */
-struct wsnap *worker_snap_take(struct worker *w);
-void worker_snap_drop(struct wsnap *s);
-
-/*
- * ms as the timeval to pass to event_add() on w's base. Every connection arms the same few
- * durations (a config's timeouts) once or twice per request: as one of libevent's common timeouts,
- * arming is a queue append instead of a heap operation. tv is filled either way, and returned once
- * WORKER_TIMEOUTS durations are taken (after many reloads with new timeouts).
- */
-const struct timeval *worker_timeout(struct worker *w, uint64_t ms, struct timeval *tv);
-
-/* For conn.c: a client connection ended; keeps the counts and may resume accepting or end a drain.
- */
-void worker_conn_closed(struct worker *w);
-
-/* For conn.c: appends an access-log line; lines are written in batches, soon after they land. */
-void worker_log(struct worker *w, const char *line, size_t n);
-
-/* For conn.c: 32 lowercase hex digits and a NUL, a fresh request id. */
-void worker_request_id(struct worker *w, char out[33]);
 
 #endif

@@ -962,8 +962,96 @@ def config_corpus():
 
 
 # ---------------------------------------------------------------------------------------------
+# fuzz_conn: the input is a script of ops (see the switch in fuzz_conn.c). Canned requests and
+# responses are indexes into its requests[] and responses[] tables.
 
-CORPORA = {"fuzz_http": http_corpus, "fuzz_config": config_corpus}
+C_SEND, S_SEND, C_REQ, S_RESP, C_SHUT, C_CLOSE, S_SHUT, S_CLOSE = range(8)
+TIMER, C_READS, S_READS, REFUSE, DEFER, DRAIN = range(8, 14)
+# requests[]: GET a, GET b/x, GET nowhere (404), POST 5, PUT 10 (no body), POST chunked with
+# trailers, Expect 100-continue, websocket with early data, HEAD, HTTP/1.0, two Content-Lengths,
+# Connection: close.
+R_GET, R_GET_B, R_404, R_POST, R_PUT_NOBODY, R_CHUNKED, R_EXPECT, R_UPGRADE = range(8)
+R_HEAD, R_HTTP10, R_TWO_CL, R_CLOSE = range(8, 12)
+# responses[]: 200 CL, 200 chunked, bad chunk size, 100 Continue, 101, 204, until close, short CL,
+# 500 with close, garbage.
+P_200, P_CHUNKED, P_BAD_CHUNK, P_100, P_101, P_204, P_UNTIL_CLOSE, P_SHORT = range(8)
+P_500_CLOSE, P_GARBAGE = range(8, 10)
+
+
+def c_send(data):
+    out = b""
+    for i in range(0, len(data), 255):
+        piece = data[i:i + 255]
+        out += bytes([C_SEND, len(piece)]) + piece
+    return out
+
+
+def s_send(server, data):
+    out = b""
+    for i in range(0, len(data), 255):
+        piece = data[i:i + 255]
+        out += bytes([S_SEND, server, len(piece)]) + piece
+    return out
+
+
+def ops(*parts):
+    out = b""
+    for p in parts:
+        out += p if isinstance(p, bytes) else bytes(p)
+    return out
+
+
+CONN_SCRIPTS = [
+    ("get", ops([C_REQ, R_GET], [S_RESP, 0, P_200])),
+    ("pipelined-404s-behind-a-slow-server",
+     ops([C_REQ, R_GET], c_send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100), [S_RESP, 0, P_200])),
+    ("pipelined-gets", ops(*[[C_REQ, R_GET] for _ in range(20)],
+                           *[[S_RESP, 0, P_200] for _ in range(20)])),
+    ("body-never-sent", ops([C_REQ, R_PUT_NOBODY], [TIMER, 0], [TIMER, 0])),
+    ("expect-continue-body-never-sent", ops([C_REQ, R_EXPECT], [TIMER, 0], [TIMER, 1])),
+    ("half-close-fresh", ops([C_REQ, R_GET], [C_SHUT], [S_RESP, 0, P_200])),
+    ("half-close-two-pipelined", ops([C_REQ, R_GET], [C_REQ, R_GET], [C_SHUT], [S_RESP, 0, P_200],
+                                     [S_RESP, 0, P_200], [S_RESP, 1, P_200])),
+    ("upgrade-early-data", ops([C_REQ, R_UPGRADE], [S_RESP, 0, P_101], s_send(0, b"echo"),
+                               c_send(b"more"), [C_SHUT], [S_SHUT, 0])),
+    ("broken-chunking-before-first-byte", ops([C_REQ, R_GET], [S_RESP, 0, P_BAD_CHUNK])),
+    ("broken-chunking-after-first-byte",
+     ops([C_REQ, R_GET],
+         s_send(0, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n"),
+         s_send(0, b"zz\r\n"))),
+    ("server-closes-before-answering-retry", ops([C_REQ, R_GET], [S_CLOSE, 0], [S_RESP, 1, P_200])),
+    ("post-not-retried", ops([C_REQ, R_POST], [S_CLOSE, 0])),
+    ("pooled-connection-closed-then-reused",
+     ops([C_REQ, R_GET], [S_RESP, 0, P_200], [S_CLOSE, 0], [C_REQ, R_GET], [S_RESP, 1, P_200])),
+    ("every-server-refuses", ops([REFUSE], [C_REQ, R_GET])),
+    ("connect-timeout", ops([DEFER], [C_REQ, R_GET], [TIMER, 0], [TIMER, 0])),
+    ("response-timeout", ops([C_REQ, R_GET], [TIMER, 0], [TIMER, 1])),
+    ("interim-flood", ops([C_REQ, R_GET], *[[S_RESP, 0, P_100] for _ in range(9)])),
+    ("interim-then-200", ops([C_REQ, R_GET], [S_RESP, 0, P_100], [S_RESP, 0, P_200])),
+    ("request-trailers", ops([C_REQ, R_CHUNKED], [S_RESP, 0, P_200])),
+    ("drain-mid-request", ops([C_REQ, R_GET], [DRAIN], [S_RESP, 0, P_200])),
+    ("client-stops-reading", ops([C_READS], [C_REQ, R_GET], [S_RESP, 0, P_UNTIL_CLOSE],
+                                 [S_CLOSE, 0], [TIMER, 0])),
+    ("server-stops-reading", ops([S_READS, 0], [C_REQ, R_POST], [TIMER, 0])),
+    ("short-body-then-close", ops([C_REQ, R_GET], [S_RESP, 0, P_SHORT], [S_CLOSE, 0])),
+    ("head-and-204", ops([C_REQ, R_HEAD], [S_RESP, 0, P_200], [C_REQ, R_GET], [S_RESP, 0, P_204])),
+    ("http10-chunked-response", ops([C_REQ, R_HTTP10], [S_RESP, 0, P_CHUNKED])),
+    ("refused-head-then-more", ops([C_REQ, R_TWO_CL], [C_REQ, R_GET])),
+    ("client-closes-mid-exchange", ops([C_REQ, R_GET], [C_CLOSE], [S_RESP, 0, P_200])),
+    ("garbage-response", ops([C_REQ, R_GET_B], [S_RESP, 0, P_GARBAGE])),
+    ("server-500-close", ops([C_REQ, R_CLOSE], [S_RESP, 0, P_500_CLOSE])),
+    ("slow-head", ops(c_send(b"GET / HT"), [TIMER, 0])),
+    ("idle", ops([C_REQ, R_GET], [S_RESP, 0, P_200], [TIMER, 0], [TIMER, 1])),
+]
+
+
+def conn_corpus():
+    return [(name, data) for name, data in CONN_SCRIPTS]
+
+
+# ---------------------------------------------------------------------------------------------
+
+CORPORA = {"fuzz_http": http_corpus, "fuzz_config": config_corpus, "fuzz_conn": conn_corpus}
 LIBFUZZER_NAME = re.compile(r"[0-9a-f]{40}")
 NAME = re.compile(r"[a-z0-9][a-z0-9.-]*")
 

@@ -1,0 +1,89 @@
+/*
+ * One side of a proxied connection, client or server: a non-blocking socket, its input and output
+ * buffers, reads paused for back-pressure, a connect in progress, and one timer. It reports to its
+ * owner through one callback, and only from its own event callbacks: no function below ever calls
+ * the owner back, so the owner can call them from anywhere, its own callback included.
+ */
+#ifndef HALF_H
+#define HALF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+struct loop;
+
+enum half_event {
+    HALF_READ,      /* bytes arrived in in, or the peer closed its side (eof) */
+    HALF_DRAINED,   /* out was written whole after a wait for the socket */
+    HALF_CONNECTED, /* the connect in progress succeeded */
+    HALF_ERROR,     /* the connect, a read or a write failed: err says why (eof is set too) */
+    HALF_TIMEOUT,   /* the timer went off */
+};
+
+/* "read", "drained"...: for logs. */
+const char *half_event_str(enum half_event ev);
+
+/* The owner's callback. It may do anything with the half, including stop it. */
+typedef void (*half_cb)(void *owner, enum half_event ev);
+
+struct half {
+    int fd;               /* owned; -1 once closed */
+    struct evbuffer *in;  /* owned: bytes read and not yet taken by the owner */
+    struct evbuffer *out; /* owned: bytes for the socket */
+    struct loop *lp;      /* borrowed */
+    half_cb cb;           /* the owner's, and its argument */
+    void *owner;          /* borrowed */
+    uint64_t nread;       /* bytes read from the socket so far */
+    uint64_t nwritten;    /* bytes written to the socket so far */
+    int err;              /* errno of the failure, 0 if none */
+    uint32_t rsize;       /* the next read's size (iobuf_read) */
+    unsigned connecting : 1;
+    unsigned read_paused : 1; /* the owner asked not to read (back-pressure) */
+    unsigned eof : 1;         /* the peer will send nothing more (closed, reset or failed) */
+    unsigned wr_shut : 1;     /* our side was shut down for writing */
+    unsigned stopped : 1;     /* no more events: the owner is closing it */
+    struct event rev, wev, timer;
+};
+
+/*
+ * Sets up h on fd (non-blocking) in lp's loop with the owner's callback, and starts reading
+ * unless connecting. A connecting half (connect() returned EINPROGRESS) reports HALF_CONNECTED
+ * or HALF_ERROR once the connect is over, then reads. Returns 0, or -1 when memory ran out (fd
+ * then still belongs to the caller).
+ */
+int half_init(struct half *h, struct loop *lp, int fd, bool connecting, half_cb cb, void *owner);
+
+/* Hands h to another owner (a pooled server connection changes hands). */
+void half_set_owner(struct half *h, half_cb cb, void *owner);
+
+/*
+ * Writes what out holds, as much as the socket takes now; the rest goes when it is writable, and
+ * HALF_DRAINED says when it all went. Returns 0, or -1 when the write failed (err set, eof set;
+ * nothing is reported through the callback).
+ */
+int half_flush(struct half *h);
+
+/* Stops (true) or resumes (false) reading from the socket. */
+void half_pause_read(struct half *h, bool pause);
+
+/* Once out is empty: tells the peer that nothing more will come (shutdown SHUT_WR). */
+void half_shutdown_write(struct half *h);
+
+/* Arms the timer for ms milliseconds from now (replacing any armed), or disarms it with 0. */
+void half_timer(struct half *h, uint64_t ms);
+
+/*
+ * No more events or callbacks for h, and its socket is closed now, so that a connection that ends
+ * gives its descriptor back at once: its memory (and what is buffered) stays valid until
+ * half_fini(), for an owner that frees it later.
+ */
+void half_stop(struct half *h);
+
+/* Closes the socket and frees the buffers; h must not be used again but for half_init(). */
+void half_fini(struct half *h);
+
+#endif
