@@ -28,7 +28,8 @@
  * holds a reference or is covered by the argument above), decrements acq_rel so that the last one
  * sees every other thread's use of the set before freeing it.
  *
- * Health (cooldown-until, failures) is advisory: relaxed atomics, no data published through it.
+ * Health (cooldown-until, failures, the probe's verdict) is advisory: relaxed atomics, no data
+ * published through it.
  */
 #include <arpa/inet.h>
 #include <assert.h>
@@ -45,7 +46,8 @@
 struct balancer_health {
     _Atomic int64_t down_until; /* ms: in cooldown while now < down_until; 0 when up */
     _Atomic uint64_t failures;
-    atomic_uint refs; /* one per set entry pointing here */
+    atomic_bool probe_down; /* the active health check's verdict (health.c); false when none */
+    atomic_uint refs;       /* one per set entry pointing here */
 };
 
 struct balancer_server {
@@ -104,9 +106,8 @@ balancer_addr_init(struct balancer_addr *a, const struct sockaddr *sa, socklen_t
     return 0;
 }
 
-/* Compares family, address and port (and IPv6 scope), not the padding around them. */
-static bool
-addr_equal(const struct balancer_addr *a, const struct balancer_addr *b)
+bool
+balancer_addr_equal(const struct balancer_addr *a, const struct balancer_addr *b)
 {
     const struct sockaddr *sa = (const struct sockaddr *)&a->addr;
     const struct sockaddr *sb = (const struct sockaddr *)&b->addr;
@@ -147,7 +148,7 @@ static const struct balancer_server *
 set_find(const struct balancer_set *s, const struct balancer_addr *addr)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (addr_equal(&s->servers[i].addr, addr))
+        if (balancer_addr_equal(&s->servers[i].addr, addr))
             return &s->servers[i];
     return NULL;
 }
@@ -162,7 +163,7 @@ set_same(const struct balancer_set *s, const struct balancer_addr *addrs, size_t
         return false;
     for (size_t i = 0; i < n; i++) {
         size_t j = 0;
-        while (j < n && ((used & bit(j)) || !addr_equal(&s->servers[j].addr, &addrs[i])))
+        while (j < n && ((used & bit(j)) || !balancer_addr_equal(&s->servers[j].addr, &addrs[i])))
             j++;
         if (j == n)
             return false;
@@ -197,6 +198,7 @@ set_new(const struct balancer_addr *addrs, size_t n, const struct balancer_set *
         } else if ((srv->health = malloc(sizeof(*srv->health))) != NULL) {
             atomic_init(&srv->health->down_until, 0);
             atomic_init(&srv->health->failures, 0);
+            atomic_init(&srv->health->probe_down, false);
             atomic_init(&srv->health->refs, 1);
         } else {
             set_free(s);
@@ -326,6 +328,19 @@ balancer_server_up(const struct balancer_server *srv, int64_t now_ms)
     return atomic_load_explicit(&srv->health->down_until, memory_order_relaxed) <= now_ms;
 }
 
+bool
+balancer_server_probe_up(const struct balancer_server *srv)
+{
+    return !atomic_load_explicit(&srv->health->probe_down, memory_order_relaxed);
+}
+
+/* What a pick prefers: out of cooldown and not down by the active check. */
+static bool
+usable(const struct balancer_server *srv, int64_t now_ms)
+{
+    return balancer_server_up(srv, now_ms) && balancer_server_probe_up(srv);
+}
+
 /* The next round-robin position: relaxed is enough, as each draw only needs its own value. */
 static size_t
 draw(struct balancer_set *s)
@@ -354,19 +369,19 @@ balancer_pick(struct balancer_set *s, int64_t now_ms, uint64_t *tried)
     if (left == 0)
         return NULL;
     i = draw(s);
-    if ((left & bit(i)) && balancer_server_up(&s->servers[i], now_ms))
+    if ((left & bit(i)) && usable(&s->servers[i], now_ms))
         goto found;
     for (size_t j = 0; j < s->n; j++)
-        if ((left & bit(j)) && balancer_server_up(&s->servers[j], now_ms))
+        if ((left & bit(j)) && usable(&s->servers[j], now_ms))
             up |= bit(j);
     if (up == 0) {
-        /* Only servers in cooldown are left: try them anyway, in round-robin order. */
+        /* Only servers down (cooldown or probe) are left: try them anyway, in round-robin order. */
         i = next_in(left, i, s->n);
         goto found;
     }
     /*
      * Draw again rather than take the next server up after i: that one would also get the share
-     * of every server in cooldown before it. Other threads' draws may interleave, so stop after n
+     * of every server down before it. Other threads' draws may interleave, so stop after n
      * and take the next one up.
      */
     for (size_t k = 1; k < s->n && !(up & bit(i)); k++)
@@ -392,6 +407,14 @@ balancer_mark_ok(const struct balancer_server *srv)
     /* Read first: a store on every success would bounce the line between every worker. */
     if (atomic_load_explicit(&srv->health->down_until, memory_order_relaxed) != 0)
         atomic_store_explicit(&srv->health->down_until, 0, memory_order_relaxed);
+}
+
+void
+balancer_mark_probe(const struct balancer_server *srv, bool up)
+{
+    /* Read first, as in balancer_mark_ok(): the prober confirms the same verdict every round. */
+    if (atomic_load_explicit(&srv->health->probe_down, memory_order_relaxed) == up)
+        atomic_store_explicit(&srv->health->probe_down, !up, memory_order_relaxed);
 }
 
 uint64_t

@@ -1,6 +1,6 @@
-/* A service's servers: round-robin picks and passive health shared by every worker thread through
- * C11 atomics alone, with server sets swapped in whole by discovery; connecting, timing and
- * logging are left to the caller. */
+/* A service's servers: round-robin picks, passive health and the active check's verdicts shared by
+ * every worker thread through C11 atomics alone, with server sets swapped in whole by discovery;
+ * connecting, probing, timing and logging are left to the caller. */
 #ifndef BALANCER_H
 #define BALANCER_H
 
@@ -26,8 +26,8 @@ struct balancer_addr {
 struct balancer;
 /* An immutable, refcounted array of servers, plus the service's round-robin position. */
 struct balancer_set;
-/* One server of a set. Its health (cooldown, failure count) is shared with every set that has the
- * same address, so marks made through an old set still count after a swap. */
+/* One server of a set. Its health (cooldown, failure count, probe verdict) is shared with every set
+ * that has the same address, so marks made through an old set still count after a swap. */
 struct balancer_server;
 
 /*
@@ -35,6 +35,10 @@ struct balancer_server;
  * or -1 for another family or a len that does not fit.
  */
 int balancer_addr_init(struct balancer_addr *a, const struct sockaddr *sa, socklen_t len);
+
+/* Returns whether a and b are the same server: family, address and port (and IPv6 scope), not the
+ * padding around them. The same test decides which servers share health across a set swap. */
+bool balancer_addr_equal(const struct balancer_addr *a, const struct balancer_addr *b);
 
 /*
  * Creates a service with the n servers of addrs (copied; n may be 0: no servers, 503) and the
@@ -90,8 +94,9 @@ const struct balancer_server *balancer_set_server(const struct balancer_set *s, 
  * Round-robin over one counter per set shared by all threads: with every server up, N picks over k
  * servers give each exactly N/k whatever the threads.
  *
- * A server in cooldown at now_ms is skipped while a server out of cooldown is left; when all that
- * are left are in cooldown, they are tried anyway, in round-robin order, never skipped. tried, if
+ * A server that is down (in cooldown at now_ms, or marked down by the active check through
+ * balancer_mark_probe()) is skipped while a server that is neither is left; when all that are left
+ * are down, they are tried anyway, in round-robin order, never skipped. tried, if
  * not NULL, holds bit i for server i already tried by this request: those are never picked again,
  * and the pick's bit is set, so a retry after a refused connection is another balancer_pick() with
  * the same tried (start it at 0). The server is valid while the caller holds s.
@@ -109,8 +114,22 @@ void balancer_mark_failed(const struct balancer_server *srv, int64_t now_ms);
  * in cooldown, so calling it on every success is cheap. */
 void balancer_mark_ok(const struct balancer_server *srv);
 
-/* Returns whether srv is out of cooldown at now_ms (portier_server_up). */
+/* Returns whether srv is out of cooldown at now_ms. The probe's verdict is not part of it: a server
+ * that picks prefer (portier_server_up) is balancer_server_up() && balancer_server_probe_up(). */
 bool balancer_server_up(const struct balancer_server *srv, int64_t now_ms);
+
+/*
+ * Records the active health check's verdict on srv: up (true) or down (false). A probe-down server
+ * is skipped by balancer_pick() like one in cooldown, until marked up again; cooldowns and probe
+ * verdicts are independent (marking up does not end a cooldown, balancer_mark_ok() does not undo a
+ * probe's down). Every server starts up, and so does an address new to its balancer. Writes shared
+ * memory only when the verdict changes. Any thread, lock-free; health.c is the one caller.
+ */
+void balancer_mark_probe(const struct balancer_server *srv, bool up);
+
+/* Returns the active check's last verdict on srv: true (up) unless balancer_mark_probe() said
+ * down. */
+bool balancer_server_probe_up(const struct balancer_server *srv);
 
 /* Returns how many times srv was marked failed, counted across set swaps while it stays. */
 uint64_t balancer_server_failures(const struct balancer_server *srv);

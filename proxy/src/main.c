@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "discovery.h"
+#include "health.h"
 #include "log.h"
 #include "loop.h"
 #include "runtime.h"
@@ -84,8 +85,9 @@ check_unserved(const struct config *cfg)
 struct main_ctx {
     const char *path;
     struct proxy proxy;
-    struct loop lp;         /* the main thread's loop: signals, discovery */
+    struct loop lp;         /* the main thread's loop: signals, discovery, health checks */
     struct discovery *disc; /* owned: feeds the current runtime's dns services */
+    struct health *health;  /* owned: probes the current runtime's servers, or NULL */
 };
 
 static int
@@ -151,6 +153,11 @@ reload(struct main_ctx *m)
     }
     discovery_stop(m->disc);
     m->disc = disc;
+    /* The new prober starts from the old one's verdicts, so a server known to be down stays out
+     * of rotation across the reload. */
+    struct health *health = health_start(&m->lp, rt, m->health);
+    health_stop(m->health);
+    m->health = health;
     loop_set_runtime(&m->lp, rt);
     if (config_needs_restart(m->proxy.rt->cfg, cfg, what, sizeof(what)))
         log_msg(LOG_WARN, "reload: a change of %s needs a restart; the rest applies now", what);
@@ -234,6 +241,7 @@ serve(struct main_ctx *m, struct config *cfg)
     }
     /* Listeners open only once dns services have servers, or a short while has passed. */
     discovery_wait_first(m->disc, 3000);
+    m->health = health_start(&m->lp, m->proxy.rt, NULL);
     for (unsigned i = 0; i < n; i++) {
         m->proxy.workers[i] = worker_new((int)i, &m->proxy, m->proxy.rt, err, sizeof(err));
         if (m->proxy.workers[i] == NULL) {
@@ -273,6 +281,7 @@ out:
             event_free(sev[i]);
     }
     free(m->proxy.workers);
+    health_stop(m->health);
     discovery_stop(m->disc);
     loop_fini(&m->lp);
     runtime_unref(m->proxy.rt);

@@ -152,8 +152,7 @@ pool_take(struct upconn_pool *p, const struct balancer_addr *addr, int64_t now_m
             upconn_close(u);
             continue;
         }
-        if (u->addr.addrlen == addr->addrlen &&
-            memcmp(&u->addr.addr, &addr->addr, addr->addrlen) == 0) {
+        if (balancer_addr_equal(&u->addr, addr)) {
             pool_unlink(u);
             return u;
         }

@@ -201,9 +201,13 @@ class Conn(_Reader):
 
     host = HOST
 
-    def __init__(self, addr, timeout=TIMEOUT):
+    def __init__(self, addr, timeout=TIMEOUT, source=None):
+        """source: the local IP address to connect from (a 127.x.x.x), or None for the kernel's
+        choice."""
         super().__init__()
-        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.sock = socket.create_connection(
+            addr, timeout=timeout, source_address=None if source is None else (source, 0)
+        )
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def __enter__(self):

@@ -1,5 +1,5 @@
-/* Unit tests for balancer.c: fair shares, cooldowns, retries, set swaps, and threads doing all of
- * it at once. */
+/* Unit tests for balancer.c: fair shares, cooldowns, active-check verdicts, retries, set swaps, and
+ * threads doing all of it at once. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -245,6 +245,126 @@ test_all_down_still_picks(void **state)
     assert_int_equal(counts[1], 100);
     assert_int_equal(counts[2], 100);
     balancer_set_unref(s);
+    balancer_free(b);
+}
+
+/*
+ * Active-check verdicts, alone and with cooldowns: which servers get picks. Marks are applied in
+ * the order of the fields: cooldown, probe down, probe up again, then mark_ok.
+ */
+struct probe_case {
+    const char *name;
+    uint64_t cooldown; /* servers marked failed at T0 */
+    uint64_t down;     /* servers marked down by the probe */
+    uint64_t up;       /* servers marked up by the probe afterwards */
+    uint64_t ok;       /* servers given balancer_mark_ok() afterwards */
+    int counts[3];     /* picks of each server out of 300 at T0 */
+};
+
+static const struct probe_case probe_cases[] = {
+    {"all up", 0, 0, 0, 0, {100, 100, 100}},
+    {"probe-down skipped, share split evenly", 0, 0x2, 0, 0, {150, 0, 150}},
+    {"two probe-down: the last one takes all", 0, 0x5, 0, 0, {0, 300, 0}},
+    {"up again: picked again", 0, 0x2, 0x2, 0, {100, 100, 100}},
+    {"up again while others stay down", 0, 0x7, 0x1, 0, {300, 0, 0}},
+    {"all probe-down: still picked, round-robin", 0, 0x7, 0, 0, {100, 100, 100}},
+    {"probe-down and cooldown together skip both", 0x1, 0x2, 0, 0, {0, 0, 300}},
+    {"down by either way on all: still picked", 0x3, 0x4, 0, 0, {100, 100, 100}},
+    {"cooldown and probe-down on one server", 0x2, 0x2, 0, 0, {150, 0, 150}},
+    {"mark_ok does not undo a probe's down", 0, 0x2, 0, 0x2, {150, 0, 150}},
+    {"probe up does not end a cooldown", 0x2, 0x2, 0x2, 0, {150, 0, 150}},
+    {"mark_ok then probe up: both over", 0x2, 0x2, 0x2, 0x2, {100, 100, 100}},
+};
+
+static void
+test_probe_verdicts(void **state)
+{
+    struct balancer_addr a[3];
+
+    (void)state;
+    addrs_v4(a, 3, 22);
+    for (size_t c = 0; c < sizeof(probe_cases) / sizeof(probe_cases[0]); c++) {
+        const struct probe_case *pc = &probe_cases[c];
+        struct balancer *b = balancer_new(a, 3, COOLDOWN);
+        struct balancer_set *s = balancer_acquire(b);
+        int counts[3] = {0};
+        uint64_t usable = 0, tried = 0;
+        int nusable = 0;
+
+        for (size_t i = 0; i < 3; i++) {
+            const struct balancer_server *srv = balancer_set_server(s, i);
+            assert_true(balancer_server_probe_up(srv)); /* every server starts up */
+            if (pc->cooldown & ((uint64_t)1 << i))
+                balancer_mark_failed(srv, T0);
+            if (pc->down & ((uint64_t)1 << i))
+                balancer_mark_probe(srv, false);
+            if (pc->up & ((uint64_t)1 << i))
+                balancer_mark_probe(srv, true);
+            if (pc->ok & ((uint64_t)1 << i))
+                balancer_mark_ok(srv);
+            assert_int_equal(balancer_server_probe_up(srv),
+                             !(pc->down & ~pc->up & ((uint64_t)1 << i)));
+            if (balancer_server_up(srv, T0) && balancer_server_probe_up(srv)) {
+                usable |= (uint64_t)1 << i;
+                nusable++;
+            }
+        }
+        count_picks(s, T0, 300, counts);
+        for (size_t i = 0; i < 3; i++)
+            if (counts[i] != pc->counts[i])
+                fail_msg("%s: server %zu got %d picks, want %d", pc->name, i, counts[i],
+                         pc->counts[i]);
+        /* One request's retries: the usable servers first, then the down ones, each once. */
+        for (int k = 0; k < 3; k++) {
+            size_t i = index_of(s, balancer_pick(s, T0, &tried));
+            if ((int)((usable >> i) & 1) != (k < nusable))
+                fail_msg("%s: retry %d picked server %zu out of order", pc->name, k, i);
+        }
+        assert_int_equal(tried, 0x7);
+        assert_null(balancer_pick(s, T0, &tried));
+        balancer_set_unref(s);
+        balancer_free(b);
+    }
+}
+
+/* A probe's verdict follows the address across swaps; a new address, or one that left and came
+ * back, starts up. */
+static void
+test_probe_swap(void **state)
+{
+    struct balancer_addr a[4]; /* .22 .23 .24 .25 */
+
+    (void)state;
+    addrs_v4(a, 4, 22);
+    struct balancer *b = balancer_new(a, 3, COOLDOWN); /* .22 .23 .24 */
+    struct balancer_set *old = balancer_acquire(b);
+    balancer_mark_probe(by_label(old, "127.0.0.23:8080"), false);
+
+    /* .22 goes, .25 comes; .23 and .24 stay, in another order. */
+    struct balancer_addr next[3] = {a[3], a[2], a[1]};
+    assert_int_equal(balancer_update(b, next, 3), 0);
+    struct balancer_set *cur = balancer_acquire(b);
+    assert_ptr_not_equal(cur, old);
+    assert_false(balancer_server_probe_up(by_label(cur, "127.0.0.23:8080")));
+    assert_true(balancer_server_probe_up(by_label(cur, "127.0.0.24:8080")));
+    assert_true(balancer_server_probe_up(by_label(cur, "127.0.0.25:8080")));
+    for (int k = 0; k < 6; k++)
+        assert_ptr_not_equal(balancer_pick(cur, T0, NULL), by_label(cur, "127.0.0.23:8080"));
+
+    /* Marks through the old set reach the new one, both ways. */
+    balancer_mark_probe(by_label(old, "127.0.0.23:8080"), true);
+    assert_true(balancer_server_probe_up(by_label(cur, "127.0.0.23:8080")));
+    balancer_mark_probe(by_label(old, "127.0.0.24:8080"), false);
+    assert_false(balancer_server_probe_up(by_label(cur, "127.0.0.24:8080")));
+    balancer_set_unref(old);
+
+    /* .24 leaves and comes back: it starts up. */
+    balancer_set_unref(cur);
+    assert_int_equal(balancer_update(b, a, 2), 0); /* .22 .23 */
+    assert_int_equal(balancer_update(b, a, 3), 0); /* .22 .23 .24 */
+    cur = balancer_acquire(b);
+    assert_true(balancer_server_probe_up(by_label(cur, "127.0.0.24:8080")));
+    balancer_set_unref(cur);
     balancer_free(b);
 }
 
@@ -516,6 +636,8 @@ main(void)
         cmocka_unit_test(test_cooldown),
         cmocka_unit_test(test_cooldown_off),
         cmocka_unit_test(test_all_down_still_picks),
+        cmocka_unit_test(test_probe_verdicts),
+        cmocka_unit_test(test_probe_swap),
         cmocka_unit_test(test_retries_exclude_tried),
         cmocka_unit_test(test_retries_limits),
         cmocka_unit_test(test_empty_set),
