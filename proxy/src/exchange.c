@@ -417,32 +417,12 @@ body_keep(struct xchg *x, struct evbuffer *src, size_t n)
  * Starting: the head, the route
  */
 
-/* For the log of a refused request: its method and target as sent, if the request line has them. */
-static void
-log_refused_head(struct xchg *x, size_t len)
-{
-    const char *sp1 = memchr(x->head, ' ', len < 32 ? len : 32);
-
-    if (x->req.method.len > 0 || sp1 == NULL)
-        return;
-    x->req.method = (struct http_span){x->head, (size_t)(sp1 - x->head)};
-    if (x->req.target.len == 0) {
-        const char *start = sp1 + 1, *endp = x->head + len;
-        const char *sp2 = memchr(start, ' ', (size_t)(endp - start));
-        const char *cr = memchr(start, '\r', (size_t)(endp - start));
-        if (sp2 == NULL || (cr != NULL && cr < sp2))
-            sp2 = cr;
-        if (sp2 != NULL)
-            x->req.target = (struct http_span){start, (size_t)(sp2 - start)};
-    }
-}
-
 enum xchg_verdict
 exchange_refuse(struct xchg *x, int status, size_t len)
 {
     len = len < x->cap ? len : x->cap;
     len = (size_t)evbuffer_copyout(x->cl->h->in, x->head, len);
-    log_refused_head(x, len);
+    http_request_salvage(&x->req, x->head, len);
     respond_error(x, status, false);
     return x->verdict;
 }
@@ -471,7 +451,7 @@ exchange_start(struct xchg *x, size_t len)
         return exchange_refuse(x, 431, len);
     evbuffer_remove(x->cl->h->in, x->head, len);
     if (http_request_parse(&x->req, x->head, len) < 0) {
-        log_refused_head(x, len);
+        http_request_salvage(&x->req, x->head, len);
         respond_error(x, x->req.error, false);
         return x->verdict;
     }

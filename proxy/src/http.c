@@ -1081,6 +1081,26 @@ http_request_parse(struct http_request *req, const char *head, size_t len)
  * Responses
  */
 
+void
+http_request_salvage(struct http_request *req, const char *head, size_t len)
+{
+    const char *sp1 = memchr(head, ' ', len < 32 ? len : 32), *start, *end, *sp2, *cr;
+
+    if (req->method.len > 0 || sp1 == NULL)
+        return;
+    req->method = (struct http_span){head, (size_t)(sp1 - head)};
+    if (req->target.len > 0)
+        return;
+    start = sp1 + 1;
+    end = head + len;
+    sp2 = memchr(start, ' ', (size_t)(end - start));
+    cr = memchr(start, '\r', (size_t)(end - start));
+    if (sp2 == NULL || (cr != NULL && cr < sp2))
+        sp2 = cr;
+    if (sp2 != NULL)
+        req->target = (struct http_span){start, (size_t)(sp2 - start)};
+}
+
 static int
 res_fail(struct http_response *res, const char *why)
 {

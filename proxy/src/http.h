@@ -186,6 +186,14 @@ struct http_request {
  */
 int http_request_parse(struct http_request *req, const char *head, size_t len);
 
+/*
+ * For the log of a refused request: fills req->method and req->target, where the parse (or the
+ * scan that refused the head before any parse) left them empty, from the request line as sent,
+ * head[0..len): the method is up to the first space within the first 32 bytes, the target up to
+ * the next space or CR. What the line does not have stays empty. Spans point into head.
+ */
+void http_request_salvage(struct http_request *req, const char *head, size_t len);
+
 /* A response head, parsed. Spans point into the head passed to http_response_parse(). */
 struct http_response {
     struct http_span reason; /* as sent, maybe empty */

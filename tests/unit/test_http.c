@@ -1606,6 +1606,46 @@ test_char_classes(void **state)
     assert_string_equal(http_framing_str(HTTP_FRAMING_CHUNKED), "chunked");
 }
 
+/* A refused head still names its method and target in the log, as far as its request line goes. */
+static void
+test_request_salvage(void **state)
+{
+    static const struct {
+        const char *head, *method, *target;
+    } cases[] = {
+        {"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/a?b"},
+        {"POST /x\r\n\r\n", "POST", "/x"},
+        {"GET /no-version", "GET", ""},
+        {"NOSPACEATALL\r\n\r\n", "", ""},
+        {"AVERYLONGMETHODNAMETHATGOESONANDON /x HTTP/1.1\r\n", "", ""},
+        {"GET ", "GET", ""},
+        {"", "", ""},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http_request req;
+        const char *h = cases[i].head;
+
+        memset(&req, 0, sizeof(req));
+        http_request_salvage(&req, h, strlen(h));
+        assert_int_equal(req.method.len, strlen(cases[i].method));
+        assert_memory_equal(req.method.p != NULL ? req.method.p : "", cases[i].method,
+                            req.method.len);
+        assert_int_equal(req.target.len, strlen(cases[i].target));
+        if (req.target.len > 0)
+            assert_memory_equal(req.target.p, cases[i].target, req.target.len);
+    }
+
+    /* What the parse found is kept. */
+    struct http_request req;
+    memset(&req, 0, sizeof(req));
+    req.method = (struct http_span){"PUT", 3};
+    http_request_salvage(&req, "GET /x HTTP/1.1\r\n", 17);
+    assert_int_equal(req.method.len, 3);
+    assert_int_equal(req.target.len, 0);
+}
+
 int
 main(void)
 {
@@ -1635,6 +1675,7 @@ main(void)
         cmocka_unit_test(test_response_flags),
         cmocka_unit_test(test_reasons_and_errors),
         cmocka_unit_test(test_char_classes),
+        cmocka_unit_test(test_request_salvage),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
