@@ -8,12 +8,13 @@
  * every timer has gone off, nothing is left.
  *
  * Seeds: tests/fuzz/corpus/fuzz_conn (tests/fuzz/make_corpus.py). Build and run with
- * tests/fuzz/run.sh, which links what the next line lists:
+ * tests/fuzz/run.sh, which links what the fuzz-links lines list:
  *
  * fuzz-links: proxy/src/conn.c proxy/src/exchange.c proxy/src/upconn.c proxy/src/half.c
- * proxy/src/loop.c proxy/src/iobuf.c proxy/src/http.c proxy/src/http_body.c proxy/src/config.c
- * proxy/src/router.c proxy/src/balancer.c proxy/src/runtime.c proxy/src/log.c proxy/src/util.c
- * lib/addr.c lib/wbuf.c -lhttp_parser -levent -lyaml -lpthread
+ * fuzz-links: proxy/src/loop.c proxy/src/iobuf.c proxy/src/http.c proxy/src/http_body.c
+ * fuzz-links: proxy/src/config.c proxy/src/router.c proxy/src/balancer.c proxy/src/runtime.c
+ * fuzz-links: proxy/src/log.c proxy/src/util.c lib/addr.c lib/wbuf.c
+ * fuzz-links: -lhttp_parser -levent -lyaml -lpthread
  */
 #include <errno.h>
 #include <netinet/in.h>

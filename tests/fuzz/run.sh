@@ -10,7 +10,7 @@
 #              a scratch dir emptied first: the brief run of `make test`.
 # BUILD_DIR: the argument, else $FUZZ_BUILD, else build/fuzz. FUZZ_HARNESSES="fuzz_http ..."
 # runs only those; FUZZ_CC names the compiler (clang). Each harness names the sources and
-# libraries it links on a "fuzz-links:" line of its first comment.
+# libraries it links on "fuzz-links:" lines of its first comment (as many as it needs).
 #
 # Exit status: 0 when every harness ran clean; 1 when one crashed, leaked, hung or broke an
 # invariant (the input that did it is named); 2 for usage or build errors.
