@@ -6,6 +6,7 @@ The binaries come from $PORTIER_BUILD (an absolute path such as /work/main/build
 """
 
 import os
+import socket
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -272,3 +273,32 @@ def backends():
         yield f
     finally:
         f.stop_all()
+
+
+@contextmanager
+def blackhole_at(addr, fillers_max=16):
+    """A listener on addr whose accept queue is full: Linux then drops further SYNs, so a connect
+    there hangs until its timeout. Connections are queued (never accepted) until one does hang;
+    a kernel where none ever does fails the test rather than skipping it."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(addr)
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(fillers_max):
+            probe = socket.socket()
+            probe.settimeout(0.3)
+            try:
+                probe.connect(addr)
+            except socket.timeout:
+                probe.close()
+                break
+            fillers.append(probe)
+        else:
+            raise AssertionError(f"{addr}: {fillers_max} connects past a backlog of 0 completed")
+        yield addr
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()

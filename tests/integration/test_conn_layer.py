@@ -46,7 +46,7 @@ import pytest
 import backend as fake
 import httpc
 import procs
-from conftest import Portier, stopping
+from conftest import Portier, blackhole_at, stopping
 
 PX = ("127.0.0.70", 28700)
 O1 = ("127.0.0.71", 28701)
@@ -468,28 +468,9 @@ def named(name):
 
 @pytest.fixture
 def blackhole():
-    """A listener on BLACKHOLE whose accept queue is full: a connect there hangs until its
-    timeout (as in test_proxy_lifecycle.py)."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(BLACKHOLE)
-    listener.listen(0)
-    fillers = []
-    try:
-        fillers.append(socket.create_connection(BLACKHOLE, timeout=1.0))
-        probe = socket.socket()
-        probe.settimeout(0.3)
-        try:
-            probe.connect(BLACKHOLE)
-            fillers.append(probe)
-            pytest.skip("this kernel completes connections past a full backlog: no blackhole")
-        except socket.timeout:
-            probe.close()
-        yield BLACKHOLE
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
+    """A listener on BLACKHOLE whose backlog is full: a connect there hangs until its timeout."""
+    with blackhole_at(BLACKHOLE) as addr:
+        yield addr
 
 
 # =============================================================================================

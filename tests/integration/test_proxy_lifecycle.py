@@ -29,7 +29,7 @@ import pytest
 import backend
 import httpc
 import procs
-from conftest import start_pod, stopping
+from conftest import blackhole_at, start_pod, stopping
 from httpc import Closed, parse_response
 
 PORTIER = ("127.0.0.1", 28210)
@@ -662,28 +662,9 @@ def test_a_reload_changes_client_idle_for_the_next_idle_wait(apps, start_portier
 
 @pytest.fixture
 def blackhole():
-    """A listener on BLACKHOLE whose accept queue is full (backlog 0, one connection queued and
-    never accepted): Linux drops further SYNs, so a connect there hangs until its timeout."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(BLACKHOLE)
-    listener.listen(0)
-    fillers = []
-    try:
-        fillers.append(socket.create_connection(BLACKHOLE, timeout=1.0))
-        probe = socket.socket()
-        probe.settimeout(0.3)
-        try:
-            probe.connect(BLACKHOLE)
-            fillers.append(probe)
-            pytest.skip("this kernel completes connections past a full backlog: no blackhole")
-        except socket.timeout:
-            probe.close()
-        yield BLACKHOLE
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
+    """A listener on BLACKHOLE whose backlog is full: a connect there hangs until its timeout."""
+    with blackhole_at(BLACKHOLE) as addr:
+        yield addr
 
 
 def test_upstream_connect_timeout_answers_in_time(blackhole, start_portier):
