@@ -161,7 +161,7 @@ exchange_new(struct loop *lp, const struct xclient *cl)
 void
 exchange_free(struct xchg *x)
 {
-    upconn_close(x->u);
+    upconn_close(x->u, "the exchange is over");
     x->u = NULL;
     if (x->kept != NULL)
         evbuffer_free(x->kept);
@@ -234,9 +234,9 @@ exchange_log(struct xchg *x)
 }
 
 static void
-server_close(struct xchg *x)
+server_close(struct xchg *x, const char *why)
 {
-    upconn_close(x->u);
+    upconn_close(x->u, why);
     x->u = NULL;
     x->srv_timer = 0;
 }
@@ -256,7 +256,7 @@ end(struct xchg *x, enum xchg_verdict v)
 static enum step
 abort_now(struct xchg *x)
 {
-    server_close(x);
+    server_close(x, "the exchange was cut short");
     end(x, XCHG_ABORT);
     return S_ABORT;
 }
@@ -270,7 +270,7 @@ respond_error(struct xchg *x, int status, bool keep)
     unsigned flags = HTTP_ERR_F_HTML;
     size_t n;
 
-    server_close(x);
+    server_close(x, "the client gets an error page instead");
     if (x->req.is_head)
         flags |= HTTP_ERR_F_HEAD;
     if (!keep || x->cl->draining)
@@ -311,7 +311,7 @@ respond_fail(struct xchg *x, int status, const char *why)
 
     if (x->res_head) {
         if (ch->nwritten > x->res_start) {
-            server_close(x);
+            server_close(x, why);
             log_msg(LOG_WARN, "request %s from %s: response truncated after %llu bytes: %s", x->rid,
                     x->cl->ip, (unsigned long long)(ch->nwritten - x->res_start), why);
             return abort_now(x);
@@ -537,7 +537,7 @@ server_connecting(struct xchg *x)
             x->srv_timeout ? "connect timeout" : strerror(sh->err));
     balancer_mark_failed(x->server, loop_mono_ms());
     x->timed_out = x->srv_timeout;
-    server_close(x);
+    server_close(x, "the connect failed");
     x->phase = PH_PICK;
     return S_NEXT;
 }
@@ -605,7 +605,7 @@ server_broken(struct xchg *x, const char *why)
         /* A pooled connection the server had closed says nothing of the server's health. */
         if (!reused)
             balancer_mark_failed(x->server, loop_mono_ms());
-        server_close(x);
+        server_close(x, why);
         x->retried = 1;
         x->retryable = 0;
         x->phase = PH_PICK;
@@ -797,7 +797,7 @@ finish(struct xchg *x, bool reuse)
         balancer_mark_ok(x->server);
         upconn_release(u);
     } else {
-        upconn_close(u);
+        upconn_close(u, "not reusable after this response");
     }
     return end(x, close_client ? XCHG_CLOSE : XCHG_DONE);
 }
@@ -920,7 +920,7 @@ tunnel(struct xchg *x)
     if (x->srv_timeout) {
         log_msg(LOG_INFO, "tunnel %s <-> %s: idle for upstream_response; closed", x->cl->ip,
                 server_label(x));
-        server_close(x);
+        server_close(x, "the tunnel was idle");
         return end(x, XCHG_CLOSE);
     }
     /* What the client sent behind its upgrade request, and all it sends after, to the server. */
@@ -928,7 +928,7 @@ tunnel(struct xchg *x)
         evbuffer_add_buffer(sh->out, ch->in);
     if (half_flush(sh) < 0 || (sh->eof && evbuffer_get_length(sh->in) == 0)) {
         /* The server is done: the client gets what is queued, then the close. */
-        server_close(x);
+        server_close(x, "the tunnel is over");
         return end(x, XCHG_CLOSE);
     }
     if (ch->eof && evbuffer_get_length(ch->in) == 0)
@@ -1014,13 +1014,13 @@ void
 exchange_abort(struct xchg *x, const char *why)
 {
     if (x->phase == PH_END) {
-        server_close(x); /* over already, and logged */
+        server_close(x, "the client connection closed"); /* over already, and logged */
         return;
     }
     if (why != NULL)
         log_msg(LOG_INFO, "request %s from %s: %s (while in %s)", x->rid, x->cl->ip, why,
                 phase_names[x->phase]);
-    server_close(x);
+    server_close(x, "the client connection closed first");
     if (x->status == 0)
         x->status = 499; /* nginx's "client closed request", for the log */
     exchange_log(x);

@@ -93,7 +93,7 @@ probe_verdict(struct health_probe *p, bool ok, const char *why)
 static void
 probe_abort(struct health_probe *p)
 {
-    upconn_close(p->u);
+    upconn_close(p->u, "the probe is over");
     p->u = NULL;
     balancer_set_unref(p->set);
     p->set = NULL;

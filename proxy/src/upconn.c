@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "upconn.h"
 
 /* Shorter than the apps' 75 s (and most servers' keep-alive), so the pool closes first. */
@@ -102,11 +103,13 @@ upconn_free_cb(struct loop_defer *d)
 }
 
 void
-upconn_close(struct upconn *u)
+upconn_close(struct upconn *u, const char *why)
 {
     if (u == NULL || u->closed)
         return;
     u->closed = 1;
+    log_msg(LOG_DEBUG, "server %s: connection closed%s: %s", u->addr.label,
+            u->idle ? " in the pool" : "", why);
     if (u->idle)
         pool_unlink(u);
     half_stop(&u->h);
@@ -120,7 +123,7 @@ upconn_pool_drain(struct upconn_pool *p)
         return;
     p->draining = 1;
     while (p->idle != NULL)
-        upconn_close(p->idle);
+        upconn_close(p->idle, "shutdown");
 }
 
 void
@@ -137,8 +140,12 @@ upconn_pool_free(struct upconn_pool *p)
 static void
 pool_cb(void *owner, enum half_event ev)
 {
-    (void)ev;
-    upconn_close(owner);
+    struct upconn *u = owner;
+
+    upconn_close(u, ev == HALF_TIMEOUT ? "idle for the pool's limit"
+                    : u->h.err != 0    ? strerror(u->h.err)
+                    : u->h.eof         ? "the server closed it"
+                                       : "the server sent bytes nobody asked for");
 }
 
 static struct upconn *
@@ -149,7 +156,7 @@ pool_take(struct upconn_pool *p, const struct balancer_addr *addr, int64_t now_m
     for (u = p->idle; u != NULL; u = next) {
         next = u->next;
         if (now_ms - u->idle_since_ms >= POOL_IDLE_MS) {
-            upconn_close(u);
+            upconn_close(u, "idle for the pool's limit");
             continue;
         }
         if (balancer_addr_equal(&u->addr, addr)) {
@@ -199,7 +206,10 @@ upconn_release(struct upconn *u)
 
     if (p == NULL || p->draining || p->nidle >= POOL_MAX || u->h.eof || u->h.err != 0 ||
         evbuffer_get_length(u->h.in) > 0 || evbuffer_get_length(u->h.out) > 0) {
-        upconn_close(u);
+        upconn_close(u, p == NULL              ? "not pooled"
+                        : p->draining          ? "shutdown"
+                        : p->nidle >= POOL_MAX ? "the pool is full"
+                                               : "not reusable");
         return;
     }
     half_set_owner(&u->h, pool_cb, u);

@@ -69,7 +69,8 @@ struct upconn *upconn_get(struct loop *lp, struct upconn_pool *pool,
  */
 void upconn_release(struct upconn *u);
 
-/* Closes u; its memory is freed at the end of the loop's turn. NULL: no-op. */
-void upconn_close(struct upconn *u);
+/* Closes u (why is logged at debug level); its memory is freed at the end of the loop's turn.
+ * NULL: no-op. */
+void upconn_close(struct upconn *u, const char *why);
 
 #endif

@@ -1406,6 +1406,11 @@ def test_dash_d_logs_why_each_connection_closed(backends, start_px):
     wait_until(lambda: any(re.search(rf"portier debug: .*{re.escape(CLIENT_IP)}", line)
                            for line in p.errors().splitlines()),
                2.0, f"a debug line about client {CLIENT_IP}'s close:\n{p.errors()}")
+    # A server connection says why it closed too: the pooled one, at shutdown.
+    procs.stop(p.proc)
+    server = f"{O1[0]}:{O1[1]}"
+    assert re.search(rf"portier debug: server {re.escape(server)}: connection closed.*: \S",
+                     p.errors()), p.errors()
 
 
 def test_without_dash_d_there_are_no_debug_lines(backends, start_px):
