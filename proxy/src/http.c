@@ -1265,6 +1265,24 @@ is_hop_or_framing(uint8_t id)
     }
 }
 
+/* Host and the forwarding fields portier writes itself to the server (put_forwarded()). */
+static bool
+is_set_by_portier(uint8_t id)
+{
+    switch (id) {
+    case FLD_HOST:
+    case FLD_X_FORWARDED_FOR:
+    case FLD_X_FORWARDED_HOST:
+    case FLD_X_FORWARDED_PORT:
+    case FLD_X_FORWARDED_PROTO:
+    case FLD_X_REAL_IP:
+    case FLD_X_REQUEST_ID:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* The first non-empty value of a field a trusted peer sent, for the X-Forwarded-* it keeps. */
 static const struct http_span *
 first_value(const struct http_headers *hs, uint8_t id)
@@ -1341,15 +1359,9 @@ http_request_write(char *out, size_t cap, const struct http_request *req,
     for (unsigned i = 0; i < req->hdrs.n; i++) {
         const struct http_header *h = &req->hdrs.h[i];
 
-        switch (h->id) {
-        case FLD_HOST:
-        case FLD_X_FORWARDED_FOR:
-        case FLD_X_FORWARDED_HOST:
-        case FLD_X_FORWARDED_PORT:
-        case FLD_X_FORWARDED_PROTO:
-        case FLD_X_REAL_IP:
-        case FLD_X_REQUEST_ID:
+        if (is_set_by_portier(h->id))
             continue;
+        switch (h->id) {
         case FLD_EXPECT:
             if (drop_expect)
                 continue;
@@ -1413,29 +1425,12 @@ static const char *const trailer_forbidden_names[] = {
 bool
 http_trailer_forbidden(const struct http_headers *req, struct http_span name)
 {
-    switch (field_id(name)) {
-    case FLD_OTHER:
-        break;
-    case FLD_CONNECTION: /* hop-by-hop (RFC 9110 7.6.1) */
-    case FLD_KEEP_ALIVE:
-    case FLD_PROXY_CONNECTION:
-    case FLD_UPGRADE:
-    case FLD_HTTP2_SETTINGS:
-    case FLD_CONTENT_LENGTH: /* framing (RFC 9110 6.5.1) */
-    case FLD_TRANSFER_ENCODING:
-    case FLD_TE:
-    case FLD_TRAILER:
-    case FLD_HOST: /* routing, and what portier sets or checks in the head */
-    case FLD_FORWARDED:
-    case FLD_X_FORWARDED_FOR:
-    case FLD_X_FORWARDED_HOST:
-    case FLD_X_FORWARDED_PORT:
-    case FLD_X_FORWARDED_PROTO:
-    case FLD_X_REAL_IP:
-    case FLD_X_REQUEST_ID:
-    case FLD_EXPECT: /* a request modifier (RFC 9110 10.1.1) */
+    uint8_t id = field_id(name);
+
+    /* Hop-by-hop (RFC 9110 7.6.1) and framing (6.5.1); routing, and what portier sets or checks
+     * in the head; Expect, a request modifier (10.1.1). */
+    if (is_hop_or_framing(id) || is_set_by_portier(id) || id == FLD_FORWARDED || id == FLD_EXPECT)
         return true;
-    }
     for (size_t i = 0; i < sizeof(trailer_forbidden_names) / sizeof(trailer_forbidden_names[0]);
          i++) {
         if (span_is(name.p, name.len, trailer_forbidden_names[i]))

@@ -549,3 +549,78 @@ class BackendFactory:
                 problems.append(f"{b.addr}: {e}")
         if problems:
             raise AssertionError("\n".join(problems))
+
+
+class ThreadedOrigin:
+    """A listener on addr whose every connection runs in a thread of its own, for origins that
+    must act at the socket level (send half a body, reset, stall). Subclasses say what a
+    connection is (adopt: a socket in, an object with .sock out) and what runs on it (serve);
+    an exception there is recorded in errors (describe) unless stop() is under way. stop() closes
+    the listener and every connection and joins every thread, failing if one does not end."""
+
+    def __init__(self, addr, backlog=128):
+        self.addr = addr
+        self.stopping = threading.Event()
+        self.errors: List[str] = []
+        self.conns: list = []  # what adopt() returned, in accept order
+        self._threads: List[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(addr)
+        self.listener.listen(backlog)
+        self.listener.settimeout(0.05)
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        self._acceptor.start()
+
+    def adopt(self, sock, index):
+        return sock
+
+    def serve(self, conn):
+        raise NotImplementedError
+
+    def describe(self, conn, exc):
+        return f"{type(exc).__name__}: {exc}"
+
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                conn = self.adopt(sock, len(self.conns))
+                self.conns.append(conn)
+                t = threading.Thread(target=self._run, args=(conn,), daemon=True)
+                self._threads.append(t)
+            t.start()
+
+    def _run(self, conn):
+        try:
+            self.serve(conn)
+        except Exception as e:  # noqa: BLE001 - reported by the test or stop()
+            if not self.stopping.is_set():
+                self.errors.append(self.describe(conn, e))
+        finally:
+            conn_sock(conn).close()
+
+    def stop(self):
+        self.stopping.set()
+        self._acceptor.join(5)
+        self.listener.close()
+        with self._lock:
+            conns, threads = list(self.conns), list(self._threads)
+        for c in conns:
+            try:
+                conn_sock(c).shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        alive = [t for t in threads if (t.join(5), t.is_alive())[1]]
+        assert not alive, f"{len(alive)} origin threads did not stop"
+
+
+def conn_sock(conn):
+    """The socket of what ThreadedOrigin.adopt() returned: the socket itself, or its .sock."""
+    return conn if isinstance(conn, socket.socket) else conn.sock

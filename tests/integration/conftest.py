@@ -6,6 +6,9 @@ The binaries come from $PORTIER_BUILD (an absolute path such as /work/main/build
 """
 
 import os
+import pwd
+import shutil
+import signal
 import socket
 import sys
 from contextlib import contextmanager
@@ -302,3 +305,65 @@ def blackhole_at(addr, fillers_max=16):
         for f in fillers:
             f.close()
         listener.close()
+
+
+@pytest.fixture
+def raw_origins(request):
+    """A factory: raw_origins(addr, handler) starts the test module's RawOrigin (a
+    backend.ThreadedOrigin of its own kind) on addr. At teardown every one is stopped, and what
+    any stop() found wrong fails the test."""
+    started = []
+
+    def _start(addr, handler):
+        o = request.module.RawOrigin(addr, handler)
+        started.append(o)
+        return o
+
+    try:
+        yield _start
+    finally:
+        problems = []
+        for o in started:
+            try:
+                o.stop()
+            except AssertionError as e:
+                problems.append(str(e))
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+class Dnsmasq:
+    """A dnsmasq answering name from a hosts file of its own (TTL 1 s, nothing else: no upstream,
+    no /etc/hosts); set(ips) rewrites the file and makes dnsmasq re-read it."""
+
+    def __init__(self, proc: procs.Proc, hosts: str, name: str):
+        self.proc = proc
+        self.hosts = hosts
+        self.name = name
+
+    def set(self, ips):
+        with open(self.hosts, "w") as f:
+            f.writelines(f"{ip} {self.name}\n" for ip in ips)
+        os.kill(self.proc.pid, signal.SIGHUP)
+
+
+@contextmanager
+def dnsmasq_at(addr, name, tmp_path):
+    """Runs dnsmasq on addr (ip, port) for name, stopped by PID on the way out."""
+    exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    if not os.access(exe, os.X_OK):
+        pytest.fail("dnsmasq is not installed (scripts/deps.sh installs dnsmasq-base)")
+    hosts = str(tmp_path / "hosts")
+    open(hosts, "w").close()
+    argv = [
+        exe, "--no-daemon", f"--port={addr[1]}", f"--listen-address={addr[0]}",
+        "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}",
+        "--local=/test/", "--local-ttl=1", "--cache-size=0", "--pid-file",
+        # As ourselves, so that it can still read the hosts file in our temp dir.
+        f"--user={pwd.getpwuid(os.getuid()).pw_name}",
+    ]
+    p = procs.start(argv, wait_for=addr, log_dir=str(tmp_path), name="dnsmasq")
+    try:
+        yield Dnsmasq(p, hosts, name)
+    finally:
+        procs.stop(p)

@@ -30,7 +30,6 @@ every socket operation and every test is bounded in time.
 import itertools
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -46,7 +45,7 @@ import pytest
 import backend as fake
 import httpc
 import procs
-from conftest import Portier, blackhole_at, stopping
+from conftest import Portier, blackhole_at, dnsmasq_at, stopping
 
 PX = ("127.0.0.70", 28700)
 O1 = ("127.0.0.71", 28701)
@@ -368,89 +367,30 @@ class RawConn:
         return True
 
 
-class RawOrigin:
+class RawOrigin(fake.ThreadedOrigin):
     """Accepts on addr and runs handler(conn) for each connection in a thread of its own. conns
     lists every RawConn in accept order; stop() ends and joins everything, and fails on a
     handler's exception."""
 
     def __init__(self, addr, handler):
-        self.addr = addr
         self.handler = handler
-        self.stopping = threading.Event()
-        self.conns: List[RawConn] = []
-        self.errors: List[str] = []
-        self._threads: List[threading.Thread] = []
-        self._lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(addr)
-        self.listener.listen(128)
-        self.listener.settimeout(0.05)
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
-        self._acceptor.start()
+        super().__init__(addr)
 
-    def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                conn = RawConn(self, sock, len(self.conns))
-                self.conns.append(conn)
-                t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-                self._threads.append(t)
-            t.start()
+    def adopt(self, sock, index):
+        return RawConn(self, sock, index)
 
-    def _serve(self, conn):
+    def serve(self, conn):
         try:
             self.handler(conn)
         except _Stop:
             pass
-        except Exception as e:  # noqa: BLE001 - reported by stop()
-            if not self.stopping.is_set():
-                self.errors.append(f"conn {conn.id}: {type(e).__name__}: {e}")
-        finally:
-            conn.sock.close()
+
+    def describe(self, conn, exc):
+        return f"conn {conn.id}: {type(exc).__name__}: {exc}"
 
     def stop(self):
-        self.stopping.set()
-        self._acceptor.join(5)
-        self.listener.close()
-        with self._lock:
-            conns, threads = list(self.conns), list(self._threads)
-        for c in conns:
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        alive = [t for t in threads if (t.join(5), t.is_alive())[1]]
-        assert not alive, f"{len(alive)} origin threads did not stop"
+        super().stop()
         assert not self.errors, "origin handler errors:\n" + "\n".join(self.errors)
-
-
-@pytest.fixture
-def raw_origins():
-    started: List[RawOrigin] = []
-
-    def _start(addr, handler):
-        o = RawOrigin(addr, handler)
-        started.append(o)
-        return o
-
-    try:
-        yield _start
-    finally:
-        problems = []
-        for o in started:
-            try:
-                o.stop()
-            except AssertionError as e:
-                problems.append(str(e))
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
 
 
 def named(name):
@@ -1216,30 +1156,10 @@ HC_PORT = 28730
 
 @pytest.fixture
 def dnsmasq(tmp_path):
-    """dnsmasq answering HC_NAME from a hosts file with TTL 1 s; set(ips) rewrites it and
-    SIGHUPs dnsmasq (as test_discovery.py, on this module's address)."""
-    exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-    if not os.access(exe, os.X_OK):
-        pytest.fail("dnsmasq is not installed (scripts/deps.sh installs dnsmasq-base)")
-    hosts = str(tmp_path / "hosts")
-    open(hosts, "w").close()
-    argv = [
-        exe, "--no-daemon", f"--port={DNS[1]}", f"--listen-address={DNS[0]}",
-        "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}",
-        "--local=/test/", "--local-ttl=1", "--cache-size=0", "--pid-file",
-        f"--user={pwd.getpwuid(os.getuid()).pw_name}",
-    ]
-    p = procs.start(argv, wait_for=DNS, log_dir=str(tmp_path), name="dnsmasq")
-
-    def set_ips(ips):
-        with open(hosts, "w") as f:
-            f.writelines(f"{ip} {HC_NAME}\n" for ip in ips)
-        os.kill(p.pid, signal.SIGHUP)
-
-    try:
-        yield set_ips
-    finally:
-        procs.stop(p)
+    """dnsmasq answering HC_NAME (conftest.dnsmasq_at) on this module's address; calling it with
+    a list of addresses sets the records."""
+    with dnsmasq_at(DNS, HC_NAME, tmp_path) as d:
+        yield d.set
 
 
 def test_a_dns_discovered_server_is_probed_as_it_appears(dnsmasq, backends, start_px):

@@ -8,16 +8,13 @@ replica (start the new pod, update the records, SIGTERM the old one).
 
 import http.client
 import json
-import os
-import pwd
-import shutil
-import signal
 import threading
 import time
 
 import pytest
 
 import procs
+from conftest import dnsmasq_at
 
 DNS = ("127.0.0.53", 28453)
 APP_PORT = 28480
@@ -41,38 +38,10 @@ access_log: off
 """
 
 
-class Dnsmasq:
-    """dnsmasq answering NAME from a hosts file; set() rewrites it and makes dnsmasq re-read it."""
-
-    def __init__(self, proc: procs.Proc, hosts: str):
-        self.proc = proc
-        self.hosts = hosts
-
-    def set(self, ips):
-        with open(self.hosts, "w") as f:
-            f.writelines(f"{ip} {NAME}\n" for ip in ips)
-        os.kill(self.proc.pid, signal.SIGHUP)
-
-
 @pytest.fixture
 def dnsmasq(tmp_path):
-    exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-    if not os.access(exe, os.X_OK):
-        pytest.fail("dnsmasq is not installed (scripts/deps.sh installs dnsmasq-base)")
-    hosts = str(tmp_path / "hosts")
-    open(hosts, "w").close()
-    argv = [
-        exe, "--no-daemon", f"--port={DNS[1]}", f"--listen-address={DNS[0]}",
-        "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}",
-        "--local=/test/", "--local-ttl=1", "--cache-size=0", "--pid-file",
-        # As ourselves, so that it can still read the hosts file in our temp dir.
-        f"--user={pwd.getpwuid(os.getuid()).pw_name}",
-    ]
-    p = procs.start(argv, wait_for=DNS, log_dir=str(tmp_path), name="dnsmasq")
-    try:
-        yield Dnsmasq(p, hosts)
-    finally:
-        procs.stop(p)
+    with dnsmasq_at(DNS, NAME, tmp_path) as d:
+        yield d
 
 
 class Load:

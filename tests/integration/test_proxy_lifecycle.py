@@ -280,69 +280,29 @@ class Stream:
         return n
 
 
-class RawOrigin:
+class RawOrigin(backend.ThreadedOrigin):
     """Accepts on addr; each connection runs handler(origin, sock, stream) in a thread of its own.
 
     sent counts the body bytes download handlers pushed; digests the SHA-256 of what they pushed or
     received. stop() closes everything and joins every thread (fails if one does not end)."""
 
     def __init__(self, addr, handler):
-        self.addr = addr
         self.handler = handler
-        self.stopping = threading.Event()
         self.fast = threading.Event()  # for handlers that read slowly until told otherwise
         self.eof = threading.Event()
         self.sent = 0
         self.digests: List[str] = []
-        self.errors: List[str] = []
-        self._socks: List[socket.socket] = []
-        self._threads: List[threading.Thread] = []
-        self._lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(addr)
-        self.listener.listen(64)
-        self.listener.settimeout(0.05)
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
-        self._acceptor.start()
+        super().__init__(addr, backlog=64)
 
-    def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            sock.settimeout(10)
-            t = threading.Thread(target=self._serve, args=(sock,), daemon=True)
-            with self._lock:
-                self._socks.append(sock)
-                self._threads.append(t)
-            t.start()
+    def adopt(self, sock, index):
+        sock.settimeout(10)
+        return sock
 
-    def _serve(self, sock):
-        try:
-            self.handler(self, sock, Stream(sock))
-        except Exception:  # noqa: BLE001 - reported by the test or stop()
-            if not self.stopping.is_set():
-                self.errors.append(traceback.format_exc())
-        finally:
-            sock.close()
+    def serve(self, conn):
+        self.handler(self, conn, Stream(conn))
 
-    def stop(self):
-        self.stopping.set()
-        self._acceptor.join(5)
-        self.listener.close()
-        with self._lock:
-            socks, threads = list(self._socks), list(self._threads)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        alive = [t for t in threads if (t.join(5), t.is_alive())[1]]
-        assert not alive, f"{len(alive)} origin threads did not stop"
+    def describe(self, conn, exc):
+        return traceback.format_exc()
 
 
 def pattern_blocks(total):
@@ -405,28 +365,6 @@ def apps(build_dir, tmp_path_factory):
         for app, pod, addr in APPS:
             started.append(start_pod(build_dir, app, pod, addr, log_dir))
         yield started
-
-
-@pytest.fixture
-def raw_origins():
-    started: List[RawOrigin] = []
-
-    def _start(addr, handler):
-        o = RawOrigin(addr, handler)
-        started.append(o)
-        return o
-
-    try:
-        yield _start
-    finally:
-        problems = []
-        for o in started:
-            try:
-                o.stop()
-            except AssertionError as e:
-                problems.append(str(e))
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
 
 
 def reloaded(p, count, timeout=3.0):
