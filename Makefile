@@ -56,8 +56,8 @@ UNIT_BINS   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PYTEST      := /usr/bin/python3 -m pytest
 
-.PHONY: all help deps run check test unit integration bench-smoke k8s-test fuzz fuzz-regress asan fmt \
-        fmt-check lint compdb bench images up down deploy clean
+.PHONY: all help deps run certs check test unit integration bench-smoke k8s-test fuzz fuzz-regress \
+        asan fmt fmt-check lint compdb bench images up down deploy clean
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -73,11 +73,21 @@ deps: ## install the Debian packages that building, testing and linting need (ap
 # The targets below install what is missing first, then re-enter make, so that pkg-config is only
 # asked once the packages are there.
 DEPS = scripts/deps.sh --check 2>/dev/null || scripts/deps.sh
+BUILD_DEPS = scripts/deps.sh --build --check 2>/dev/null || scripts/deps.sh --build
 
-run: ## the whole system on loopback: the apps, portier on 127.0.0.1:8080; Ctrl-C stops it
-	$(Q)scripts/deps.sh --build --check 2>/dev/null || scripts/deps.sh --build
+# The local CA and HTTPS certificate: made on the first `make run`, kept after (config/local.yaml
+# names them). Always build/certs, whatever BUILD is.
+CERTS := build/certs
+
+run: ## the whole system on loopback: the apps, portier on 127.0.0.1:8080 and :8443; Ctrl-C stops it
+	$(Q)$(BUILD_DEPS)
 	$(Q)$(MAKE) --no-print-directory all
+	$(Q)scripts/certs.sh $(CERTS)
 	$(Q)scripts/run.sh $(BUILD)
+
+certs: ## (re)make the local CA and the HTTPS certificate under build/certs
+	$(Q)$(BUILD_DEPS)
+	$(Q)scripts/certs.sh --force $(CERTS)
 
 check: ## the contributor's loop: build, unit tests, black-box tests (no sanitizers, k8s, bench or fuzz)
 	$(Q)$(DEPS)

@@ -22,9 +22,10 @@ build_commands=(
     "make:make"
     "pkg-config:pkg-config"
     "curl:curl"
+    # make run's local CA and HTTPS certificate (scripts/certs.sh).
+    "openssl:openssl"
 )
 commands=(
-    "openssl:openssl"
     "/usr/bin/python3:python3"
     # The bench smoke in `make test` (bench/run.sh --smoke). nginx and haproxy live in /usr/sbin,
     # which a user's PATH may lack.
