@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the p2 topology on loopback. app1 on 127.0.0.21, app2 x3 on 127.0.0.22-24, app3 on
-# 127.0.0.25 (all :8080) and portier on 127.0.0.1:8080 in front of them; Ctrl-C stops everything.
+# 127.0.0.25 (all :8080) and portier on 127.0.0.1:8080 and 8443 (HTTPS, with the local CA's
+# certificate that make run keeps in build/certs) in front of them; Ctrl-C stops everything.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
@@ -34,10 +35,14 @@ if [ -x "$build/portier" ] && [ -f config/local.yaml ]; then
     sleep 0.5
     cat <<'TXT'
 
-portier listens on http://127.0.0.1:8080 in front of the apps. Try:
+portier listens on http://127.0.0.1:8080 and https://127.0.0.1:8443 in front of the apps. Try:
   curl -H 'Host: app1.com' http://127.0.0.1:8080/
   curl -H 'Host: app2.com' http://127.0.0.1:8080/api/info   # three times: three replicas in turn
   curl -H 'Host: anything.else' http://127.0.0.1:8080/      # the default app, app3
+  curl --cacert build/certs/ca.crt --resolve app2.com:8443:127.0.0.1 https://app2.com:8443/api/info
+A browser: "127.0.0.1 app1.com app2.com app3.com" in /etc/hosts, build/certs/ca.crt imported as an
+authority (Firefox, Chromium: Settings, Certificates), then https://app2.com:8443/. For curl and the like:
+  sudo cp build/certs/ca.crt /usr/local/share/ca-certificates/portier-local-ca.crt && sudo update-ca-certificates
 Press Ctrl-C to stop.
 TXT
 else
