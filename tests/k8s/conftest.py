@@ -114,6 +114,15 @@ def validate() -> Callable[[List[dict]], List[dict]]:
 
 
 @pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Path:
+    """A directory holding ca.crt, ca.key, server.crt and server.key as scripts/certs.sh makes them
+    (the pair vagrant/provision puts into the Secret portier-tls)."""
+    d = tmp_path_factory.mktemp("certs")
+    run(["bash", str(REPO / "scripts/certs.sh"), str(d)])
+    return d
+
+
+@pytest.fixture(scope="session")
 def provisioned(kubectl) -> Path:
     """Runs vagrant/provision/server.sh here with P2_OFFLINE=1: packages (all present), `make
     images`, the manifests it would apply written to build/k8s-rendered.yaml, then it stops

@@ -18,6 +18,8 @@ import pytest
 from k8shelp import (
     IMAGE_NAMES,
     IMAGE_PREFIX,
+    MOUNTED_CERT,
+    MOUNTED_KEY,
     REPO,
     containers,
     http_get,
@@ -115,12 +117,20 @@ def test_root_holds_the_binary_and_one_user(roots, name):
         assert caps.strip() == "", caps
 
 
-def test_portier_checks_the_cluster_config_in_its_root(roots, objs):
-    """`portier -t` on the rendered ConfigMap, mounted where the DaemonSet mounts it."""
+def test_portier_checks_the_cluster_config_in_its_root(roots, objs, certs):
+    """`portier -t` on the rendered ConfigMap, mounted where the DaemonSet mounts it, with a
+    certificate where the Secret's lands, owned as the kubelet leaves it (root, group fsGroup,
+    0440)."""
     root = roots["portier"]
     (cm,) = [o for k, o in objs.items() if k[0] == "ConfigMap"]
-    (root / "etc/portier").mkdir(exist_ok=True)
-    (root / "etc/portier/portier.yaml").write_text(cm["data"]["portier.yaml"])
+    etc = root / "etc/portier"
+    (etc / "tls").mkdir(parents=True)
+    (etc / "portier.yaml").write_text(cm["data"]["portier.yaml"])
+    for src, dst in (("server.crt", MOUNTED_CERT), ("server.key", MOUNTED_KEY)):
+        path = root / dst.lstrip("/")
+        shutil.copyfile(certs / src, path)
+        os.chown(path, 0, UID)
+        path.chmod(0o440)
     try:
         r = run(
             [
@@ -139,8 +149,7 @@ def test_portier_checks_the_cluster_config_in_its_root(roots, objs):
         r = run([CHROOT, str(root), "/portier", "-v"], check=False, env={})
         assert r.returncode == 0 and r.stdout.startswith("portier "), r.stderr
     finally:
-        (root / "etc/portier/portier.yaml").unlink()
-        (root / "etc/portier").rmdir()
+        shutil.rmtree(etc)
 
 
 @pytest.mark.parametrize(

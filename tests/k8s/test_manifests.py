@@ -9,8 +9,20 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
-from k8shelp import IMAGE_PREFIX, REPO, containers, duration_seconds, of_kind, pod_spec, run
+from k8shelp import (
+    IMAGE_PREFIX,
+    MOUNTED_CERT,
+    MOUNTED_KEY,
+    REPO,
+    containers,
+    duration_seconds,
+    of_kind,
+    pod_spec,
+    run,
+    with_certs,
+)
 
 EXPECTED = {
     ("Namespace", "", "apps"),
@@ -164,23 +176,31 @@ def test_images_are_tagged_with_the_version_never_latest(rendered, version):
             assert c["imagePullPolicy"] == "Never", image
 
 
-def test_configmap_passes_portier_check(objs, portier_bin, tmp_path):
+def test_configmap_passes_portier_check(objs, portier_bin, certs, tmp_path):
+    """`portier -t` on the ConfigMap, with a certificate where the Secret's would be (the chroot
+    check in test_images.py uses the very paths)."""
     cm = configmap(objs)
     assert set(cm["data"]) == {"portier.yaml"}
     path = tmp_path / "portier.yaml"
-    path.write_text(cm["data"]["portier.yaml"])
+    text = with_certs(cm["data"]["portier.yaml"], certs / "server.crt", certs / "server.key")
+    path.write_text(text)
     r = run([str(portier_bin), "-t", "-c", str(path)], check=False)
     assert r.returncode == 0, r.stderr
 
 
-def test_config_cluster_yaml_is_the_configmap(objs, portier_bin):
+def test_config_cluster_yaml_is_the_configmap(objs, portier_bin, certs, tmp_path):
     """kustomize reads no file outside k8s/, so config/cluster.yaml is a link to the file it
-    reads; both name the same bytes, and `portier -t` accepts it under its documented name."""
+    reads; both name the same bytes, and `portier -t` accepts it under its documented name (a
+    copy, whose certificate is not the Secret's mount)."""
     link = REPO / "config/cluster.yaml"
     assert link.is_symlink()
     assert link.resolve() == (REPO / "k8s/portier/cluster.yaml").resolve()
     assert configmap(objs)["data"]["portier.yaml"] == link.read_text()
-    r = run([str(portier_bin), "-t", "-c", "config/cluster.yaml"], cwd=REPO, check=False)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/cluster.yaml").write_text(
+        with_certs(link.read_text(), certs / "server.crt", certs / "server.key")
+    )
+    r = run([str(portier_bin), "-t", "-c", "config/cluster.yaml"], cwd=tmp_path, check=False)
     assert r.returncode == 0, r.stderr
 
 
@@ -207,10 +227,15 @@ def test_portier_daemonset(objs, cluster_config):
     assert spec["hostNetwork"] is True
     assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     (c,) = spec["containers"]
-    (port,) = c["ports"]
-    listen_ports = {int(l["address"].rpartition(":")[2]) for l in cluster_config["listen"]}
-    assert port["containerPort"] == port["hostPort"] == 80
-    assert listen_ports == {80}
+    ports = {p["name"]: p for p in c["ports"]}
+    for p in ports.values():
+        assert p["containerPort"] == p["hostPort"] and p["protocol"] == "TCP", p
+    assert {name: p["containerPort"] for name, p in ports.items()} == {"http": 80, "https": 443}
+    # Each port portier listens on is declared, HTTPS on 443 only.
+    listen = {
+        int(l["address"].rpartition(":")[2]): l.get("tls", False) for l in cluster_config["listen"]
+    }
+    assert listen == {80: False, 443: True}
     sc = c["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
     assert sc["readOnlyRootFilesystem"] is True
@@ -225,17 +250,78 @@ def test_portier_daemonset(objs, cluster_config):
     assert c["resources"]["requests"] and c["resources"]["limits"]
 
 
-def test_portier_mounts_the_generated_configmap(objs):
-    ds = objs[("DaemonSet", "portier", "portier")]
-    spec = pod_spec(ds)
+def portier_volume(objs):
+    """The DaemonSet's one mount and its volume's projected sources: (mount, projected)."""
+    spec = pod_spec(objs[("DaemonSet", "portier", "portier")])
     (c,) = spec["containers"]
-    cm_name = configmap(objs)["metadata"]["name"]
-    vols = {v["name"]: v for v in spec["volumes"]}
     (mount,) = c["volumeMounts"]
-    assert vols[mount["name"]]["configMap"]["name"] == cm_name
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert set(vols) == {mount["name"]}
+    return mount, vols[mount["name"]]["projected"]
+
+
+def test_portier_mounts_the_generated_configmap(objs):
+    """One projected volume at /etc/portier (a second mount inside a read-only ConfigMap mount
+    would need a mountpoint the runtime cannot make), holding the ConfigMap under its generated
+    name: kubectl 1.20's kustomize renames it there only through k8s/kustomizeconfig.yaml."""
+    ds = objs[("DaemonSet", "portier", "portier")]
+    (c,) = containers(ds)
+    mount, projected = portier_volume(objs)
+    assert mount["readOnly"] is True
+    (cm_source,) = [s["configMap"] for s in projected["sources"] if "configMap" in s]
+    assert cm_source["name"] == configmap(objs)["metadata"]["name"]
+    assert "items" not in cm_source, "every key of the ConfigMap, as the config names it"
     config_path = c["args"][c["args"].index("-c") + 1]
     assert Path(config_path).parent == Path(mount["mountPath"])
     assert Path(config_path).name in configmap(objs)["data"]
+
+
+def test_portier_certificate_is_the_mounted_secret(objs, cluster_config):
+    """The cluster config's one certificate is the kubernetes.io/tls Secret portier-tls, mounted
+    where the config reads it, readable by portier's user and by nobody else."""
+    spec = pod_spec(objs[("DaemonSet", "portier", "portier")])
+    mount, projected = portier_volume(objs)
+    (secret,) = [s["secret"] for s in projected["sources"] if "secret" in s]
+    assert secret["name"] == "portier-tls"
+    assert not secret.get("optional", False), "without its certificate, portier must not start"
+    # A kubernetes.io/tls Secret's keys, at the paths the config names.
+    files = {str(Path(mount["mountPath"]) / i["path"]): i for i in secret["items"]}
+    assert {p: i["key"] for p, i in files.items()} == {
+        MOUNTED_CERT: "tls.crt",
+        MOUNTED_KEY: "tls.key",
+    }
+    assert cluster_config["tls"]["certificates"] == [{"cert": MOUNTED_CERT, "key": MOUNTED_KEY}]
+    # The files belong to root and to fsGroup (the kubelet makes them so): group-readable, and
+    # that group is portier's own.
+    sc = spec["securityContext"]
+    assert sc["fsGroup"] == sc["runAsGroup"]
+    for path, item in files.items():
+        mode = item.get("mode", projected.get("defaultMode", 0o644))
+        assert mode & 0o040, f"{path}: mode {mode:o}, not readable by fsGroup"
+        assert mode & 0o227 == 0, f"{path}: mode {mode:o}, writable or readable by others"
+
+
+def k8s_files():
+    """Every file under k8s/ that is tracked or about to be (new and not ignored)."""
+    out = run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "k8s"], cwd=REPO
+    ).stdout
+    return [REPO / p for p in out.split() if (REPO / p).is_file()]
+
+
+def test_no_private_key_under_k8s(rendered):
+    """The Secret is made where the cluster runs (vagrant/provision), never committed: no PEM key,
+    no base64 of one, no Secret object in any file under k8s/, and none rendered."""
+    files = k8s_files()
+    assert REPO / "k8s/portier/daemonset.yaml" in files
+    for f in files:
+        data = f.read_bytes()
+        assert b"PRIVATE KEY-----" not in data, f
+        assert b"LS0tLS1CRUdJTi" not in data, f"{f}: base64 of a PEM block"
+        if f.suffix in (".yaml", ".yml"):
+            kinds = [d.get("kind") for d in yaml.safe_load_all(data) if isinstance(d, dict)]
+            assert "Secret" not in kinds, f
+    assert not of_kind(rendered, "Secret")
 
 
 def test_apps_pods(rendered):
