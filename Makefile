@@ -135,13 +135,19 @@ images: ## static binaries packed into image archives for k3s, in build/images (
 
 # The p2 VM (vagrant/Vagrantfile; VAGRANT_DEFAULT_PROVIDER=libvirt for libvirt). up boots and
 # provisions it; deploy sends the working tree, rebuilds and imports the images, rolls the pods.
+# Both first make the VM's CA and HTTPS certificate in $(VM_CERTS) unless they are there (kept
+# across down and up, never sent to git; a certificate of one's own put there is kept too).
+VM_CERTS := vagrant/certs
+
 up: ## boot and provision the p2 VM (Vagrant) at 192.168.56.110
+	$(Q)scripts/certs.sh $(VM_CERTS)
 	$(Q)cd vagrant && vagrant up
 
 down: ## destroy the p2 VM
 	$(Q)cd vagrant && vagrant destroy -f
 
 deploy: ## send the tree to the VM, rebuild and import the images, roll the pods
+	$(Q)scripts/certs.sh $(VM_CERTS)
 	$(Q)cd vagrant && vagrant rsync && vagrant provision --provision-with images && \
 		vagrant provision --provision-with deploy
 

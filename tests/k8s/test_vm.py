@@ -7,6 +7,7 @@ VBoxManage that answers nothing but `--version`; that is enough for Vagrant to c
 VirtualBox block's settings, and nothing else is asked of it (the test asserts so).
 """
 
+import base64
 import hashlib
 import os
 import re
@@ -15,7 +16,7 @@ import shutil
 import pytest
 import yaml
 
-from k8shelp import IMAGE_NAMES, REPO, provision_env, run
+from k8shelp import IMAGE_NAMES, MAKE_VARS, REPO, provision_env, run
 
 PROVISION = REPO / "vagrant/provision"
 
@@ -136,6 +137,170 @@ def test_server_k3s_settings():
     assert 'apply -k "$P2_REPO/k8s"' in lib
     assert "rollout status" in lib and "daemonset/portier" in lib
     assert "192.168.56.110" in (REPO / "vagrant/Vagrantfile").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS on the VM: the certificate is made once on the host, kept in vagrant/certs, and becomes the
+# Secret portier-tls before the DaemonSet that mounts it is applied.
+
+
+def digests(d):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(d.iterdir())}
+
+
+def own_certificate(d):
+    """A self-signed certificate and key of one's own in place of d/server.crt and server.key."""
+    args = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30"
+    args += " -subj /CN=app2.com -addext subjectAltName=DNS:app2.com"
+    run(["openssl", *args.split(), "-keyout", str(d / "server.key"), "-out", str(d / "server.crt")])
+
+
+@pytest.fixture
+def fake_vagrant(tmp_path):
+    """A copy of what `make up`, `make deploy` and `make down` use (the Makefile, scripts/certs.sh,
+    vagrant/), and a vagrant on PATH that logs each call and whether the certificate was there."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "Makefile", repo)
+    shutil.copy(REPO / "scripts/certs.sh", repo / "scripts")
+    (repo / "vagrant").mkdir()
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    log = tmp_path / "vagrant.log"
+    (bindir / "vagrant").write_text(
+        "#!/bin/sh\n"
+        'if [ -s certs/server.crt ]; then have=certs; else have=nocerts; fi\n'
+        f'echo "$(basename "$PWD") $have $*" >> "{log}"\n'
+    )
+    (bindir / "vagrant").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_VARS}
+    env["PATH"] = f"{bindir}:{env['PATH']}"
+    return repo, env, log
+
+
+def test_make_up_makes_the_vm_certificate_once(fake_vagrant):
+    """make up makes vagrant/certs before Vagrant boots anything; make up, deploy and down again
+    leave it as it is; a certificate of one's own put there is kept too."""
+    repo, env, log = fake_vagrant
+    certs = repo / "vagrant/certs"
+
+    def make(target):
+        return run(["make", "--no-print-directory", target], cwd=repo, env=env).stdout
+
+    out = make("up")
+    assert "made vagrant/certs/ca.crt" in out and "made vagrant/certs/server.crt" in out, out
+    made = digests(certs)
+    assert set(made) == {"ca.crt", "ca.key", "server.crt", "server.key"}
+    assert (certs / "server.key").stat().st_mode & 0o777 == 0o600
+    run(["openssl", "verify", "-CAfile", str(certs / "ca.crt"), str(certs / "server.crt")])
+    for target in ("up", "deploy", "down", "up"):
+        out = make(target)
+        assert "made" not in out, out
+        assert digests(certs) == made, f"make {target} remade the certificates"
+    own_certificate(certs)
+    own = digests(certs)
+    out = make("deploy")
+    assert "server.crt kept" in out, out
+    assert digests(certs) == own
+    calls = log.read_text().splitlines()
+    assert calls[0] == "vagrant certs up"
+    assert "vagrant certs rsync" in calls
+    assert all(" certs " in c for c in calls), "vagrant ran before the certificate was made"
+
+
+@pytest.fixture
+def fake_k3s(tmp_path, kubectl):
+    """A k3s whose kubectl keeps the one Secret applied in a file and answers as kubectl apply
+    does (created, unchanged, configured); `create secret tls --dry-run=client` is Debian's kubectl
+    itself, which checks that the key matches the certificate. Every call is logged."""
+    bindir = tmp_path / "k3sbin"
+    bindir.mkdir()
+    state, log = tmp_path / "secret.yaml", tmp_path / "k3s.log"
+    (bindir / "k3s").write_text(
+        f"""#!/bin/bash
+set -euo pipefail
+echo "$*" >> "{log}"
+[ "$1" = kubectl ] && shift || exit 1
+case "$*" in
+"apply -f -")
+    cat > "{state}.new"
+    if [ ! -f "{state}" ]; then echo "secret/portier-tls created"
+    elif cmp -s "{state}" "{state}.new"; then echo "secret/portier-tls unchanged"
+    else echo "secret/portier-tls configured"; fi
+    mv "{state}.new" "{state}" ;;
+"apply -f {REPO}/k8s/namespaces.yaml") echo "namespace/portier unchanged" ;;
+*"create secret tls"*) exec "{kubectl}" "$@" ;;
+"-n portier rollout restart daemonset/portier") echo "daemonset.apps/portier restarted" ;;
+*) exit 1 ;;
+esac
+"""
+    )
+    (bindir / "k3s").chmod(0o755)
+    env = dict(PATH=f"{bindir}:{os.environ['PATH']}", KUBECONFIG=str(tmp_path / "no-kubeconfig"))
+    return env, state, log
+
+
+def test_tls_secret_from_the_kept_files(fake_k3s, tmp_path):
+    """deploy_tls_secret makes the kubernetes.io/tls Secret from vagrant/certs' files, after the
+    namespace; run again with the same files it changes nothing; with other files it replaces
+    the Secret and portier restarts onto it."""
+    env, state, log = fake_k3s
+    certs = tmp_path / "certs"
+    run(["bash", str(REPO / "scripts/certs.sh"), str(certs)])
+    env["P2_TLS_DIR"] = str(certs)
+    step = "deploy_tls_secret; deploy_tls_roll; echo changed=$TLS_SECRET_CHANGED"
+
+    out = lib_sh(step, **env).stdout
+    assert "secret/portier-tls created" in out and "changed=0" in out, out
+    secret = yaml.safe_load(state.read_text())
+    assert secret["kind"] == "Secret" and secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"]["name"] == "portier-tls"
+    assert secret["metadata"]["namespace"] == "portier"
+    for key, f in (("tls.crt", "server.crt"), ("tls.key", "server.key")):
+        assert base64.b64decode(secret["data"][key]) == (certs / f).read_bytes()
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"kubectl apply -f {REPO}/k8s/namespaces.yaml", calls
+    assert "create secret tls portier-tls" in calls[1] and calls[2] == "kubectl apply -f -"
+
+    out = lib_sh(step, **env).stdout
+    assert "secret/portier-tls unchanged" in out and "changed=0" in out, out
+    assert "restart" not in log.read_text()
+
+    own_certificate(certs)
+    out = lib_sh(step, **env).stdout
+    assert "secret/portier-tls configured" in out and "changed=1" in out, out
+    assert base64.b64decode(yaml.safe_load(state.read_text())["data"]["tls.crt"]) == (
+        certs / "server.crt"
+    ).read_bytes()
+    last = log.read_text().splitlines()[-1]
+    assert last == "kubectl -n portier rollout restart daemonset/portier"
+
+
+def test_tls_secret_needs_both_files(fake_k3s, tmp_path):
+    """Without the files, provisioning stops at once and says how to make them; nothing else ran."""
+    env, state, log = fake_k3s
+    env["P2_TLS_DIR"] = str(tmp_path / "empty")
+    r = run(
+        ["bash", "-euo", "pipefail", "-c", f'. "{PROVISION}/lib.sh"; deploy_tls_secret'],
+        env=dict(os.environ, P2_REPO=str(REPO), **env),
+        check=False,
+    )
+    assert r.returncode != 0 and "server.crt" in r.stderr and "make up" in r.stderr, r.stderr
+    assert not log.exists() and not state.exists()
+
+
+def test_vm_certificate_stays_on_the_host():
+    """vagrant/certs is never committed; the CA's key is not sent into the VM; the server checks
+    for the certificate before its long steps and makes the Secret before applying k8s/."""
+    kept = ["vagrant/certs/ca.key", "vagrant/certs/server.key"]
+    r = run(["git", "check-ignore", *kept], cwd=REPO, check=False)
+    assert r.stdout.split() == kept, "vagrant/certs/ is not ignored by git"
+    assert '"/vagrant/certs/ca.key"' in (REPO / "vagrant/Vagrantfile").read_text()
+    server = (PROVISION / "server.sh").read_text()
+    assert server.index("need_tls_files") < server.index("install_packages\n")
+    for script in ("server.sh", "deploy.sh"):
+        text = (PROVISION / script).read_text()
+        assert text.index("deploy_tls_secret\n") < text.index("deploy_apply\n"), script
 
 
 @pytest.fixture

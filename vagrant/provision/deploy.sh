@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make deploy`'s last step (Vagrant's "deploy" provisioner, after "images" rebuilt and imported the
-# images on every node): applies k8s/ on the k3s server and restarts every workload onto the new
-# images, then waits until they serve. On an agent it has nothing to do.
+# images on every node): updates the Secret portier-tls from vagrant/certs, applies k8s/ on the k3s
+# server and restarts every workload onto the new images (and certificate), then waits until they
+# serve. On an agent it has nothing to do.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "${P2_REPO:-/vagrant}/vagrant/provision/lib.sh"
@@ -11,6 +12,7 @@ if [ ! -f /etc/rancher/k3s/k3s.yaml ]; then
     log "$(hostname): a k3s agent, nothing to roll out here (the server does it)"
     exit 0
 fi
+deploy_tls_secret
 deploy_apply
 deploy_restart
 deploy_wait

@@ -11,6 +11,7 @@
 #   P2_K3S_TOKEN    the join token every node shares
 #   P2_K3S_VERSION  a k3s release to pin (e.g. v1.31.4+k3s1); empty: the stable channel
 #   P2_OFFLINE=1    stop before installing k3s (tests/k8s runs the steps up to there on a dev machine)
+#   P2_TLS_DIR      where server.crt and server.key are (default $P2_REPO/vagrant/certs)
 
 P2_REPO=${P2_REPO:-/vagrant}
 P2_SERVER_IP=${P2_SERVER_IP:-192.168.56.110}
@@ -21,6 +22,10 @@ P2_OFFLINE=${P2_OFFLINE:-0}
 # shellcheck disable=SC2034 # written by server.sh and agent.sh
 K3S_CONFIG=/etc/rancher/k3s/config.yaml
 IMAGES_DIR=$P2_REPO/build/images
+# portier's HTTPS certificate and key. The host makes them once with scripts/certs.sh (make up and
+# make deploy do) into vagrant/certs, kept there across `make down` and `make up`, or puts a
+# certificate of its own there; rsync brings them here, without the CA's key.
+P2_TLS_DIR=${P2_TLS_DIR:-$P2_REPO/vagrant/certs}
 
 # What `make images` needs inside the VM: the compiler, the static libraries (Debian ships the .a
 # files in the -dev packages), umoci and skopeo, setcap; curl fetches the k3s install script.
@@ -166,6 +171,32 @@ import_images() {
 KUBECTL_K3S=(k3s kubectl)
 DEPLOYMENTS=(app1 app2 app3)
 
+# need_tls_files: fails at once, saying what to do, when the certificate or its key is missing.
+need_tls_files() {
+    local f
+    for f in server.crt server.key; do
+        [ -s "$P2_TLS_DIR/$f" ] && continue
+        die "no $P2_TLS_DIR/$f. On the host, make up or make deploy makes it" \
+            "(scripts/certs.sh vagrant/certs); or put a certificate and key of your own there," \
+            "then make deploy"
+    done
+}
+
+# deploy_tls_secret: the kubernetes.io/tls Secret portier-tls made or updated from $P2_TLS_DIR, before
+# the DaemonSet that mounts it is applied (its namespace first). Sets TLS_SECRET_CHANGED=1 when it
+# replaced a different Secret (the running pods still have the old one), else 0.
+deploy_tls_secret() {
+    local out
+    need_tls_files
+    "${KUBECTL_K3S[@]}" apply -f "$P2_REPO/k8s/namespaces.yaml"
+    out=$("${KUBECTL_K3S[@]}" -n portier create secret tls portier-tls \
+        --cert="$P2_TLS_DIR/server.crt" --key="$P2_TLS_DIR/server.key" --dry-run=client -o yaml |
+        "${KUBECTL_K3S[@]}" apply -f -)
+    printf '%s\n' "$out"
+    TLS_SECRET_CHANGED=0
+    case $out in *" configured"*) TLS_SECRET_CHANGED=1 ;; esac
+}
+
 # deploy_apply: k8s/ as kustomize renders it (kubectl apply says "unchanged" for what is).
 deploy_apply() {
     log "kubectl apply -k $P2_REPO/k8s"
@@ -179,6 +210,15 @@ deploy_restart() {
         "${KUBECTL_K3S[@]}" -n apps rollout restart "deployment/$d"
     done
     "${KUBECTL_K3S[@]}" -n portier rollout restart daemonset/portier
+}
+
+# deploy_tls_roll: new portier pods when deploy_tls_secret replaced the certificate, so that they
+# serve the new one (portier reads it at start; a kubelet refreshes the files only later).
+deploy_tls_roll() {
+    if [ "${TLS_SECRET_CHANGED:-0}" = 1 ]; then
+        log "the certificate changed: restarting portier"
+        "${KUBECTL_K3S[@]}" -n portier rollout restart daemonset/portier
+    fi
 }
 
 # deploy_wait: until every Deployment and the DaemonSet have rolled out and are ready.
@@ -195,12 +235,14 @@ deploy_wait() {
 deploy_hints() {
     cat <<EOF
 
-portier answers on http://$P2_SERVER_IP (port 80 of every node), in front of app1, app2 (x3), app3.
-From the host:
+portier answers on http://$P2_SERVER_IP and https://$P2_SERVER_IP (ports 80 and 443 of every node),
+in front of app1, app2 (x3), app3. From the host, in the repository:
   curl -H 'Host: app1.com' http://$P2_SERVER_IP/
   curl -H 'Host: app2.com' http://$P2_SERVER_IP/api/info    # again and again: the 3 replicas in turn
   curl -H 'Host: anything' http://$P2_SERVER_IP/            # any other Host: app3
-For a browser, add this line to /etc/hosts, then open http://app2.com/:
+  curl --cacert vagrant/certs/ca.crt --resolve app2.com:443:$P2_SERVER_IP https://app2.com/api/info
+For a browser, add this line to /etc/hosts, then open http://app2.com/ (https://app2.com/ once
+vagrant/certs/ca.crt is imported as an authority; README.md says how):
   $P2_SERVER_IP app1.com app2.com app3.com
 Pods: vagrant ssh -c 'kubectl get pods -A -o wide'
 EOF

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions the k3s server: build packages, `make images`, k3s without Traefik on the private
-# network, the images imported, k8s/ applied, every Deployment and the DaemonSet waited for, and the
-# lines to try printed. Idempotent: `vagrant provision` again changes nothing and fails nothing.
+# network, the images imported, the Secret portier-tls made from vagrant/certs, k8s/ applied, every
+# Deployment and the DaemonSet waited for, and the lines to try printed. Idempotent: `vagrant
+# provision` again changes nothing and fails nothing (a changed certificate restarts portier).
 #
 # With P2_OFFLINE=1 (and P2_REPO=<checkout>) it stops before installing k3s, after writing what it
 # would apply to build/k8s-rendered.yaml: tests/k8s runs it that way, so the images and manifests it
@@ -12,6 +13,7 @@ set -euo pipefail
 . "${P2_REPO:-/vagrant}/vagrant/provision/lib.sh"
 
 need_root
+[ "$P2_OFFLINE" = 1 ] || need_tls_files # before minutes of work, not after
 install_packages
 build_images
 
@@ -52,6 +54,8 @@ k3s_minor=$(k3s --version | sed -n 's/^k3s version v1\.\([0-9]*\)\..*/\1/p')
 [ "${k3s_minor:-0}" -ge 30 ] || die "k3s $(k3s --version | head -n1) is too old: k8s/ needs 1.30 or later"
 
 import_images
+deploy_tls_secret
 deploy_apply
+deploy_tls_roll
 deploy_wait
 deploy_hints
