@@ -930,6 +930,8 @@ static const struct key route_keys[] = {
     {"host", parse_route_host, offsetof(struct config_route, host)},
     {"path", parse_path, offsetof(struct config_route, path)},
     {"service", parse_string, offsetof(struct config_route, service_name)},
+    {"redirect_https", parse_bool, offsetof(struct config_route, redirect_https)},
+    {"hsts", parse_duration_or_zero, offsetof(struct config_route, hsts_ms)},
     {NULL, NULL, 0},
 };
 
@@ -1435,6 +1437,7 @@ static const struct key timeout_keys[] = {
     {"client_header", parse_duration, offsetof(struct config_timeouts, client_header_ms)},
     {"client_body", parse_duration, offsetof(struct config_timeouts, client_body_ms)},
     {"client_idle", parse_duration, offsetof(struct config_timeouts, client_idle_ms)},
+    {"tls_handshake", parse_duration, offsetof(struct config_timeouts, tls_handshake_ms)},
     {"upstream_connect", parse_duration, offsetof(struct config_timeouts, upstream_connect_ms)},
     {"upstream_response", parse_duration, offsetof(struct config_timeouts, upstream_response_ms)},
     {"shutdown_grace", parse_duration_or_zero, offsetof(struct config_timeouts, shutdown_grace_ms)},
@@ -1574,10 +1577,16 @@ check_routes(struct loader *ld, yaml_node_t *root)
     struct config *cfg = ld->cfg;
     yaml_node_t *routes = mapping_get(ld, root, "routes"), *def;
     const char *name;
+    bool tls = false;
     int idx;
 
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        tls = tls || cfg->listeners[i].tls;
     for (size_t i = 0; routes != NULL && i < cfg->nroutes; i++) {
         struct config_route *r = &cfg->routes[i];
+        if (r->redirect_https && !tls)
+            node_error(ld, mapping_get(ld, seq_item(ld, routes, i), "redirect_https"),
+                       "redirect_https: true needs a listener with tls: true to send requests to");
         if (r->service_name == NULL)
             continue;
         if ((idx = service_lookup(ld, r->service_name)) < 0)
@@ -1779,6 +1788,7 @@ config_defaults(struct config *cfg)
         .client_header_ms = 10 * 1000,
         .client_body_ms = 60 * 1000,
         .client_idle_ms = 60 * 1000,
+        .tls_handshake_ms = 10 * 1000,
         .upstream_connect_ms = 2 * 1000,
         .upstream_response_ms = 60 * 1000,
         .shutdown_grace_ms = 10 * 1000,

@@ -52,11 +52,13 @@ struct config_cert {
 };
 
 struct config_route {
-    char *host;         /* owned: lowercase, trailing dot removed; "*.example.com" if wildcard */
-    bool wildcard;      /* host starts with "*.": matches names below the suffix, not the suffix */
-    char *path;         /* owned: a prefix starting with "/", as written; "/" by default */
-    size_t service;     /* index into config.services */
-    char *service_name; /* owned: the same name as config.services[service].name */
+    char *host;          /* owned: lowercase, trailing dot removed; "*.example.com" if wildcard */
+    bool wildcard;       /* host starts with "*.": matches names below the suffix, not the suffix */
+    char *path;          /* owned: a prefix starting with "/", as written; "/" by default */
+    size_t service;      /* index into config.services */
+    char *service_name;  /* owned: the same name as config.services[service].name */
+    bool redirect_https; /* plain-HTTP requests get 308 to the https:// URL */
+    uint64_t hsts_ms;    /* > 0: Strict-Transport-Security max-age on HTTPS responses */
 };
 
 /* Each server probed with "GET path" every interval; a probe without an answer within timeout
@@ -92,6 +94,7 @@ struct config_timeouts {
     uint64_t client_header_ms;     /* 10s: the request head must arrive within this */
     uint64_t client_body_ms;       /* 60s: the longest silence between reads of a request body */
     uint64_t client_idle_ms;       /* 60s: a keep-alive connection may wait this long */
+    uint64_t tls_handshake_ms;     /* 10s: a TLS handshake must be over within this */
     uint64_t upstream_connect_ms;  /* 2s */
     uint64_t upstream_response_ms; /* 60s: to the response head, then between body reads */
     uint64_t shutdown_grace_ms;    /* 10s; 0 closes everything at once */

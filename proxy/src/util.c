@@ -33,7 +33,12 @@ util_parse_duration(const char *s, uint64_t *ms, char *err, size_t errlen)
     static const struct {
         const char *unit;
         uint64_t ms;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60 * 1000}, {"h", 60 * 60 * 1000}};
+    } units[] = {{"ms", 1},
+                 {"s", 1000},
+                 {"m", 60 * 1000},
+                 {"h", 60 * 60 * 1000},
+                 {"d", 24 * 60 * 60 * 1000},
+                 {"y", 365ULL * 24 * 60 * 60 * 1000}};
     const char *end;
     uint64_t v;
     int n = digits(s, &v, &end);
@@ -51,7 +56,8 @@ util_parse_duration(const char *s, uint64_t *ms, char *err, size_t errlen)
         return 0;
     }
 bad:
-    snprintf(err, errlen, "\"%s\" is not a duration (a whole number followed by ms, s, m or h)", s);
+    snprintf(err, errlen,
+             "\"%s\" is not a duration (a whole number followed by ms, s, m, h, d or y)", s);
     return -1;
 }
 

@@ -101,10 +101,10 @@ static const struct error_case error_cases[] = {
     {"workers: 257\n", "1:10: workers: must be auto or a number from 1 to 256, not \"257\"\n"},
     {"workers: many\n", "1:10: workers: must be auto or a number from 1 to 256, not \"many\"\n"},
     {"workers: -1\n", "1:10: workers: must be auto or a number from 1 to 256, not \"-1\"\n"},
-    {"timeouts: {client_header: 10}\n",
-     "1:27: client_header: \"10\" is not a duration (a whole number followed by ms, s, m or h)\n"},
-    {"timeouts: {client_idle: 1.5s}\n",
-     "1:25: client_idle: \"1.5s\" is not a duration (a whole number followed by ms, s, m or h)\n"},
+    {"timeouts: {client_header: 10}\n", "1:27: client_header: \"10\" is not a duration (a whole "
+                                        "number followed by ms, s, m, h, d or y)\n"},
+    {"timeouts: {client_idle: 1.5s}\n", "1:25: client_idle: \"1.5s\" is not a duration (a whole "
+                                        "number followed by ms, s, m, h, d or y)\n"},
     {"timeouts: {upstream_connect: 0s}\n", "1:30: upstream_connect: must be longer than 0\n"},
     {"timeouts: {upstream_response: 18446744073709551616ms}\n",
      "1:31: upstream_response: \"18446744073709551616ms\" is too long a duration\n"},
@@ -121,8 +121,8 @@ static const struct error_case error_cases[] = {
      "2:1: duplicate key \"limits\" in config\n"},
     {"limits: {max_header_bytes: 1048577}\n", "1:28: max_header_bytes: must be at most 1m\n"},
     {"timeouts: {client_body: 0s}\n", "1:25: client_body: must be longer than 0\n"},
-    {"timeouts: {client_body: 60}\n",
-     "1:25: client_body: \"60\" is not a duration (a whole number followed by ms, s, m or h)\n"},
+    {"timeouts: {client_body: 60}\n", "1:25: client_body: \"60\" is not a duration (a whole number "
+                                      "followed by ms, s, m, h, d or y)\n"},
     {"timeouts: {client_header: 0ms, client_idle: 0s, upstream_response: 0h}\n",
      "1:27: client_header: must be longer than 0\n1:45: client_idle: must be longer than 0\n"
      "1:68: upstream_response: must be longer than 0\n"},
@@ -182,6 +182,14 @@ static const struct error_case error_cases[] = {
     {"tls:\n  certificates: []\nlisten:\n  - {address: \":443\", tls: yes}\n",
      "4:28: tls: true needs tls.certificates\n"},
     {"tls: {certificate: []}\n", "1:7: unknown key \"certificate\" in tls\n"},
+    {"services: {s: {servers: [\"127.0.0.1:1\"]}}\n"
+     "routes: [{host: a.com, service: s, redirect_https: true}]\n",
+     "2:52: redirect_https: true needs a listener with tls: true to send requests to\n"},
+    {"services: {s: {servers: [\"127.0.0.1:1\"]}}\n"
+     "routes: [{host: a.com, service: s, hsts: soon, redirect_https: 1}]\n",
+     "2:42: hsts: \"soon\" is not a duration (a whole number followed by ms, s, m, h, d or y)\n"
+     "2:64: redirect_https: \"1\" is not true or false\n"},
+    {"timeouts: {tls_handshake: 0s}\n", "1:27: tls_handshake: must be longer than 0\n"},
     {"resolvers: [\"127.0.0.53\", \"127.0.0.53:53\", \"[::1]:53\", \"::1\"]\n",
      "1:27: resolver: \"127.0.0.53:53\" is already in the list (as \"127.0.0.53:53\")\n"
      "1:56: resolver: \"::1\" is already in the list (as \"[::1]:53\")\n"},
@@ -255,7 +263,8 @@ static const struct error_case error_cases[] = {
      "4:39: timeout: must be longer than 0\n4:53: interval: must be at least 100ms\n"},
     {"services:\n  s1:\n    servers: [\"10.0.0.1:80\"]\n"
      "    health_check: {path: /h, timeout: 2s, interval: soon}\n",
-     "4:53: interval: \"soon\" is not a duration (a whole number followed by ms, s, m or h)\n"},
+     "4:53: interval: \"soon\" is not a duration (a whole number followed by ms, s, m, h, d or "
+     "y)\n"},
     {"services:\n"
      "  a: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/a b\"}}\n"
      "  b: {servers: [\"10.0.0.1:80\"], health_check: {path: \"/h?full=1\"}}\n"
@@ -410,8 +419,11 @@ dump(const struct config *cfg, char *out, size_t cap)
         snprintf(OUT, "cert %s %s\n", cfg->certs[i].cert, cfg->certs[i].key);
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct config_route *r = &cfg->routes[i];
-        snprintf(OUT, "route %s %s -> %zu %s%s\n", r->host, r->path, r->service, r->service_name,
-                 r->wildcard ? " wildcard" : "");
+        snprintf(OUT, "route %s %s -> %zu %s%s%s", r->host, r->path, r->service, r->service_name,
+                 r->wildcard ? " wildcard" : "", r->redirect_https ? " redirect_https" : "");
+        if (r->hsts_ms > 0)
+            snprintf(OUT, " hsts=%llu", (unsigned long long)r->hsts_ms);
+        snprintf(OUT, "\n");
         assert_string_equal(r->service_name, cfg->services[r->service].name);
     }
     snprintf(OUT, "default_service %d\n", cfg->default_service);
@@ -440,6 +452,7 @@ dump(const struct config *cfg, char *out, size_t cap)
              (unsigned long long)t->client_header_ms, (unsigned long long)t->client_body_ms,
              (unsigned long long)t->client_idle_ms, (unsigned long long)t->upstream_connect_ms,
              (unsigned long long)t->upstream_response_ms, (unsigned long long)t->shutdown_grace_ms);
+    snprintf(OUT, "tls_handshake %llu\n", (unsigned long long)t->tls_handshake_ms);
     snprintf(OUT, "limits %llu %llu %llu\n", (unsigned long long)l->max_header_bytes,
              (unsigned long long)l->max_body_bytes, (unsigned long long)l->max_connections);
     snprintf(OUT, "access_log %s %s\n", logs[cfg->access_log],
@@ -548,6 +561,20 @@ static const struct value_case value_cases[] = {
      "limits: {max_header_bytes: 16k, max_body_bytes: \"1m\", max_connections: 1000000}\n",
      "workers 8\ntimeouts 500 90000 120000 1000 3600000 0\nlimits 16384 1048576 1000000\n"},
     {"timeouts: {client_body: 1ms}\n", "timeouts 10000 1 60000 2000 60000 10000\n"},
+    {"workers: 1\n", "tls_handshake 10000\n"},
+    {"timeouts: {tls_handshake: 3s}\n", "tls_handshake 3000\n"},
+
+    /* Per-route TLS settings; days and years for hsts. */
+    {"listen: [{address: \":80\"}, {address: \":443\", tls: true}]\n"
+     "tls: {certificates: [{cert: a.crt, key: a.key}]}\n"
+     "services: {s: {servers: [\"127.0.0.1:1\"]}}\n"
+     "routes:\n"
+     "  - {host: a.com, service: s, redirect_https: true, hsts: 1y}\n"
+     "  - {host: b.com, service: s, hsts: 2d}\n"
+     "  - {host: c.com, service: s, redirect_https: false, hsts: 0s}\n",
+     "route a.com / -> 0 s redirect_https hsts=31536000000\n"
+     "route b.com / -> 0 s hsts=172800000\n"
+     "route c.com / -> 0 s\n"},
     {"workers: 256\nlimits: {max_body_bytes: 1g, max_header_bytes: 1k}\n",
      "workers 256\nlimits 1024 1073741824 10000\n"},
     {"limits: {max_header_bytes: 1m}\n", "limits 1048576 0 10000\n"},
@@ -691,6 +718,8 @@ test_local_yaml_loads(void **state)
     }
     assert_dump_has(cfg,
                     "listen 127.0.0.1:8080 = 127.0.0.1 8080\n"
+                    "listen 127.0.0.1:8443 = 127.0.0.1 8443 tls\n"
+                    "cert build/certs/server.crt build/certs/server.key\n"
                     "route app1.com / -> 0 app1\n"
                     "route app2.com / -> 1 app2\n"
                     "default_service 2\n"
@@ -704,7 +733,7 @@ test_local_yaml_loads(void **state)
                     "  server 127.0.0.25:8080 = 127.0.0.25 8080\n"
                     "access_log stdout -\n",
                     0);
-    assert_int_equal(cfg->nlisteners, 1);
+    assert_int_equal(cfg->nlisteners, 2);
     assert_int_equal(cfg->nservices, 3);
     assert_null(cfg->admin);
     config_unref(cfg);
@@ -1181,9 +1210,9 @@ static const struct parse_case durations[] = {
     {"18446744073709551616ms", -1, 0, "\"18446744073709551616ms\" is too long a duration"},
     {"18446744073709552s", -1, 0, "\"18446744073709552s\" is too long a duration"},
     {"5124095576030432h", -1, 0, "\"5124095576030432h\" is too long a duration"},
-    {"10", -1, 0, "\"10\" is not a duration (a whole number followed by ms, s, m or h)"},
-    {"", -1, 0, "\"\" is not a duration (a whole number followed by ms, s, m or h)"},
-    {"s", -1, 0, "\"s\" is not a duration (a whole number followed by ms, s, m or h)"},
+    {"10", -1, 0, "\"10\" is not a duration (a whole number followed by ms, s, m, h, d or y)"},
+    {"", -1, 0, "\"\" is not a duration (a whole number followed by ms, s, m, h, d or y)"},
+    {"s", -1, 0, "\"s\" is not a duration (a whole number followed by ms, s, m, h, d or y)"},
     {"1.5s", -1, 0, NULL},
     {"-1s", -1, 0, NULL},
     {"+1s", -1, 0, NULL},
@@ -1191,7 +1220,10 @@ static const struct parse_case durations[] = {
     {"1s ", -1, 0, NULL},
     {"1 s", -1, 0, NULL},
     {"1S", -1, 0, NULL},
-    {"1d", -1, 0, NULL},
+    {"2d", 0, 172800000, NULL},
+    {"1y", 0, 31536000000, NULL},
+    {"584942418y", -1, 0, "\"584942418y\" is too long a duration"},
+    {"1w", -1, 0, NULL},
     {"1us", -1, 0, NULL},
     {"1m30s", -1, 0, NULL},
     {"99999999999999999999999x", -1, 0, NULL},
