@@ -21,6 +21,7 @@
 #include "http.h"
 #include "iobuf.h"
 #include "log.h"
+#include "tls.h"
 
 /* Pipelined answers queued beyond this wait for the client to take them before the next request
  * is read: the client's pace bounds what a connection holds. */
@@ -36,11 +37,12 @@ static const char *const conn_state_names[] = {"head", "exchange", "closing"};
 
 /* What the client timer is armed for: every wait on the client has one. */
 enum conn_wait {
-    CONN_W_NONE,   /* the exchange waits for the server, which has its own timer */
-    CONN_W_HEADER, /* a request head: client_header */
-    CONN_W_IDLE,   /* between requests: client_idle */
-    CONN_W_BODY,   /* silence in a request body: client_body */
-    CONN_W_SEND,   /* the client to take what is queued for it: client_idle */
+    CONN_W_NONE,      /* the exchange waits for the server, which has its own timer */
+    CONN_W_HANDSHAKE, /* the TLS handshake: tls_handshake */
+    CONN_W_HEADER,    /* a request head: client_header */
+    CONN_W_IDLE,      /* between requests: client_idle */
+    CONN_W_BODY,      /* silence in a request body: client_body */
+    CONN_W_SEND,      /* the client to take what is queued for it: client_idle */
 };
 
 struct conn {
@@ -48,8 +50,9 @@ struct conn {
     struct loop_defer defer;
     struct loop *lp; /* borrowed */
     struct conn *prev, *next;
-    struct xclient xc; /* what exchanges borrow */
-    struct xchg *x;    /* owned: the exchange in progress, or NULL between requests */
+    struct xclient xc;     /* what exchanges borrow */
+    struct xchg *x;        /* owned: the exchange in progress, or NULL between requests */
+    struct runtime *hs_rt; /* ref while the TLS handshake runs: its certificates (SNI) */
     struct http_scan scan;
     enum conn_state state;
     enum conn_wait wait;
@@ -76,6 +79,7 @@ conn_free_cb(struct loop_defer *d)
     struct loop *lp = c->lp;
 
     half_fini(&c->h);
+    runtime_unref(c->hs_rt);
     free(c);
     loop_conn_closed(lp);
 }
@@ -126,6 +130,28 @@ conn_verdict(struct conn *c, enum xchg_verdict v)
     }
 }
 
+/* A client that spoke plain HTTP to a TLS listener: told so in plain text, as nginx does, and
+ * closed (what it sent is not a request portier can route: it came to the wrong port). */
+static void
+conn_plain_http(struct conn *c)
+{
+    static const char body[] = "400 Bad Request: the plain HTTP request was sent to HTTPS port. "
+                               "Use https://.\n";
+    char head[160];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                     sizeof(body) - 1);
+
+    log_msg(LOG_DEBUG, "client %s: plain HTTP on a TLS listener (port %s)", c->ip, c->xc.port);
+    if (evbuffer_add(c->h.out, head, (size_t)n) < 0 ||
+        evbuffer_add(c->h.out, body, sizeof(body) - 1) < 0) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    c->state = CONN_ST_CLOSING;
+}
+
 /* Starts an exchange for the head the scanner finished (rc 1) or refused (rc -1), or answers a
  * head that did not come in time (rc 0: 408). */
 static void
@@ -164,6 +190,16 @@ conn_head(struct conn *c)
     size_t took;
     int rc;
 
+    if (c->h.handshaking) {
+        if (!c->h.eof)
+            return false;
+        conn_close(c, "the client left during the TLS handshake");
+        return true;
+    }
+    if (c->h.plain_http) {
+        conn_plain_http(c);
+        return true;
+    }
     if (evbuffer_get_length(c->h.out) > HIGH_WATER) {
         if (half_flush(&c->h) < 0) {
             conn_close(c, "write failed");
@@ -209,7 +245,9 @@ conn_timer(struct conn *c)
 
     switch (c->state) {
     case CONN_ST_HEAD:
-        if (sending)
+        if (c->h.handshaking)
+            want = CONN_W_HANDSHAKE;
+        else if (sending)
             want = CONN_W_SEND;
         else if (c->scanning || evbuffer_get_length(c->h.in) > 0 || c->nreq == 0)
             want = CONN_W_HEADER; /* the first head, like any other, within client_header */
@@ -236,6 +274,9 @@ conn_timer(struct conn *c)
     c->wait_mark = mark;
     switch (want) {
     case CONN_W_NONE:
+        break;
+    case CONN_W_HANDSHAKE:
+        ms = cfg->timeouts.tls_handshake_ms;
         break;
     case CONN_W_HEADER:
         ms = cfg->timeouts.client_header_ms;
@@ -302,6 +343,9 @@ static void
 conn_timeout(struct conn *c)
 {
     switch (c->wait) {
+    case CONN_W_HANDSHAKE:
+        conn_close(c, "the TLS handshake took longer than tls_handshake");
+        return;
     case CONN_W_HEADER:
         /* A head that did not arrive in time: slowloris, or a client that stalled (408). */
         conn_exchange(c, 0);
@@ -336,11 +380,16 @@ client_cb(void *owner, enum half_event ev)
         conn_timeout(c);
         return;
     case HALF_ERROR:
-        conn_close(c, strerror(c->h.err));
+        conn_close(c, half_error_str(&c->h));
+        return;
+    case HALF_CONNECTED:
+        /* The handshake is over: SNI has picked the certificates. */
+        runtime_unref(c->hs_rt);
+        c->hs_rt = NULL;
+        conn_run(c);
         return;
     case HALF_READ:
     case HALF_DRAINED:
-    case HALF_CONNECTED:
         conn_run(c);
         return;
     }
@@ -358,6 +407,30 @@ server_cb(void *owner, enum half_event ev)
     conn_run(c);
 }
 
+/* Sets up c's half on fd: plain, or TLS with the current certificates. */
+static int
+conn_half(struct conn *c, struct loop *lp, int fd, bool tls)
+{
+    const struct tls_store *st = lp->snap->rt->tls;
+    SSL *ssl;
+
+    if (!tls)
+        return half_init(&c->h, lp, fd, false, client_cb, c);
+    if (st == NULL) {
+        /* A reload dropped every certificate; the listener stays until a restart. */
+        log_msg(LOG_ERROR, "a TLS connection, and no certificate to answer it with");
+        return -1;
+    }
+    ssl = tls_store_accept(st);
+    if (ssl == NULL || half_init_tls(&c->h, lp, fd, ssl, client_cb, c) < 0) {
+        log_msg(LOG_ERROR, "out of memory for a new TLS connection");
+        SSL_free(ssl);
+        return -1;
+    }
+    c->hs_rt = runtime_ref(lp->snap->rt);
+    return 0;
+}
+
 void
 conn_accept(struct loop *lp, int fd, const struct sockaddr *peer, socklen_t len, const char *port,
             bool tls)
@@ -365,8 +438,9 @@ conn_accept(struct loop *lp, int fd, const struct sockaddr *peer, socklen_t len,
     struct conn *c = calloc(1, sizeof(*c));
 
     loop_conn_opened(lp);
-    if (c == NULL || half_init(&c->h, lp, fd, false, client_cb, c) < 0) {
-        log_msg(LOG_ERROR, "out of memory for a new connection");
+    if (c == NULL || conn_half(c, lp, fd, tls) < 0) {
+        if (c == NULL)
+            log_msg(LOG_ERROR, "out of memory for a new connection");
         free(c);
         close(fd);
         loop_conn_closed(lp);

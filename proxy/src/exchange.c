@@ -65,6 +65,7 @@ struct xchg {
     struct upconn *u;                     /* owned: the server connection, or NULL */
     struct evbuffer *kept;                /* owned: the request body so far, for a retry */
     uint64_t tried;                       /* balancer bits of the servers tried */
+    const struct runtime_target *target;  /* borrowed from snap: the route, once routed */
     int service;
     enum xchg_phase phase;
     enum xchg_verdict verdict; /* in PH_END */
@@ -283,6 +284,32 @@ respond_error(struct xchg *x, int status, bool keep)
     return end(x, (flags & HTTP_ERR_F_CLOSE) ? XCHG_CLOSE : XCHG_DONE);
 }
 
+/* redirect_https: a plain-HTTP request is sent to the same URL over HTTPS. Its body, if any, is
+ * not read: the connection closes after the answer unless there is none. */
+static enum step
+respond_redirect(struct xchg *x)
+{
+    struct half *ch = x->cl->h;
+    bool keep = x->req.framing == HTTP_FRAMING_NONE && !x->cl->draining;
+    unsigned flags = keep ? 0 : HTTP_ERR_F_CLOSE;
+    size_t cap = x->req.head_len + HEAD_SLACK, n;
+    struct evbuffer_iovec v;
+
+    for (;;) {
+        if (evbuffer_reserve_space(ch->out, (ev_ssize_t)cap, &v, 1) < 1)
+            return abort_now(x);
+        n = http_redirect_write(v.iov_base, v.iov_len, x->host, x->snap->rt->https_port, &x->req,
+                                x->rid, x->rid_len, flags);
+        if (n <= v.iov_len)
+            break;
+        cap = n;
+    }
+    v.iov_len = n;
+    evbuffer_commit_space(ch->out, &v, 1);
+    x->status = 308;
+    return end(x, keep ? XCHG_DONE : XCHG_CLOSE);
+}
+
 /* Drops the last bytes of buf, keeping its first keep. */
 static void
 evbuffer_cut(struct evbuffer *buf, size_t keep)
@@ -468,9 +495,15 @@ exchange_start(struct xchg *x, size_t len)
         }
     }
     /* An HTTP/1.0 request without Host has no host to match: it goes to the default service. */
-    x->service = router_lookup(x->snap->rt->router, x->host, hlen, x->req.path.p, x->req.path.len);
-    if (x->service < 0) {
+    int t = router_lookup(x->snap->rt->router, x->host, hlen, x->req.path.p, x->req.path.len);
+    if (t < 0) {
         respond_error(x, 404, x->req.framing == HTTP_FRAMING_NONE);
+        return x->verdict;
+    }
+    x->target = &x->snap->rt->targets[t];
+    x->service = x->target->service;
+    if (x->target->redirect_https && !x->cl->tls && hlen > 0 && x->snap->rt->https_port != NULL) {
+        respond_redirect(x);
         return x->verdict;
     }
     if (http_body_init_flags(&x->reqbody, x->req.framing, x->req.content_length,
@@ -737,6 +770,8 @@ response_head(struct xchg *x)
          * a client that has closed its side and sent nothing more gets its last answer. */
         bool keep = !cl->draining && x->req_done && !(ch->eof && evbuffer_get_length(ch->in) == 0);
         x->res_flags = http_response_flags(&x->req, &x->res, keep);
+        if (cl->tls && !x->res.interim)
+            x->res.hsts_max_age = x->target->hsts_ms / 1000;
         if (!x->res.interim)
             x->res_start = ch->nwritten + evbuffer_get_length(ch->out);
         if (!(x->res_flags & HTTP_RES_F_SKIP)) {

@@ -2,10 +2,18 @@
  * A half-connection: socket reads and writes between evbuffers and a non-blocking socket, the
  * connect in progress, read pausing and a timer, reported to the owner from the event callbacks
  * only. What the bytes mean, and when to close, is the owner's business.
+ *
+ * A TLS half is the same half with OpenSSL between the buffers and the socket: the handshake
+ * runs from the same events before the first HALF_CONNECTED, and a record layer that needs the
+ * other direction (a write that waits for a read, as during a key update, or the reverse) waits
+ * on that event instead.
  */
 #include <errno.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
 
 #include "half.h"
 #include "iobuf.h"
@@ -19,10 +27,15 @@ half_event_str(enum half_event ev)
     return (unsigned)ev < sizeof(names) / sizeof(names[0]) ? names[ev] : "?";
 }
 
+/* A TLS write of at most one full record: the size nginx and HAProxy write too. */
+#define TLS_RECORD 16384
+
 static void
 read_want(struct half *h)
 {
-    if (h->read_paused || h->eof || h->connecting || h->stopped)
+    if (h->connecting || h->stopped || h->err != 0)
+        event_del(&h->rev);
+    else if ((h->read_paused || h->eof) && !h->wr_wants_read && !h->handshaking)
         event_del(&h->rev);
     else
         event_add(&h->rev, NULL);
@@ -38,10 +51,83 @@ fail(struct half *h, int e)
     event_del(&h->wev);
 }
 
+/*
+ * After an SSL call returned n <= 0: 0 when it waits for the socket (the wait is armed: a read
+ * for WANT_READ, a write for WANT_WRITE, and *wants says which), 1 when the peer closed the TLS
+ * session (close_notify, or an EOF), -1 when it failed (the half is failed).
+ */
+static int
+tls_wait(struct half *h, int n, int *wants)
+{
+    int e = SSL_get_error(h->ssl, n);
+
+    *wants = e;
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        event_add(&h->rev, NULL);
+        return 0;
+    case SSL_ERROR_WANT_WRITE:
+        event_add(&h->wev, NULL);
+        return 0;
+    case SSL_ERROR_ZERO_RETURN:
+        return 1;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0 && ERR_peek_error() == 0)
+            return 1;
+        h->tls_err = ERR_peek_error();
+        fail(h, errno != 0 && h->tls_err == 0 ? errno : EPROTO);
+        break;
+    default:
+        h->tls_err = ERR_peek_error();
+        fail(h, EPROTO);
+        break;
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+/* Writes out through TLS, a record at a time. */
+static int
+tls_write(struct half *h)
+{
+    size_t left;
+
+    while ((left = evbuffer_get_length(h->out)) > 0) {
+        size_t len = left < TLS_RECORD ? left : TLS_RECORD;
+        unsigned char *p = evbuffer_pullup(h->out, (ev_ssize_t)len);
+        int n, wants, rc;
+
+        if (p == NULL) {
+            fail(h, ENOMEM);
+            return -1;
+        }
+        ERR_clear_error();
+        errno = 0;
+        n = SSL_write(h->ssl, p, (int)len);
+        if (n > 0) {
+            evbuffer_drain(h->out, (size_t)n);
+            h->nwritten += (uint64_t)n;
+            continue;
+        }
+        rc = tls_wait(h, n, &wants);
+        if (rc == 0) {
+            h->wr_wants_read = wants == SSL_ERROR_WANT_READ;
+            return 0;
+        }
+        if (rc > 0)
+            fail(h, EPIPE); /* the session is closed: nothing more can be sent */
+        return -1;
+    }
+    event_del(&h->wev);
+    return 0;
+}
+
 /* Writes until out is empty or the socket is full. Returns 0, or -1 on a failed write. */
 static int
 write_now(struct half *h)
 {
+    if (h->ssl != NULL)
+        return tls_write(h);
     while (evbuffer_get_length(h->out) > 0) {
         int n = iobuf_write(h->out, h->fd);
         if (n < 0) {
@@ -60,30 +146,183 @@ write_now(struct half *h)
     return 0;
 }
 
+/* Reads what the socket has into in: n bytes > 0, 0 at the end of the stream, -1 to wait (EAGAIN)
+ * or on a failure (the half failed). */
+static int
+plain_read(struct half *h)
+{
+    int n = iobuf_read(h->in, h->fd, &h->rsize);
+
+    if (n > 0) {
+        h->nread += (uint64_t)n;
+        return n;
+    }
+    if (n == 0) {
+        h->eof = 1;
+        event_del(&h->rev);
+        return 0;
+    }
+    if (errno != EAGAIN && errno != EINTR)
+        fail(h, errno);
+    return -1;
+}
+
+/* Reads records into in, up to IOBUF_READ_MAX bytes a turn so one client cannot hold the loop.
+ * Returns as plain_read(). */
+static int
+tls_read(struct half *h)
+{
+    size_t total = 0;
+
+    while (total < IOBUF_READ_MAX) {
+        struct evbuffer_iovec v;
+        int n, wants, rc;
+
+        if (evbuffer_reserve_space(h->in, TLS_RECORD, &v, 1) < 1) {
+            fail(h, ENOMEM);
+            return -1;
+        }
+        ERR_clear_error();
+        errno = 0;
+        n = SSL_read(h->ssl, v.iov_base, (int)(v.iov_len < INT32_MAX ? v.iov_len : INT32_MAX));
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(h->in, &v, 1);
+            total += (size_t)n;
+            h->nread += (uint64_t)n;
+            continue;
+        }
+        evbuffer_commit_space(h->in, &v, 0);
+        rc = tls_wait(h, n, &wants);
+        if (rc == 0) {
+            h->rd_wants_write = wants == SSL_ERROR_WANT_WRITE;
+            break;
+        }
+        if (rc > 0) {
+            h->eof = 1;
+            event_del(&h->rev);
+            break;
+        }
+        return -1;
+    }
+    /* What OpenSSL holds decrypted is not the socket's to signal: come back for it. */
+    if (total >= IOBUF_READ_MAX && SSL_has_pending(h->ssl))
+        event_active(&h->rev, EV_READ, 1);
+    return total > 0 ? (int)(total < INT32_MAX ? total : INT32_MAX) : h->eof ? 0 : -1;
+}
+
+/*
+ * Before the handshake: whether the client speaks TLS at all. A TLS connection begins with a
+ * handshake record (0x16); an ASCII capital is a request line, plain HTTP sent to the TLS port.
+ * Returns 1 when it is settled (sniffed set), 0 to wait for a byte, -1 on a failure.
+ */
+static int
+sniff(struct half *h)
+{
+    unsigned char b;
+    ssize_t n = recv(h->fd, &b, 1, MSG_PEEK);
+
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        fail(h, errno);
+        return -1;
+    }
+    h->sniffed = 1;
+    if (n == 1 && b >= 'A' && b <= 'Z') {
+        SSL_free(h->ssl);
+        h->ssl = NULL;
+        h->handshaking = 0;
+        h->plain_http = 1;
+    }
+    return 1;
+}
+
+/* Moves the handshake on; reports HALF_CONNECTED when it is over, HALF_ERROR when it failed. */
+static void
+handshake(struct half *h)
+{
+    int n, wants;
+
+    if (!h->sniffed) {
+        int rc = sniff(h);
+        if (rc < 0) {
+            h->cb(h->owner, HALF_ERROR);
+            return;
+        }
+        if (rc == 0)
+            return;
+        if (h->plain_http) {
+            /* Not TLS: the owner reads the request and answers it in plain text. */
+            if (plain_read(h) < 0 && h->err != 0)
+                h->cb(h->owner, HALF_ERROR);
+            else
+                h->cb(h->owner, HALF_READ);
+            return;
+        }
+    }
+    ERR_clear_error();
+    errno = 0;
+    n = SSL_do_handshake(h->ssl);
+    if (n == 1) {
+        h->handshaking = 0;
+        if (evbuffer_get_length(h->out) == 0)
+            event_del(&h->wev);
+        read_want(h);
+        h->cb(h->owner, HALF_CONNECTED);
+        return;
+    }
+    switch (tls_wait(h, n, &wants)) {
+    case 0:
+        if (wants == SSL_ERROR_WANT_READ)
+            event_del(&h->wev);
+        return;
+    case 1:
+        /* The client left in the middle of the handshake. */
+        h->eof = 1;
+        event_del(&h->rev);
+        event_del(&h->wev);
+        h->cb(h->owner, HALF_READ);
+        return;
+    default:
+        h->cb(h->owner, HALF_ERROR);
+        return;
+    }
+}
+
 static void
 read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct half *h = arg;
     int n;
 
+    (void)fd;
     (void)what;
     h->lp->turn_events++;
-    n = iobuf_read(h->in, fd, &h->rsize);
-    if (n > 0) {
-        h->nread += (uint64_t)n;
-        h->cb(h->owner, HALF_READ);
+    if (h->handshaking) {
+        handshake(h);
         return;
     }
-    if (n == 0) {
-        h->eof = 1;
-        event_del(&h->rev);
-        h->cb(h->owner, HALF_READ);
-        return;
+    if (h->wr_wants_read) {
+        /* A TLS write was waiting for this: let it go on first. */
+        h->wr_wants_read = 0;
+        if (write_now(h) < 0) {
+            h->cb(h->owner, HALF_ERROR);
+            return;
+        }
+        read_want(h);
+        if (evbuffer_get_length(h->out) == 0) {
+            h->cb(h->owner, HALF_DRAINED);
+            return;
+        }
+        if (h->read_paused || h->eof)
+            return;
     }
-    if (errno == EAGAIN || errno == EINTR)
-        return;
-    fail(h, errno);
-    h->cb(h->owner, HALF_ERROR);
+    n = h->ssl != NULL ? tls_read(h) : plain_read(h);
+    if (n >= 0)
+        h->cb(h->owner, HALF_READ);
+    else if (h->err != 0)
+        h->cb(h->owner, HALF_ERROR);
 }
 
 static void
@@ -117,6 +356,23 @@ write_cb(evutil_socket_t fd, short what, void *arg)
         connected(h);
         return;
     }
+    if (h->handshaking) {
+        handshake(h);
+        return;
+    }
+    if (h->rd_wants_write) {
+        /* A TLS read was waiting for this: it goes on now. */
+        int n;
+        h->rd_wants_write = 0;
+        if (evbuffer_get_length(h->out) == 0)
+            event_del(&h->wev);
+        n = tls_read(h);
+        if (n >= 0)
+            h->cb(h->owner, HALF_READ);
+        else if (h->err != 0)
+            h->cb(h->owner, HALF_ERROR);
+        return;
+    }
     if (write_now(h) < 0) {
         h->cb(h->owner, HALF_ERROR);
         return;
@@ -144,9 +400,12 @@ half_init(struct half *h, struct loop *lp, int fd, bool connecting, half_cb cb, 
     h->owner = owner;
     h->nread = h->nwritten = 0;
     h->err = 0;
+    h->tls_err = 0;
     h->rsize = 0;
+    h->ssl = NULL;
     h->connecting = connecting;
     h->read_paused = h->eof = h->wr_shut = h->stopped = 0;
+    h->handshaking = h->sniffed = h->plain_http = h->wr_wants_read = h->rd_wants_write = 0;
     h->in = evbuffer_new();
     h->out = evbuffer_new();
     if (h->in == NULL || h->out == NULL) {
@@ -166,6 +425,28 @@ half_init(struct half *h, struct loop *lp, int fd, bool connecting, half_cb cb, 
     else
         event_add(&h->rev, NULL);
     return 0;
+}
+
+int
+half_init_tls(struct half *h, struct loop *lp, int fd, SSL *ssl, half_cb cb, void *owner)
+{
+    if (SSL_set_fd(ssl, fd) != 1 || half_init(h, lp, fd, false, cb, owner) < 0) {
+        ERR_clear_error();
+        return -1;
+    }
+    h->ssl = ssl;
+    h->handshaking = 1;
+    return 0;
+}
+
+const char *
+half_error_str(const struct half *h)
+{
+    const char *reason = h->tls_err != 0 ? ERR_reason_error_string(h->tls_err) : NULL;
+
+    if (reason != NULL)
+        return reason;
+    return h->err != 0 ? strerror(h->err) : "no error";
 }
 
 void
@@ -192,6 +473,9 @@ half_pause_read(struct half *h, bool pause)
         return;
     h->read_paused = pause;
     read_want(h);
+    /* Records OpenSSL already holds decrypted would wait for bytes the socket may never get. */
+    if (!pause && h->ssl != NULL && !h->handshaking && !h->eof && SSL_has_pending(h->ssl))
+        event_active(&h->rev, EV_READ, 1);
 }
 
 void
@@ -200,6 +484,13 @@ half_shutdown_write(struct half *h)
     if (h->wr_shut || h->err != 0 || evbuffer_get_length(h->out) > 0)
         return;
     h->wr_shut = 1;
+    if (h->ssl != NULL && !h->handshaking) {
+        /* close_notify, if the socket takes it now: a peer that needs it sees an end it can
+         * trust; one that does not lose nothing when it is dropped. */
+        ERR_clear_error();
+        (void)SSL_shutdown(h->ssl);
+        ERR_clear_error();
+    }
     (void)shutdown(h->fd, SHUT_WR); /* fails only on a connection already gone: eof shows that */
 }
 
@@ -221,6 +512,15 @@ half_stop(struct half *h)
     event_del(&h->rev);
     event_del(&h->wev);
     event_del(&h->timer);
+    if (h->ssl != NULL) {
+        if (!h->handshaking && h->err == 0 && !h->wr_shut) {
+            ERR_clear_error();
+            (void)SSL_shutdown(h->ssl); /* close_notify, as half_shutdown_write() */
+        }
+        ERR_clear_error();
+        SSL_free(h->ssl);
+        h->ssl = NULL;
+    }
     if (h->fd >= 0)
         close(h->fd);
     h->fd = -1;

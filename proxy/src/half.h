@@ -13,13 +13,14 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <openssl/ssl.h>
 
 struct loop;
 
 enum half_event {
     HALF_READ,      /* bytes arrived in in, or the peer closed its side (eof) */
     HALF_DRAINED,   /* out was written whole after a wait for the socket */
-    HALF_CONNECTED, /* the connect in progress succeeded */
+    HALF_CONNECTED, /* the connect in progress, or the TLS handshake, succeeded */
     HALF_ERROR,     /* the connect, a read or a write failed: err says why (eof is set too) */
     HALF_TIMEOUT,   /* the timer went off */
 };
@@ -31,21 +32,28 @@ const char *half_event_str(enum half_event ev);
 typedef void (*half_cb)(void *owner, enum half_event ev);
 
 struct half {
-    int fd;               /* owned; -1 once closed */
-    struct evbuffer *in;  /* owned: bytes read and not yet taken by the owner */
-    struct evbuffer *out; /* owned: bytes for the socket */
-    struct loop *lp;      /* borrowed */
-    half_cb cb;           /* the owner's, and its argument */
-    void *owner;          /* borrowed */
-    uint64_t nread;       /* bytes read from the socket so far */
-    uint64_t nwritten;    /* bytes written to the socket so far */
-    int err;              /* errno of the failure, 0 if none */
-    uint32_t rsize;       /* the next read's size (iobuf_read) */
+    int fd;                /* owned; -1 once closed */
+    struct evbuffer *in;   /* owned: bytes read and not yet taken by the owner */
+    struct evbuffer *out;  /* owned: bytes for the socket */
+    struct loop *lp;       /* borrowed */
+    half_cb cb;            /* the owner's, and its argument */
+    void *owner;           /* borrowed */
+    uint64_t nread;        /* bytes read from the socket so far */
+    uint64_t nwritten;     /* bytes written to the socket so far */
+    int err;               /* errno of the failure (EPROTO for TLS), 0 if none */
+    unsigned long tls_err; /* OpenSSL's error code of a TLS failure, 0 if none */
+    uint32_t rsize;        /* the next read's size (iobuf_read) */
+    SSL *ssl;              /* owned: the TLS session, or NULL for plain bytes */
     unsigned connecting : 1;
-    unsigned read_paused : 1; /* the owner asked not to read (back-pressure) */
-    unsigned eof : 1;         /* the peer will send nothing more (closed, reset or failed) */
-    unsigned wr_shut : 1;     /* our side was shut down for writing */
-    unsigned stopped : 1;     /* no more events: the owner is closing it */
+    unsigned read_paused : 1;    /* the owner asked not to read (back-pressure) */
+    unsigned eof : 1;            /* the peer will send nothing more (closed, reset or failed) */
+    unsigned wr_shut : 1;        /* our side was shut down for writing */
+    unsigned stopped : 1;        /* no more events: the owner is closing it */
+    unsigned handshaking : 1;    /* the TLS handshake is not over */
+    unsigned sniffed : 1;        /* the first byte was looked at (TLS or not) */
+    unsigned plain_http : 1;     /* a TLS half whose client spoke plain HTTP: TLS is off */
+    unsigned wr_wants_read : 1;  /* a TLS write waits for the socket to be readable */
+    unsigned rd_wants_write : 1; /* a TLS read waits for the socket to be writable */
     struct event rev, wev, timer;
 };
 
@@ -56,6 +64,19 @@ struct half {
  * then still belongs to the caller).
  */
 int half_init(struct half *h, struct loop *lp, int fd, bool connecting, half_cb cb, void *owner);
+
+/*
+ * As half_init() for an accepted socket that speaks TLS, taking ssl (in the accept state; freed
+ * with the half). The handshake comes first and HALF_CONNECTED says when it is over; then in and
+ * out carry the bytes inside the records. A client whose first byte is an ASCII capital (plain
+ * HTTP where a TLS record must begin) gets no handshake: TLS is dropped, plain_http set, and its
+ * bytes come in as on a plain half, for the owner to answer. Returns 0, or -1 when memory ran out
+ * (fd and ssl then still belong to the caller).
+ */
+int half_init_tls(struct half *h, struct loop *lp, int fd, SSL *ssl, half_cb cb, void *owner);
+
+/* Why h failed: the TLS reason or the errno text. */
+const char *half_error_str(const struct half *h);
 
 /* Hands h to another owner (a pooled server connection changes hands). */
 void half_set_owner(struct half *h, half_cb cb, void *owner);
@@ -70,14 +91,16 @@ int half_flush(struct half *h);
 /* Stops (true) or resumes (false) reading from the socket. */
 void half_pause_read(struct half *h, bool pause);
 
-/* Once out is empty: tells the peer that nothing more will come (shutdown SHUT_WR). */
+/* Once out is empty: tells the peer that nothing more will come (TLS close_notify, then
+ * shutdown SHUT_WR). */
 void half_shutdown_write(struct half *h);
 
 /* Arms the timer for ms milliseconds from now (replacing any armed), or disarms it with 0. */
 void half_timer(struct half *h, uint64_t ms);
 
 /*
- * No more events or callbacks for h, and its socket is closed now, so that a connection that ends
+ * No more events or callbacks for h, and its socket is closed now (after a TLS close_notify when
+ * the session is sound), so that a connection that ends
  * gives its descriptor back at once: its memory (and what is buffered) stays valid until
  * half_fini(), for an owner that frees it later.
  */

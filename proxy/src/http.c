@@ -1463,6 +1463,7 @@ http_response_write(char *out, size_t cap, const struct http_response *res, unsi
 {
     struct wbuf o;
     bool dechunk = flags & HTTP_RES_F_DECHUNK;
+    bool sts = res->hsts_max_age == 0;
 
     wbuf_init(&o, out, 0, cap);
     wbuf_raw(&o, "HTTP/1.1 ", 9);
@@ -1481,7 +1482,13 @@ http_response_write(char *out, size_t cap, const struct http_response *res, unsi
             continue;
         if (listed_in_connection(&res->hdrs, h->name))
             continue;
+        sts = sts || span_eq_ci(h->name, cspan("Strict-Transport-Security"));
         put_field(&o, h->name, h->value);
+    }
+    if (!sts) {
+        wbuf_str(&o, "Strict-Transport-Security: max-age=");
+        wbuf_u64(&o, res->hsts_max_age);
+        wbuf_raw(&o, "\r\n", 2);
     }
 
     /* RFC 9110 8.6, RFC 9112 6.1: no Content-Length or Transfer-Encoding in 1xx and 204; HEAD
@@ -1661,5 +1668,38 @@ http_error_write(char *out, size_t cap, int status, const char *id, size_t id_le
     wbuf_raw(&o, "\r\n", 2);
     if (!(flags & HTTP_ERR_F_HEAD))
         put_error_body(&o, status, id, id_len, html);
+    return o.len;
+}
+
+size_t
+http_redirect_write(char *out, size_t cap, const char *host, const char *port,
+                    const struct http_request *req, const char *id, size_t id_len, unsigned flags)
+{
+    struct wbuf o;
+
+    wbuf_init(&o, out, 0, cap);
+    wbuf_raw(&o, "HTTP/1.1 ", 9);
+    put_status_text(&o, 308);
+    wbuf_str(&o, "\r\nLocation: https://");
+    wbuf_str(&o, host);
+    if (port != NULL && strcmp(port, "443") != 0) {
+        wbuf_raw(&o, ":", 1);
+        wbuf_str(&o, port);
+    }
+    if (req->path.len > 0 && req->path.p[0] == '/') {
+        put_span(&o, req->path);
+        put_span(&o, req->query);
+    } else {
+        wbuf_raw(&o, "/", 1);
+    }
+    wbuf_str(&o, "\r\nContent-Length: 0\r\n");
+    if (http_request_id_valid(id, id_len)) {
+        wbuf_str(&o, "X-Request-Id: ");
+        wbuf_raw(&o, id, id_len);
+        wbuf_raw(&o, "\r\n", 2);
+    }
+    if (flags & HTTP_ERR_F_CLOSE)
+        wbuf_str(&o, "Connection: close\r\n");
+    wbuf_raw(&o, "\r\n", 2);
     return o.len;
 }

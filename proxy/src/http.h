@@ -210,6 +210,9 @@ struct http_response {
     bool upgrade_websocket; /* 101 to a websocket upgrade: the connection becomes a tunnel */
     uint16_t error;         /* after -1: always 502 */
     const char *why;
+    /* The caller's, 0 after a parse: > 0 makes http_response_write() add
+     * "Strict-Transport-Security: max-age=N" unless the server sent that field itself. */
+    uint64_t hsts_max_age;
 };
 
 /* What http_response_parse() needs to know of the request it answers. */
@@ -450,6 +453,16 @@ size_t http_error_body(char *out, size_t cap, int status, const char *id, size_t
  */
 size_t http_error_write(char *out, size_t cap, int status, const char *id, size_t id_len,
                         unsigned flags);
+
+/*
+ * Writes a whole 308 response sending a plain-HTTP request to https://host[:port] with its path
+ * and query (a target without a path, as "*", goes to "/"): port NULL or "443" is left out. host
+ * is router_normalize_host()'s output. No body; X-Request-Id when valid; flags HTTP_ERR_F_CLOSE.
+ * Returns the length; written whole iff <= cap.
+ */
+size_t http_redirect_write(char *out, size_t cap, const char *host, const char *port,
+                           const struct http_request *req, const char *id, size_t id_len,
+                           unsigned flags);
 
 /* The interim response a client waiting on Expect: 100-continue needs. */
 #define HTTP_CONTINUE "HTTP/1.1 100 Continue\r\n\r\n"

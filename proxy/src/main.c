@@ -55,30 +55,16 @@ libevent_log_cb(int severity, const char *msg)
 }
 
 /*
- * What a config may say and this build does not serve yet, for -t and a start alike, so that -t
- * accepts nothing a start refuses: a tls listener is an error (serve() would refuse it), admin
- * only a warning (the rest serves without it). Writes each to stderr as "FILE:LINE:COL: message"
- * or "FILE:LINE:COL: warning: message". Returns the number of errors.
+ * What a config may say and this build does not serve yet, for -t and a start alike: admin, a
+ * warning (the rest serves without it), written to stderr as "FILE:LINE:COL: warning: message".
  */
-static int
-check_unserved(const struct config *cfg)
+static void
+warn_unserved(const struct config *cfg)
 {
-    int errors = 0;
-
-    for (size_t i = 0; i < cfg->nlisteners; i++) {
-        const struct config_listener *l = &cfg->listeners[i];
-        if (!l->tls)
-            continue;
-        /* XXX: goes once TLS termination lands (tls.c), with the check in serve(). */
-        fprintf(stderr, "%s:%u:%u: listen: tls is not supported by this build yet (\"%s\")\n",
-                cfg->path, l->tls_line, l->tls_col, l->addr.spec);
-        errors++;
-    }
     /* XXX: goes once the admin listener is served (admin.c). */
     if (cfg->admin != NULL)
         fprintf(stderr, "%s:%u:%u: warning: admin is not served by this version yet\n", cfg->path,
                 cfg->admin->line, cfg->admin->col);
-    return errors;
 }
 
 /* The main thread's state: what signals act on. */
@@ -132,12 +118,13 @@ reload(struct main_ctx *m)
         log_lines(LOG_ERROR, err);
         return;
     }
-    if (tls_check(cfg, err, sizeof(err)) < 0) {
+    if (tls_check(cfg, err, sizeof(err)) > 0) {
         log_msg(LOG_ERROR, "reload: %s has errors, keeping the running config:", m->path);
         log_lines(LOG_ERROR, err);
         config_unref(cfg);
         return;
     }
+    log_lines(LOG_WARN, err); /* the warnings, if any */
     rt = runtime_new(cfg, err, sizeof(err));
     if (rt == NULL) {
         log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
@@ -330,7 +317,8 @@ main(int argc, char **argv)
     }
     rc = tls_check(cfg, err, sizeof(err));
     fputs(err, stderr);
-    if (check_unserved(cfg) > 0 || rc < 0) {
+    warn_unserved(cfg);
+    if (rc > 0) {
         config_unref(cfg);
         return 1;
     }

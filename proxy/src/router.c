@@ -1,4 +1,4 @@
-/* Host + path -> service index: routes are grouped by host once, at build time, so a lookup is a
+/* Host + path -> target index: routes are grouped by host once, at build time, so a lookup is a
  * binary search over exact hosts, a short scan of wildcard suffixes and of each host's prefixes. */
 #include <arpa/inet.h>
 #include <stdbool.h>
@@ -18,7 +18,7 @@ enum router_kind {
 struct router_path {
     char *prefix;
     size_t len;
-    int service;
+    int target;
 };
 
 /* The routes of one host: paths points into router.paths, longest prefix first. */
@@ -37,7 +37,7 @@ struct router {
     struct router_host *wild; /* owned: longest suffix first */
     size_t nwild;
     struct router_host any; /* the host-less routes; npaths 0 when there are none */
-    int default_service;
+    int default_target;
 };
 
 /* A route on its way into the router: normalised, then sorted into groups. */
@@ -47,7 +47,7 @@ struct router_entry {
     size_t nlen;
     char *prefix; /* owned until moved into router.paths */
     size_t plen;
-    int service;
+    int target;
     size_t index; /* in the caller's array, for messages */
 };
 
@@ -295,7 +295,7 @@ build_groups(struct router *r, struct router_entry *ents, size_t n)
 
     for (size_t i = 0; i < n; i++) {
         struct router_entry *e = &ents[i];
-        r->paths[i] = (struct router_path){e->prefix, e->plen, e->service};
+        r->paths[i] = (struct router_path){e->prefix, e->plen, e->target};
         e->prefix = NULL;
         r->npaths++;
         if (i > 0 && same_host(e, &ents[i - 1])) {
@@ -326,25 +326,25 @@ free_entries(struct router_entry *ents, size_t n)
 }
 
 struct router *
-router_new(const struct router_route *routes, size_t n, int default_service, char *err,
+router_new(const struct router_route *routes, size_t n, int default_target, char *err,
            size_t errlen)
 {
     struct router *r = NULL;
     struct router_entry *ents = NULL;
 
-    if (default_service < -1) {
-        snprintf(err, errlen, "default service %d is not a service index", default_service);
+    if (default_target < -1) {
+        snprintf(err, errlen, "default target %d is not a target index", default_target);
         return NULL;
     }
     if ((r = calloc(1, sizeof(*r))) == NULL || (n > 0 && (ents = calloc(n, sizeof(*ents))) == NULL))
         goto fail_oom;
-    r->default_service = default_service;
+    r->default_target = default_target;
     for (size_t i = 0; i < n; i++) {
         ents[i].index = i;
-        ents[i].service = routes[i].service;
-        if (routes[i].service < 0) {
-            snprintf(err, errlen, "routes[%zu]: service %d is not a service index", i,
-                     routes[i].service);
+        ents[i].target = routes[i].target;
+        if (routes[i].target < 0) {
+            snprintf(err, errlen, "routes[%zu]: target %d is not a target index", i,
+                     routes[i].target);
             goto fail;
         }
         if (entry_host(&ents[i], routes[i].host, err, errlen) < 0 ||
@@ -396,17 +396,17 @@ router_free(struct router *r)
     free(r);
 }
 
-/* Returns the service of h's longest prefix that path starts with on a segment boundary, or -1. */
+/* Returns the target of h's longest prefix that path starts with on a segment boundary, or -1. */
 static int
 match_path(const struct router_host *h, const char *path, size_t len)
 {
     for (size_t i = 0; i < h->npaths; i++) {
         const struct router_path *p = &h->paths[i];
         if (p->len == 0)
-            return p->service; /* "/" matches every path, even "*" or an empty one */
+            return p->target; /* "/" matches every path, even "*" or an empty one */
         if (p->len <= len && memcmp(p->prefix, path, p->len) == 0 &&
             (p->len == len || path[p->len] == '/'))
-            return p->service;
+            return p->target;
     }
     return -1;
 }
@@ -454,5 +454,5 @@ router_lookup(const struct router *r, const char *host, size_t host_len, const c
     }
     if ((s = match_path(&r->any, path, path_len)) >= 0)
         return s;
-    return r->default_service;
+    return r->default_target;
 }

@@ -1,4 +1,5 @@
-/* Maps a request's Host and path to a service index; pure (no I/O, no locks, no allocation after
+/* Maps a request's Host and path to a target, the caller's index (the runtime's routes, each with
+ * its service and per-route settings); pure (no I/O, no locks, no allocation after
  * router_new()), so one router per config is shared read-only by every worker, and answering
  * 400 or 404 is left to the caller. */
 #ifndef ROUTER_H
@@ -20,18 +21,18 @@
 struct router_route {
     const char *host;
     const char *path;
-    int service; /* >= 0: an index into the caller's services */
+    int target; /* >= 0: an index into the caller's targets */
 };
 
 struct router;
 
 /*
- * Builds a router from n routes and the service for everything else (default_service, or -1 for
+ * Builds a router from n routes and the target for everything else (default_target, or -1 for
  * none: the caller answers 404). Returns the router, owned by the caller until router_free(), or
  * NULL with a message in err ("routes[2]: host \"a b\" is not a valid host name") when a route is
  * invalid, two routes have the same host and path, or memory runs out.
  */
-struct router *router_new(const struct router_route *routes, size_t n, int default_service,
+struct router *router_new(const struct router_route *routes, size_t n, int default_target,
                           char *err, size_t errlen);
 
 /* Frees the router and its copies of the routes; router_free(NULL) is a no-op. No lookup may be
@@ -39,7 +40,7 @@ struct router *router_new(const struct router_route *routes, size_t n, int defau
 void router_free(struct router *r);
 
 /*
- * Returns the service for a request, or -1 (the caller answers 404). host is the output of
+ * Returns the target for a request, or -1 (the caller answers 404). host is the output of
  * router_normalize_host() (not NUL-terminated here; host_len 0 or host NULL means the request had
  * no host); path is the request-target's path, with or without its "?query", which is ignored.
  * Paths are compared byte for byte, case-sensitively, without percent-decoding or removing dot
@@ -50,7 +51,7 @@ void router_free(struct router *r);
  *      "/api", "/api/" and "/api/x", not "/apiary"; "/" matches every path);
  *   2. the wildcard hosts that match, longest suffix first, each with its longest matching prefix;
  *   3. the routes without a host, longest matching prefix;
- *   4. the default service.
+ *   4. the default target.
  * A host whose routes have no matching path falls through to the next step rather than answering
  * 404, as nginx and Kubernetes ingresses send such requests to the default backend.
  *

@@ -1,6 +1,7 @@
 /* Turns a config into the router and balancers that serve it, and counts who still uses them. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "runtime.h"
 
@@ -37,20 +38,30 @@ runtime_new(struct config *cfg, char *err, size_t errlen)
     /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized by its element */
     rt->balancers = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(*rt->balancers));
     routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*routes));
-    if (rt->balancers == NULL || routes == NULL)
+    rt->targets = calloc(cfg->nroutes + 1, sizeof(*rt->targets));
+    if (rt->balancers == NULL || routes == NULL || rt->targets == NULL)
         goto nomem;
     for (size_t i = 0; i < cfg->nservices; i++) {
         if ((rt->balancers[i] = service_balancer(&cfg->services[i])) == NULL)
             goto nomem;
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
-        routes[i].host = cfg->routes[i].host;
-        routes[i].path = cfg->routes[i].path;
-        routes[i].service = (int)cfg->routes[i].service;
+        const struct config_route *r = &cfg->routes[i];
+        routes[i] = (struct router_route){r->host, r->path, (int)i};
+        rt->targets[i] = (struct runtime_target){(int)r->service, r->redirect_https, r->hsts_ms};
     }
-    rt->router = router_new(routes, cfg->nroutes, cfg->default_service, err, errlen);
+    rt->targets[cfg->nroutes] = (struct runtime_target){cfg->default_service, false, 0};
+    rt->router = router_new(routes, cfg->nroutes,
+                            cfg->default_service >= 0 ? (int)cfg->nroutes : -1, err, errlen);
     if (rt->router == NULL)
         goto fail;
+    rt->tls = tls_store_new(cfg, err, errlen);
+    if (rt->tls == NULL && cfg->ncerts > 0)
+        goto fail;
+    for (size_t i = 0; i < cfg->nlisteners && rt->https_port == NULL; i++) {
+        if (cfg->listeners[i].tls)
+            rt->https_port = strrchr(cfg->listeners[i].addr.spec, ':') + 1;
+    }
     free(routes);
     return rt;
 
@@ -75,6 +86,8 @@ runtime_unref(struct runtime *rt)
     if (rt == NULL || atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) != 1)
         return;
     router_free(rt->router);
+    tls_store_free(rt->tls);
+    free(rt->targets);
     if (rt->balancers != NULL) {
         for (size_t i = 0; i < rt->cfg->nservices; i++)
             balancer_free(rt->balancers[i]);

@@ -9,18 +9,29 @@
 #include "balancer.h"
 #include "config.h"
 #include "router.h"
+#include "tls.h"
+
+/* Where the router sends a request: a route's service and settings, or the default service's. */
+struct runtime_target {
+    int service;         /* index into cfg->services */
+    bool redirect_https; /* plain-HTTP requests get 308 to https:// (https_port) */
+    uint64_t hsts_ms;    /* > 0: Strict-Transport-Security on HTTPS responses */
+};
 
 /* Read-only once built; any thread may read it while it holds a reference. */
 struct runtime {
     atomic_uint refs;
-    struct config *cfg;          /* ref */
-    struct router *router;       /* owned */
-    struct balancer **balancers; /* owned, one per cfg->services[i] */
+    struct config *cfg;             /* ref */
+    struct router *router;          /* owned */
+    struct balancer **balancers;    /* owned, one per cfg->services[i] */
+    struct runtime_target *targets; /* owned: one per cfg->routes[i], then the default's */
+    struct tls_store *tls;          /* owned: the certificates, or NULL without any */
+    const char *https_port;         /* the first TLS listener's port (redirects), or NULL */
 };
 
 /*
- * Builds a runtime for cfg, taking a reference to cfg. Returns it holding one reference, or NULL
- * with a message in err.
+ * Builds a runtime for cfg, taking a reference to cfg: router, balancers and the certificates
+ * loaded. Returns it holding one reference, or NULL with a message in err.
  */
 struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
 

@@ -1,27 +1,85 @@
 /*
- * TLS with OpenSSL. What is here so far is the check `portier -t` and startup make of the files a
- * config names, so a wrong path or a key that belongs to another certificate fails before serving.
+ * TLS with OpenSSL: certificates loaded and checked, the server contexts they make, SNI, ALPN and
+ * session tickets. The connection side (handshake, records) is in half.c.
+ *
+ * Certificates with the same names but different key types (RSA and ECDSA) share one context, so
+ * OpenSSL picks between them by the client's signature algorithms; every other certificate gets a
+ * context of its own, switched to by SNI. The first certificate's context is the default, and the
+ * one every connection starts with: its session cache is the one OpenSSL uses for all.
  */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
-#include <openssl/ssl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
 
 #include "tls.h"
+
+/* Mozilla's "intermediate" profile (v5.7): TLS 1.2 ciphers with forward secrecy and AEAD only;
+ * TLS 1.3's suites are OpenSSL's defaults, which are the same three. */
+#define TLS12_CIPHERS                                                                              \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"       \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+#define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+#define TLS_GROUPS "X25519:prime256v1:secp384r1"
+
+/* A session lives a day, as in Mozilla's profile; ticket keys are replaced every TICKET_PERIOD
+ * and the old ones kept long enough to honour every ticket still within that day. */
+#define SESSION_TIMEOUT_S (24 * 60 * 60)
+#define TICKET_PERIOD_S (6 * 60 * 60)
+#define TICKET_KEYS (SESSION_TIMEOUT_S / TICKET_PERIOD_S + 1)
+
+/* The most names of one certificate that SNI looks at; a certificate with more is cut short. */
+#define MAX_NAMES 100
+
+/* One certificate entry of the config, loaded. */
+struct loaded {
+    X509 *leaf;
+    STACK_OF(X509) * chain; /* the intermediates after the leaf, possibly empty */
+    EVP_PKEY *key;
+};
+
+/* Certificates that answer for the same names: one context. */
+struct tls_group {
+    SSL_CTX *ctx;
+    char **names; /* lowercase: "app1.com", "*.app1.com" */
+    size_t nnames;
+    int key_types[4]; /* EVP_PKEY_RSA, EVP_PKEY_EC...: one certificate of each at most */
+    size_t nkeys;
+};
+
+struct tls_store {
+    struct tls_group *groups; /* the first is the default */
+    size_t ngroups;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors, as config.c writes them
+ */
 
 static void tls_error(char *err, size_t errlen, const struct config *cfg, unsigned line,
                       unsigned col, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-/* Appends one error line at line:col of cfg's file, with OpenSSL's reason when it has one. */
+/* Appends one line at line:col of cfg's file, with OpenSSL's reason when it has one. */
 static void
 tls_error(char *err, size_t errlen, const struct config *cfg, unsigned line, unsigned col,
           const char *fmt, ...)
 {
-    size_t used = strlen(err);
+    size_t used = strnlen(err, errlen);
     char reason[256] = "";
-    unsigned long e = ERR_get_error();
+    unsigned long e = ERR_peek_last_error();
     va_list ap;
 
     if (e != 0)
@@ -37,39 +95,659 @@ tls_error(char *err, size_t errlen, const struct config *cfg, unsigned line, uns
     va_end(ap);
     if (used + 1 >= errlen)
         return;
-    snprintf(err + used, errlen - used, "%s%s\n", reason[0] ? ": " : "", reason);
+    if (reason[0] != '\0')
+        snprintf(err + used, errlen - used, " (%s)\n", reason);
+    else
+        snprintf(err + used, errlen - used, "\n");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Loading a certificate entry
+ */
+
+/* Opens path for reading, saying why not in err. */
+static BIO *
+open_pem(const struct config *cfg, unsigned line, unsigned col, const char *what, size_t i,
+         const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    BIO *bio;
+
+    if (f == NULL) {
+        int e = errno;
+        ERR_clear_error();
+        tls_error(err, errlen, cfg, line, col, "tls.certificates[%zu].%s: cannot read %s: %s", i,
+                  what, path, strerror(e));
+        return NULL;
+    }
+    bio = BIO_new_fp(f, BIO_CLOSE);
+    if (bio == NULL) {
+        fclose(f);
+        tls_error(err, errlen, cfg, line, col, "tls.certificates[%zu].%s: out of memory", i, what);
+    }
+    return bio;
+}
+
+/* A passphrase callback that refuses, and notes that one was asked for: an encrypted key never
+ * waits for a terminal. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    *(int *)u = 1;
+    return -1;
+}
+
+static void
+loaded_free(struct loaded *l)
+{
+    X509_free(l->leaf);
+    sk_X509_pop_free(l->chain, X509_free);
+    EVP_PKEY_free(l->key);
+    memset(l, 0, sizeof(*l));
+}
+
+static int
+load_cert(const struct config *cfg, size_t i, struct loaded *l, char *err, size_t errlen)
+{
+    const struct config_cert *c = &cfg->certs[i];
+    BIO *bio = open_pem(cfg, c->cert_line, c->cert_col, "cert", i, c->cert, err, errlen);
+    X509 *x;
+
+    if (bio == NULL)
+        return -1;
+    l->leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    if (l->leaf == NULL) {
+        BIO_free(bio);
+        ERR_clear_error(); /* "no start line" or a decoder's: the message says it better */
+        tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
+                  "tls.certificates[%zu].cert: %s holds no PEM certificate", i, c->cert);
+        return -1;
+    }
+    l->chain = sk_X509_new_null();
+    while (l->chain != NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (sk_X509_push(l->chain, x) <= 0) {
+            X509_free(x);
+            break;
+        }
+    }
+    ERR_clear_error(); /* the end of the file reads as "no start line" */
+    BIO_free(bio);
+    if (l->chain == NULL) {
+        tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
+                  "tls.certificates[%zu].cert: out of memory", i);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+load_key(const struct config *cfg, size_t i, struct loaded *l, char *err, size_t errlen)
+{
+    const struct config_cert *c = &cfg->certs[i];
+    BIO *bio = open_pem(cfg, c->key_line, c->key_col, "key", i, c->key, err, errlen);
+    int encrypted = 0;
+
+    if (bio == NULL)
+        return -1;
+    l->key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, &encrypted);
+    BIO_free(bio);
+    if (l->key == NULL && encrypted) {
+        ERR_clear_error();
+        tls_error(err, errlen, cfg, c->key_line, c->key_col,
+                  "tls.certificates[%zu].key: %s is encrypted: portier needs the key "
+                  "unencrypted (openssl pkey -in KEY -out PLAIN)",
+                  i, c->key);
+        return -1;
+    }
+    if (l->key == NULL) {
+        ERR_clear_error();
+        tls_error(err, errlen, cfg, c->key_line, c->key_col,
+                  "tls.certificates[%zu].key: %s holds no PEM private key", i, c->key);
+        return -1;
+    }
+    return 0;
+}
+
+/* Loads entry i: the certificate, its chain and its key, and checks they belong together.
+ * Returns 0, or the number of errors written to err (l is then empty). */
+static int
+load_entry(const struct config *cfg, size_t i, struct loaded *l, char *err, size_t errlen)
+{
+    const struct config_cert *c = &cfg->certs[i];
+    int errors = 0;
+
+    memset(l, 0, sizeof(*l));
+    if (load_cert(cfg, i, l, err, errlen) < 0)
+        errors++;
+    if (load_key(cfg, i, l, err, errlen) < 0)
+        errors++;
+    if (errors == 0 && X509_check_private_key(l->leaf, l->key) != 1) {
+        ERR_clear_error();
+        tls_error(err, errlen, cfg, c->key_line, c->key_col,
+                  "tls.certificates[%zu].key: %s does not match the certificate in %s", i, c->key,
+                  c->cert);
+        errors++;
+    }
+    if (errors > 0)
+        loaded_free(l);
+    return errors;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Names
+ */
+
+bool
+tls_name_match(const char *pattern, const char *host)
+{
+    const char *dot;
+
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        /* One label, not empty, then exactly the suffix. */
+        dot = strchr(host, '.');
+        return dot != NULL && dot != host && strcasecmp(dot + 1, pattern + 2) == 0;
+    }
+    return strcasecmp(pattern, host) == 0;
+}
+
+static void
+names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free((void *)names);
+}
+
+/* Adds a copy of the n bytes at p, lowercased, unless it holds a NUL or is empty. */
+static int
+names_add(char **names, size_t *n, const unsigned char *p, int len)
+{
+    char *s;
+
+    if (len <= 0 || *n >= MAX_NAMES || memchr(p, '\0', (size_t)len) != NULL)
+        return 0;
+    s = malloc((size_t)len + 1);
+    if (s == NULL)
+        return -1;
+    for (int k = 0; k < len; k++)
+        s[k] = (char)tolower(p[k]);
+    s[len] = '\0';
+    names[(*n)++] = s;
+    return 0;
+}
+
+/*
+ * The DNS names a certificate answers for: its DNS SANs, or its subject's common name when it has
+ * none (as OpenSSL's own host check does). Returns an array of *n owned strings (names_free), or
+ * NULL with *n 0 when it has none or memory ran out.
+ */
+static char **
+cert_names(X509 *x, size_t *n)
+{
+    char **names = calloc(MAX_NAMES, sizeof(*names));
+    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int rc = 0;
+
+    *n = 0;
+    if (names == NULL) {
+        GENERAL_NAMES_free(sans);
+        return NULL;
+    }
+    for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && rc == 0; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type == GEN_DNS)
+            rc = names_add(names, n, ASN1_STRING_get0_data(g->d.dNSName),
+                           ASN1_STRING_length(g->d.dNSName));
+    }
+    GENERAL_NAMES_free(sans);
+    if (rc == 0 && *n == 0) {
+        const X509_NAME *subj = X509_get_subject_name(x);
+        int at = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
+        if (at >= 0) {
+            const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, at));
+            rc = names_add(names, n, ASN1_STRING_get0_data(cn), ASN1_STRING_length(cn));
+        }
+    }
+    ERR_clear_error();
+    if (rc < 0 || *n == 0) {
+        names_free(names, *n);
+        *n = 0;
+        return NULL;
+    }
+    return names;
+}
+
+static bool
+names_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++) {
+        size_t j = 0;
+        while (j < nb && strcmp(a[i], b[j]) != 0)
+            j++;
+        if (j == nb)
+            return false;
+    }
+    return true;
+}
+
+/* Whether a certificate name serves some route: the route's host is covered by it, or, for a
+ * wildcard route, is the same wildcard or covers it. */
+static bool
+name_routed(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct config_route *r = &cfg->routes[i];
+        if (r->host == NULL)
+            continue;
+        if (r->wildcard ? strcasecmp(name, r->host) == 0 || tls_name_match(r->host, name)
+                        : tls_name_match(name, r->host))
+            return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * portier -t
+ */
+
+static void
+asn1_time_str(const ASN1_TIME *t, char *buf, size_t len)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        snprintf(buf, len, "?");
+}
+
+/* The warnings about a certificate that loads: outside its validity, or serving no route. */
+static void
+warn_entry(const struct config *cfg, size_t i, const struct loaded *l, char *err, size_t errlen)
+{
+    const struct config_cert *c = &cfg->certs[i];
+    const ASN1_TIME *nb = X509_get0_notBefore(l->leaf), *na = X509_get0_notAfter(l->leaf);
+    char when[64];
+    size_t n = 0;
+    char **names;
+    bool routed = false;
+
+    if (X509_cmp_current_time(na) < 0) {
+        asn1_time_str(na, when, sizeof(when));
+        tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
+                  "warning: tls.certificates[%zu].cert: %s expired on %s", i, c->cert, when);
+    } else if (X509_cmp_current_time(nb) > 0) {
+        asn1_time_str(nb, when, sizeof(when));
+        tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
+                  "warning: tls.certificates[%zu].cert: %s is not valid before %s", i, c->cert,
+                  when);
+    }
+    if (cfg->default_service >= 0)
+        return; /* every name is served */
+    names = cert_names(l->leaf, &n);
+    for (size_t k = 0; k < n && !routed; k++)
+        routed = name_routed(cfg, names[k]);
+    if (!routed)
+        tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
+                  "warning: tls.certificates[%zu].cert: none of the names of %s (%s%s) is "
+                  "routed, and there is no default_service",
+                  i, c->cert, n > 0 ? names[0] : "it has none", n > 1 ? ", ..." : "");
+    names_free(names, n);
 }
 
 int
 tls_check(const struct config *cfg, char *err, size_t errlen)
 {
-    int rc = 0;
+    int errors = 0;
 
     if (errlen > 0)
         err[0] = '\0';
     for (size_t i = 0; i < cfg->ncerts; i++) {
-        const struct config_cert *c = &cfg->certs[i];
-        SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-
-        if (ctx == NULL) {
-            tls_error(err, errlen, cfg, c->cert_line, c->cert_col, "cannot set up OpenSSL");
-            return -1;
+        struct loaded l;
+        int n = load_entry(cfg, i, &l, err, errlen);
+        if (n > 0) {
+            errors += n;
+            continue;
         }
-        if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
-            tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
-                      "tls.certificates[%zu].cert: cannot load %s", i, c->cert);
-            rc = -1;
-        } else if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
-            tls_error(err, errlen, cfg, c->key_line, c->key_col,
-                      "tls.certificates[%zu].key: cannot load %s", i, c->key);
-            rc = -1;
-        } else if (SSL_CTX_check_private_key(ctx) != 1) {
-            tls_error(err, errlen, cfg, c->key_line, c->key_col,
-                      "tls.certificates[%zu].key: %s does not match the certificate %s", i, c->key,
-                      c->cert);
-            rc = -1;
-        }
-        SSL_CTX_free(ctx);
+        warn_entry(cfg, i, &l, err, errlen);
+        loaded_free(&l);
     }
+    return errors;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Session tickets: one ring of keys for the process, so a ticket made by one worker (or before a
+ * reload) is taken by every other. A new key every TICKET_PERIOD_S, made by whichever handshake
+ * first finds the current one too old; the older ones still decrypt until they leave the ring.
+ */
+
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    time_t made;
+};
+
+static struct {
+    pthread_rwlock_t lock;
+    struct ticket_key keys[TICKET_KEYS]; /* keys[0] is the current one */
+    unsigned n;
+} ring = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+
+/* Under the write lock: pushes a new key in front. */
+static int
+ring_rotate(time_t now)
+{
+    struct ticket_key k;
+
+    if (RAND_bytes(k.name, sizeof(k.name)) != 1 || RAND_bytes(k.aes, sizeof(k.aes)) != 1 ||
+        RAND_bytes(k.hmac, sizeof(k.hmac)) != 1)
+        return -1;
+    k.made = now;
+    memmove(&ring.keys[1], &ring.keys[0], sizeof(ring.keys[0]) * (TICKET_KEYS - 1));
+    ring.keys[0] = k;
+    if (ring.n < TICKET_KEYS)
+        ring.n++;
+    return 0;
+}
+
+/* Copies the current key, making a new one first when it is due. */
+static int
+ring_current(struct ticket_key *out)
+{
+    time_t now = time(NULL);
+    int rc = 0;
+
+    pthread_rwlock_rdlock(&ring.lock);
+    if (ring.n > 0 && now - ring.keys[0].made < TICKET_PERIOD_S) {
+        *out = ring.keys[0];
+        pthread_rwlock_unlock(&ring.lock);
+        return 0;
+    }
+    pthread_rwlock_unlock(&ring.lock);
+    pthread_rwlock_wrlock(&ring.lock);
+    if (ring.n == 0 || now - ring.keys[0].made >= TICKET_PERIOD_S)
+        rc = ring_rotate(now);
+    if (rc == 0)
+        *out = ring.keys[0];
+    pthread_rwlock_unlock(&ring.lock);
     return rc;
+}
+
+/* Copies the key called name: returns 1 for the current one, 2 for an older one, 0 for none. */
+static int
+ring_find(const unsigned char *name, struct ticket_key *out)
+{
+    int found = 0;
+
+    pthread_rwlock_rdlock(&ring.lock);
+    for (unsigned i = 0; i < ring.n && found == 0; i++) {
+        if (CRYPTO_memcmp(ring.keys[i].name, name, sizeof(ring.keys[i].name)) == 0) {
+            *out = ring.keys[i];
+            found = i == 0 ? 1 : 2;
+        }
+    }
+    pthread_rwlock_unlock(&ring.lock);
+    return found;
+}
+
+static int
+ticket_mac(EVP_MAC_CTX *hctx, unsigned char *key, size_t len)
+{
+    OSSL_PARAM params[3];
+
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key, len);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    return EVP_MAC_CTX_set_params(hctx, params) == 1 ? 0 : -1;
+}
+
+/* OpenSSL's ticket key callback: 1 to go on, 2 to take the ticket and issue a fresh one (made
+ * with an old key), 0 to ignore the ticket (a full handshake), -1 to fail. */
+static int
+ticket_cb(SSL *ssl, unsigned char *key_name, unsigned char *iv, EVP_CIPHER_CTX *cctx,
+          EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_key k;
+    int found;
+
+    (void)ssl;
+    if (enc) {
+        if (ring_current(&k) < 0 ||
+            RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+            return -1;
+        memcpy(key_name, k.name, sizeof(k.name));
+        if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
+            ticket_mac(hctx, k.hmac, sizeof(k.hmac)) < 0)
+            return -1;
+        OPENSSL_cleanse(&k, sizeof(k));
+        return 1;
+    }
+    found = ring_find(key_name, &k);
+    if (found == 0)
+        return 0;
+    if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
+        ticket_mac(hctx, k.hmac, sizeof(k.hmac)) < 0)
+        found = -1;
+    OPENSSL_cleanse(&k, sizeof(k));
+    return found;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Contexts
+ */
+
+/* ALPN: http/1.1 when the client offers it, else no ALPN at all (never a failed handshake: a
+ * client that offers only h2 may still speak HTTP/1.1). */
+static int
+alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+        unsigned int inlen, void *arg)
+{
+    static const char h11[] = "http/1.1";
+
+    (void)ssl;
+    (void)arg;
+    for (unsigned i = 0; i < inlen;) {
+        unsigned len = in[i];
+        if (i + 1 + len > inlen)
+            break;
+        if (len == sizeof(h11) - 1 && memcmp(in + i + 1, h11, len) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)len;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + len;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* The group whose names cover host: an exact name first, then a wildcard; NULL for none. */
+static const struct tls_group *
+store_find(const struct tls_store *st, const char *host)
+{
+    for (int wild = 0; wild < 2; wild++) {
+        for (size_t g = 0; g < st->ngroups; g++) {
+            const struct tls_group *grp = &st->groups[g];
+            for (size_t k = 0; k < grp->nnames; k++) {
+                if ((grp->names[k][0] == '*') == (wild == 1) && tls_name_match(grp->names[k], host))
+                    return grp;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* SNI: switches the connection to the certificates for the name it asked for. */
+static int
+sni_cb(SSL *ssl, int *alert, void *arg)
+{
+    const struct tls_store *st = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    char host[256];
+    size_t len;
+    const struct tls_group *grp;
+
+    (void)alert;
+    if (name == NULL)
+        return SSL_TLSEXT_ERR_OK;
+    len = strnlen(name, sizeof(host));
+    if (len == 0 || len >= sizeof(host))
+        return SSL_TLSEXT_ERR_OK;
+    memcpy(host, name, len + 1);
+    if (host[len - 1] == '.')
+        host[len - 1] = '\0';
+    grp = store_find(st, host);
+    if (grp != NULL && grp != &st->groups[0] && SSL_set_SSL_CTX(ssl, grp->ctx) == NULL)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* A server context with the profile and callbacks every one of the store's shares. */
+static SSL_CTX *
+ctx_new(struct tls_store *st)
+{
+    static const unsigned char sid_ctx[] = "portier";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (ctx == NULL)
+        return NULL;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1 || SSL_CTX_set_dh_auto(ctx, 1) != 1 ||
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1 ||
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* No renegotiation (a client could make the server work for free); an EOF without
+     * close_notify is an ordinary end of stream, as most clients send none. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
+                                 SSL_OP_NO_COMPRESSION);
+    /* Partial writes from buffers that move: half.c writes evbuffer chunks as they are. Idle
+     * keep-alive connections give their record buffers back. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_timeout(ctx, SESSION_TIMEOUT_S);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+    SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+    SSL_CTX_set_tlsext_servername_arg(ctx, st);
+    return ctx;
+}
+
+/* Puts a loaded certificate, its chain and key into ctx (next to one of another key type). */
+static int
+ctx_add(SSL_CTX *ctx, const struct loaded *l)
+{
+    if (SSL_CTX_use_certificate(ctx, l->leaf) != 1)
+        return -1;
+    for (int i = 0; i < sk_X509_num(l->chain); i++) {
+        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(l->chain, i)) != 1)
+            return -1;
+    }
+    if (SSL_CTX_use_PrivateKey(ctx, l->key) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+        return -1;
+    return 0;
+}
+
+/* The group entry l joins: one with the same names and no key of l's type yet, or a new one.
+ * Takes names (owned) in either case. */
+static struct tls_group *
+store_group(struct tls_store *st, char **names, size_t nnames, int type)
+{
+    struct tls_group *g;
+
+    for (size_t i = 0; i < st->ngroups; i++) {
+        g = &st->groups[i];
+        bool has = false;
+        for (size_t k = 0; k < g->nkeys; k++)
+            has = has || g->key_types[k] == type;
+        if (!has && g->nkeys < sizeof(g->key_types) / sizeof(g->key_types[0]) &&
+            names_equal(g->names, g->nnames, names, nnames)) {
+            names_free(names, nnames);
+            g->key_types[g->nkeys++] = type;
+            return g;
+        }
+    }
+    g = &st->groups[st->ngroups];
+    g->ctx = ctx_new(st);
+    g->names = names;
+    g->nnames = nnames;
+    if (g->ctx == NULL) {
+        names_free(names, nnames);
+        g->names = NULL;
+        g->nnames = 0;
+        return NULL;
+    }
+    st->ngroups++;
+    g->key_types[g->nkeys++] = type;
+    return g;
+}
+
+struct tls_store *
+tls_store_new(const struct config *cfg, char *err, size_t errlen)
+{
+    struct tls_store *st;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (cfg->ncerts == 0)
+        return NULL;
+    st = calloc(1, sizeof(*st));
+    if (st == NULL || (st->groups = calloc(cfg->ncerts, sizeof(*st->groups))) == NULL) {
+        free(st);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->ncerts; i++) {
+        const struct config_cert *c = &cfg->certs[i];
+        struct loaded l;
+        size_t nnames = 0;
+        struct tls_group *g;
+
+        if (load_entry(cfg, i, &l, err, errlen) > 0)
+            goto fail;
+        char **names = cert_names(l.leaf, &nnames);
+        g = store_group(st, names, nnames, EVP_PKEY_get_base_id(l.key));
+        if (g == NULL || ctx_add(g->ctx, &l) < 0) {
+            loaded_free(&l);
+            tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
+                      "tls.certificates[%zu]: cannot use %s with %s", i, c->cert, c->key);
+            goto fail;
+        }
+        loaded_free(&l);
+    }
+    return st;
+fail:
+    tls_store_free(st);
+    return NULL;
+}
+
+void
+tls_store_free(struct tls_store *st)
+{
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < st->ngroups; i++) {
+        SSL_CTX_free(st->groups[i].ctx);
+        names_free(st->groups[i].names, st->groups[i].nnames);
+    }
+    free(st->groups);
+    free(st);
+}
+
+SSL *
+tls_store_accept(const struct tls_store *st)
+{
+    SSL *ssl = SSL_new(st->groups[0].ctx);
+
+    if (ssl != NULL)
+        SSL_set_accept_state(ssl);
+    return ssl;
 }

@@ -1587,6 +1587,79 @@ test_reasons_and_errors(void **state)
     assert_memory_equal(small, buf, sizeof(small));
 }
 
+static const char *
+write_hsts(const char *raw, uint64_t max_age)
+{
+    struct http_response res;
+    size_t n;
+
+    assert_int_equal(response_status(raw, 0, &res), 0);
+    assert_int_equal(res.hsts_max_age, 0); /* a parse leaves it to the caller */
+    res.hsts_max_age = max_age;
+    n = http_response_write(wbuf, sizeof(wbuf) - 1, &res, 0);
+    assert_true(n < sizeof(wbuf));
+    wbuf[n] = '\0';
+    return wbuf;
+}
+
+/* hsts: added to a response over HTTPS, unless the server set its own. */
+static void
+test_response_hsts(void **state)
+{
+    (void)state;
+    assert_string_equal(write_hsts("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 31536000),
+                        "HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=31536000\r\n"
+                        "Content-Length: 0\r\n\r\n");
+    assert_string_equal(write_hsts("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_string_equal(write_hsts("HTTP/1.1 200 OK\r\nstrict-transport-security: max-age=5\r\n"
+                                   "Content-Length: 0\r\n\r\n",
+                                   100),
+                        "HTTP/1.1 200 OK\r\nstrict-transport-security: max-age=5\r\n"
+                        "Content-Length: 0\r\n\r\n");
+}
+
+/* redirect_https: the same URL over HTTPS, the port said unless it is 443. */
+static void
+test_redirect_write(void **state)
+{
+    static const struct {
+        const char *raw, *host, *port, *id;
+        unsigned flags;
+        const char *want;
+    } cases[] = {
+        {"GET /p/q?x=1&y HTTP/1.1\r\nHost: A.test:8080\r\n\r\n", "a.test", "8443", "r1", 0,
+         "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://a.test:8443/p/q?x=1&y\r\n"
+         "Content-Length: 0\r\nX-Request-Id: r1\r\n\r\n"},
+        {"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n", "a.test", "443", "", HTTP_ERR_F_CLOSE,
+         "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://a.test/\r\n"
+         "Content-Length: 0\r\nConnection: close\r\n\r\n"},
+        {"GET http://a.test/abs?q HTTP/1.1\r\nHost: a.test\r\n\r\n", "a.test", NULL, "", 0,
+         "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://a.test/abs?q\r\n"
+         "Content-Length: 0\r\n\r\n"},
+        {"OPTIONS * HTTP/1.1\r\nHost: [::1]\r\n\r\n", "[::1]", "8443", "", 0,
+         "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://[::1]:8443/\r\n"
+         "Content-Length: 0\r\n\r\n"},
+    };
+    char buf[512], small[16];
+    struct http_request r;
+
+    (void)state;
+    for (size_t i = 0; i < N(cases); i++) {
+        parse_ok(cases[i].raw, &r);
+        size_t n = http_redirect_write(buf, sizeof(buf) - 1, cases[i].host, cases[i].port, &r,
+                                       cases[i].id, strlen(cases[i].id), cases[i].flags);
+        assert_true(n < sizeof(buf));
+        buf[n] = '\0';
+        assert_string_equal(buf, cases[i].want);
+        /* Too small a buffer: a prefix, and the length it needs. */
+        assert_int_equal(http_redirect_write(small, sizeof(small), cases[i].host, cases[i].port, &r,
+                                             cases[i].id, strlen(cases[i].id), cases[i].flags),
+                         n);
+        assert_memory_equal(small, buf, sizeof(small));
+    }
+}
+
 static void
 test_char_classes(void **state)
 {
@@ -1672,6 +1745,8 @@ main(void)
         cmocka_unit_test(test_request_write_table),
         cmocka_unit_test(test_request_write_small_buffer),
         cmocka_unit_test(test_response_write),
+        cmocka_unit_test(test_response_hsts),
+        cmocka_unit_test(test_redirect_write),
         cmocka_unit_test(test_response_flags),
         cmocka_unit_test(test_reasons_and_errors),
         cmocka_unit_test(test_char_classes),

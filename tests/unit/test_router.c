@@ -351,7 +351,7 @@ test_new_errors(void **state)
         {{"app1.com", "/a#b", 0}, "routes[1]: path \"/a#b\" may not contain"},
         {{"app1.com", "/a b", 0}, "routes[1]: path \"/a b\" may not contain"},
         {{"app1.com", "/a\x01", 0}, "routes[1]: path"},
-        {{"app1.com", "/", -1}, "routes[1]: service -1 is not a service index"},
+        {{"app1.com", "/", -1}, "routes[1]: target -1 is not a target index"},
         {{"ok.com", "/", 1}, "routes[1]: same host and path as routes[0]"},
         {{"OK.com.", NULL, 1}, "routes[1]: same host and path as routes[0]"},
         {{"ok.com", "/x", 1}, NULL},
@@ -381,7 +381,7 @@ test_new_errors(void **state)
     assert_null(router_new(dup, 2, -1, err, sizeof(err)));
     assert_string_equal(err, "routes[1]: same host and path as routes[0]");
     assert_null(router_new(NULL, 0, -2, err, sizeof(err)));
-    assert_string_equal(err, "default service -2 is not a service index");
+    assert_string_equal(err, "default target -2 is not a target index");
 }
 
 /* The router copies what it is given: the caller's strings may change or go away. */
@@ -398,7 +398,7 @@ test_new_copies(void **state)
     memset(host, 'x', sizeof(host) - 1);
     memset(path, 'y', sizeof(path) - 1);
     /* cppcheck-suppress unreadVariable ; unread is the point: the router keeps its own copy */
-    rs[0].service = 7;
+    rs[0].target = 7;
     assert_int_equal(router_lookup(r, "app1.com", 8, "/api/x", 6), 1);
     router_free(r);
 }
