@@ -129,16 +129,46 @@ def check(portier_bin, tmp_path, text, name="portier.yaml"):
 # -t on good configs
 
 
-def test_check_accepts_the_shipped_local_config(portier_bin):
-    path = REPO / "config" / "local.yaml"
+# Where the shipped configs read their certificate: make run's (scripts/certs.sh makes it) and the
+# Secret's mount in the pod.
+SHIPPED_CERTS = {
+    "local.yaml": ("build/certs/server.crt", "build/certs/server.key"),
+    "cluster.yaml": ("/etc/portier/tls/tls.crt", "/etc/portier/tls/tls.key"),
+}
+
+
+@pytest.fixture(scope="module")
+def certs_dir(tmp_path_factory):
+    """A CA and certificate made by scripts/certs.sh, as make run and the VM make them."""
+    d = tmp_path_factory.mktemp("certs")
+    subprocess.run([str(REPO / "scripts" / "certs.sh"), str(d)], check=True, capture_output=True,
+                   timeout=60)
+    return d
+
+
+def shipped(name, certs_dir, tmp_path):
+    """config/NAME as shipped, but with its certificate paths pointing at certs_dir (a clean clone
+    has no build/certs, and the pod's mount exists only in the pod)."""
+    text = (REPO / "config" / name).read_text()
+    cert, key = SHIPPED_CERTS[name]
+    assert cert in text and key in text, f"{name} no longer reads {cert} and {key}"
+    path = tmp_path / name
+    path.write_text(text.replace(cert, str(certs_dir / "server.crt"))
+                    .replace(key, str(certs_dir / "server.key")))
+    return path
+
+
+def test_check_accepts_the_shipped_local_config(portier_bin, certs_dir, tmp_path):
+    path = shipped("local.yaml", certs_dir, tmp_path)
     rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
     assert rc == 0, f"portier -t -c {path} exited {rc}:\n{err}"
     assert not any(ERROR_LINE.match(line) for line in err.splitlines()), err
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "local.yaml"])
-def test_check_accepts_the_shipped_configs_without_warnings(portier_bin, name):
-    path = REPO / "config" / name
+def test_check_accepts_the_shipped_configs_without_warnings(portier_bin, name, certs_dir,
+                                                            tmp_path):
+    path = shipped(name, certs_dir, tmp_path)
     rc, out, err = run_portier(portier_bin, ["-t", "-c", path])
     assert rc == 0, f"portier -t -c {path} exited {rc}:\n{err}"
     assert err.strip() == f"{path}: ok", err
