@@ -7,17 +7,21 @@
  * checks that a connection never outlives what it waits for: once both sides have closed and
  * every timer has gone off, nothing is left.
  *
+ * With FUZZ_TLS defined (fuzz_conn_tls.c), the client connection is TLS: a real handshake with
+ * an OpenSSL client first, then the same script, the client's bytes going through its records.
+ *
  * Seeds: tests/fuzz/corpus/fuzz_conn (tests/fuzz/make_corpus.py). Build and run with
  * tests/fuzz/run.sh, which links what the fuzz-links lines list:
  *
  * fuzz-links: proxy/src/conn.c proxy/src/exchange.c proxy/src/upconn.c proxy/src/half.c
  * fuzz-links: proxy/src/loop.c proxy/src/iobuf.c proxy/src/http.c proxy/src/http_body.c
  * fuzz-links: proxy/src/config.c proxy/src/router.c proxy/src/balancer.c proxy/src/runtime.c
- * fuzz-links: proxy/src/log.c proxy/src/util.c lib/addr.c lib/wbuf.c
- * fuzz-links: -lhttp_parser -levent -lyaml -lpthread
+ * fuzz-links: proxy/src/log.c proxy/src/util.c proxy/src/tls.c lib/addr.c lib/wbuf.c
+ * fuzz-links: -lhttp_parser -levent -lyaml -lssl -lcrypto -lpthread
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +31,11 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "config.h"
 #include "conn.h"
@@ -106,6 +115,8 @@ static struct {
     struct runtime *rt;
     struct loop lp;
     int client;               /* our end of the client's socket pair, -1 once closed */
+    SSL *tls;                 /* the client's TLS session (FUZZ_TLS), or NULL */
+    SSL_CTX *tls_ctx;         /* the client's context, made once */
     bool client_reads;        /* the client takes what it is sent */
     int servers[MAX_SERVERS]; /* our ends of the server connections, in the order dialled */
     bool server_reads[MAX_SERVERS];
@@ -149,13 +160,43 @@ send_fd(int fd, const void *p, size_t n)
         (void)send(fd, p, n, MSG_NOSIGNAL); /* a full or closed socket drops the rest: fine */
 }
 
+/* The client takes what it is sent: plain bytes, or records (the handshake moves on too). */
+static void
+client_drain(void)
+{
+    char buf[16384];
+
+    if (h.tls == NULL) {
+        drain_fd(h.client);
+        return;
+    }
+    if (!SSL_is_init_finished(h.tls))
+        (void)SSL_do_handshake(h.tls);
+    while (SSL_is_init_finished(h.tls) && SSL_read(h.tls, buf, sizeof(buf)) > 0)
+        ;
+    ERR_clear_error();
+}
+
+/* The client sends n bytes: as they are, or in records once the handshake is over. */
+static void
+client_send(const void *p, size_t n)
+{
+    if (h.tls == NULL) {
+        send_fd(h.client, p, n);
+        return;
+    }
+    if (h.client >= 0 && n > 0 && SSL_is_init_finished(h.tls))
+        (void)SSL_write(h.tls, p, (int)n); /* a full socket drops the rest: fine */
+    ERR_clear_error();
+}
+
 /* Runs the loop until nothing is ready, taking what the peers are sent when they read. */
 static void
 settle(void)
 {
     for (int i = 0; i < 64; i++) {
         if (h.client_reads)
-            drain_fd(h.client);
+            client_drain();
         for (unsigned s = 0; s < h.nservers; s++)
             if (h.server_reads[s])
                 drain_fd(h.servers[s]);
@@ -208,16 +249,85 @@ close_fd(int *fd)
     *fd = -1;
 }
 
+#ifdef FUZZ_TLS
+/* A self-signed ECDSA certificate for "a" in a temporary directory; appends the config's tls
+ * section naming it to yaml. */
+static void
+make_certificate(char *yaml, size_t len)
+{
+    static char dir[] = "/tmp/fuzz-conn-tls-XXXXXX";
+    char crt[64], key[64];
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    FILE *f;
+
+    check(k != NULL && x != NULL && mkdtemp(dir) != NULL);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"a", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    X509_set_pubkey(x, k);
+    check(X509_sign(x, k, EVP_sha256()) > 0);
+    snprintf(crt, sizeof(crt), "%s/a.crt", dir);
+    snprintf(key, sizeof(key), "%s/a.key", dir);
+    check((f = fopen(crt, "w")) != NULL && PEM_write_X509(f, x) == 1 && fclose(f) == 0);
+    check((f = fopen(key, "w")) != NULL &&
+          PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) == 1 && fclose(f) == 0);
+    snprintf(yaml + strlen(yaml), len - strlen(yaml),
+             "tls: {certificates: [{cert: %s, key: %s}]}\n", crt, key);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    h.tls_ctx = SSL_CTX_new(TLS_client_method());
+    check(h.tls_ctx != NULL);
+    SSL_CTX_set_mode(h.tls_ctx,
+                     SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+/* The client's handshake, the loop turning between its steps. */
+static void
+client_handshake(void)
+{
+    h.tls = SSL_new(h.tls_ctx);
+    check(h.tls != NULL && SSL_set_fd(h.tls, h.client) == 1);
+    SSL_set_connect_state(h.tls);
+    SSL_set_tlsext_host_name(h.tls, "a");
+    for (int i = 0; i < 16 && !SSL_is_init_finished(h.tls); i++) {
+        (void)SSL_do_handshake(h.tls);
+        settle();
+    }
+    check(SSL_is_init_finished(h.tls));
+    ERR_clear_error();
+}
+#endif
+
+static void
+client_close(void)
+{
+    SSL_free(h.tls);
+    h.tls = NULL;
+    ERR_clear_error();
+    close_fd(&h.client);
+}
+
 static void
 setup_once(void)
 {
-    char err[1024];
+    char err[1024], yaml[sizeof(config_yaml) + 256];
     struct config *cfg;
 
     if (h.rt != NULL)
         return;
+    /* As portier's main() does: OpenSSL writes to sockets with write(), which a closed peer
+     * answers with SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
     log_set_debug(false);
-    cfg = config_parse("fuzz.yaml", config_yaml, sizeof(config_yaml) - 1, err, sizeof(err));
+    snprintf(yaml, sizeof(yaml), "%s", config_yaml);
+#ifdef FUZZ_TLS
+    make_certificate(yaml, sizeof(yaml));
+#endif
+    cfg = config_parse("fuzz.yaml", yaml, strlen(yaml), err, sizeof(err));
     check(cfg != NULL);
     h.rt = runtime_new(cfg, err, sizeof(err));
     check(h.rt != NULL);
@@ -247,8 +357,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
     h.client = sv[1];
     peer.sin_addr.s_addr = htonl(0x7f000001);
+#ifdef FUZZ_TLS
+    conn_accept(&h.lp, sv[0], (struct sockaddr *)&peer, sizeof(peer), "8443", true);
+    client_handshake();
+#else
     conn_accept(&h.lp, sv[0], (struct sockaddr *)&peer, sizeof(peer), "8080", false);
     settle();
+#endif
 
     while (i < size) {
         uint8_t op = data[i++], arg = i < size ? data[i] : 0;
@@ -263,7 +378,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (op % 14) {
         case 0: /* the client sends the next arg bytes */
             len = arg < size - i ? arg : size - i;
-            send_fd(h.client, data + i, len);
+            client_send(data + i, len);
             i += len;
             break;
         case 1: /* server arg sends the next data[i] bytes */
@@ -275,8 +390,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             i += len;
             break;
         case 2:
-            send_fd(h.client, requests[arg % NELEMS(requests)],
-                    strlen(requests[arg % NELEMS(requests)]));
+            client_send(requests[arg % NELEMS(requests)], strlen(requests[arg % NELEMS(requests)]));
             break;
         case 3: /* server arg sends canned response data[i] */
             if (i >= size)
@@ -286,11 +400,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             i++;
             break;
         case 4:
+            if (h.tls != NULL && h.client >= 0)
+                (void)SSL_shutdown(h.tls); /* close_notify first, as a TLS client would */
             if (h.client >= 0)
                 shutdown(h.client, SHUT_WR);
             break;
         case 5:
-            close_fd(&h.client);
+            client_close();
             break;
         case 6:
             if (h.nservers > 0 && server_fd(arg) >= 0)
@@ -324,7 +440,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* Both sides go away and every timer runs out: nothing may be left waiting. */
-    close_fd(&h.client);
+    client_close();
     for (unsigned s = 0; s < h.nservers; s++)
         close_fd(&h.servers[s]);
     for (int round = 0; round < 16 && h.lp.nconns > 0; round++) {

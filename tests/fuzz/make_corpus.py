@@ -1051,7 +1051,9 @@ def conn_corpus():
 
 # ---------------------------------------------------------------------------------------------
 
-CORPORA = {"fuzz_http": http_corpus, "fuzz_config": config_corpus, "fuzz_conn": conn_corpus}
+# fuzz_conn_tls runs fuzz_conn's scripts over TLS: the same seeds serve both.
+CORPORA = {"fuzz_http": http_corpus, "fuzz_config": config_corpus, "fuzz_conn": conn_corpus,
+           "fuzz_conn_tls": conn_corpus}
 LIBFUZZER_NAME = re.compile(r"[0-9a-f]{40}")
 NAME = re.compile(r"[a-z0-9][a-z0-9.-]*")
 

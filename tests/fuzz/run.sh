@@ -89,7 +89,8 @@ build_harness() {
         *) libs+=("$w") ;;
         esac
     done
-    if [ -x "$bin" ] && [ -z "$(find "$src" "${srcs[@]}" "$self" -newer "$bin")" ] &&
+    # Every harness source counts: one may include another (fuzz_conn_tls.c, fuzz_conn.c).
+    if [ -x "$bin" ] && [ -z "$(find tests/fuzz/fuzz_*.c "${srcs[@]}" "$self" -newer "$bin")" ] &&
         [ -z "$(find lib proxy/src -name '*.h' -newer "$bin" -print -quit)" ]; then
         return 0
     fi
