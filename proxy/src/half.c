@@ -33,9 +33,10 @@ half_event_str(enum half_event ev)
 static void
 read_want(struct half *h)
 {
-    if (h->connecting || h->stopped || h->err != 0)
-        event_del(&h->rev);
-    else if ((h->read_paused || h->eof) && !h->wr_wants_read && !h->handshaking)
+    /* A TLS write waiting for a read, or a handshake, reads whatever the owner wants. */
+    bool idle = (h->read_paused || h->eof) && !h->wr_wants_read && !h->handshaking;
+
+    if (h->connecting || h->stopped || h->err != 0 || idle)
         event_del(&h->rev);
     else
         event_add(&h->rev, NULL);

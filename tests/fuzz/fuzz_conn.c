@@ -114,8 +114,9 @@ static const char *const responses[] = {
 static struct {
     struct runtime *rt;
     struct loop lp;
-    int client;               /* our end of the client's socket pair, -1 once closed */
-    SSL *tls;                 /* the client's TLS session (FUZZ_TLS), or NULL */
+    int client; /* our end of the client's socket pair, -1 once closed */
+    SSL *tls;   /* the client's TLS session (FUZZ_TLS), or NULL */
+    /* cppcheck-suppress unusedStructMember ; used with FUZZ_TLS (fuzz_conn_tls.c) */
     SSL_CTX *tls_ctx;         /* the client's context, made once */
     bool client_reads;        /* the client takes what it is sent */
     int servers[MAX_SERVERS]; /* our ends of the server connections, in the order dialled */

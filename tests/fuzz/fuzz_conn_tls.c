@@ -10,4 +10,4 @@
  * fuzz-links: -lhttp_parser -levent -lyaml -lssl -lcrypto -lpthread
  */
 #define FUZZ_TLS 1
-#include "fuzz_conn.c"
+#include "fuzz_conn.c" /* NOLINT(bugprone-suspicious-include): the same harness, built twice */

@@ -1593,8 +1593,9 @@ write_hsts(const char *raw, uint64_t max_age)
     struct http_response res;
     size_t n;
 
+    memset(&res, 0xff, sizeof(res)); /* so that the parse must clear hsts_max_age itself */
     assert_int_equal(response_status(raw, 0, &res), 0);
-    assert_int_equal(res.hsts_max_age, 0); /* a parse leaves it to the caller */
+    assert_int_equal(res.hsts_max_age, 0);
     res.hsts_max_age = max_age;
     n = http_response_write(wbuf, sizeof(wbuf) - 1, &res, 0);
     assert_true(n < sizeof(wbuf));
