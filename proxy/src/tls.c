@@ -2,10 +2,12 @@
  * TLS with OpenSSL: certificates loaded and checked, the server contexts they make, SNI, ALPN and
  * session tickets. The connection side (handshake, records) is in half.c.
  *
- * Certificates with the same names but different key types (RSA and ECDSA) share one context, so
- * OpenSSL picks between them by the client's signature algorithms; every other certificate gets a
- * context of its own, switched to by SNI. The first certificate's context is the default, and the
- * one every connection starts with: its session cache is the one OpenSSL uses for all.
+ * SNI picks, for the name a client asks for, one certificate of each key type: the first in the
+ * config that has the name itself, else the first whose wildcard covers it. The certificates so
+ * picked share one context, so OpenSSL chooses between RSA and ECDSA by the client's signature
+ * algorithms; names that pick the same certificates share the context. The first certificate's
+ * context is the default, and the one every connection starts with: its session cache is the one
+ * OpenSSL uses for all.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -51,18 +53,31 @@ struct loaded {
     EVP_PKEY *key;
 };
 
-/* Certificates that answer for the same names: one context. */
-struct tls_group {
+/* The most key types one context holds: RSA, ECDSA, Ed25519, Ed448. */
+#define KEY_TYPES 4
+
+/* What SNI picks: for each key type, the index of a config entry, or -1. */
+struct pick {
+    int entry[KEY_TYPES];
+};
+
+/* A context and the certificates in it. */
+struct tls_ctx {
     SSL_CTX *ctx;
-    char **names; /* lowercase: "app1.com", "*.app1.com" */
-    size_t nnames;
-    int key_types[4]; /* EVP_PKEY_RSA, EVP_PKEY_EC...: one certificate of each at most */
-    size_t nkeys;
+    struct pick pick;
+};
+
+/* A name a certificate has ("app1.com", "*.app1.com", lowercase) and the context it picks. */
+struct tls_name {
+    char *name;
+    size_t ctx;
 };
 
 struct tls_store {
-    struct tls_group *groups; /* the first is the default */
-    size_t ngroups;
+    struct tls_ctx *ctxs; /* the first is the default */
+    size_t nctxs;
+    struct tls_name *names;
+    size_t nnames;
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -133,9 +148,9 @@ open_pem(const struct config *cfg, unsigned line, unsigned col, const char *what
 static int
 no_passphrase(char *buf, int size, int rwflag, void *u)
 {
-    (void)buf;
-    (void)size;
     (void)rwflag;
+    if (size > 0)
+        buf[0] = '\0';
     *(int *)u = 1;
     return -1;
 }
@@ -318,21 +333,6 @@ cert_names(X509 *x, size_t *n)
         return NULL;
     }
     return names;
-}
-
-static bool
-names_equal(char *const *a, size_t na, char *const *b, size_t nb)
-{
-    if (na != nb)
-        return false;
-    for (size_t i = 0; i < na; i++) {
-        size_t j = 0;
-        while (j < nb && strcmp(a[i], b[j]) != 0)
-            j++;
-        if (j == nb)
-            return false;
-    }
-    return true;
 }
 
 /* Whether a certificate name serves some route: the route's host is covered by it, or, for a
@@ -564,18 +564,22 @@ alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsign
     return SSL_TLSEXT_ERR_NOACK;
 }
 
-/* The group whose names cover host: an exact name first, then a wildcard; NULL for none. */
-static const struct tls_group *
+/* The context for host: its exact name, else the wildcard one label up; NULL for none. */
+static const struct tls_ctx *
 store_find(const struct tls_store *st, const char *host)
 {
-    for (int wild = 0; wild < 2; wild++) {
-        for (size_t g = 0; g < st->ngroups; g++) {
-            const struct tls_group *grp = &st->groups[g];
-            for (size_t k = 0; k < grp->nnames; k++) {
-                if ((grp->names[k][0] == '*') == (wild == 1) && tls_name_match(grp->names[k], host))
-                    return grp;
-            }
-        }
+    const char *dot = strchr(host, '.');
+
+    for (size_t i = 0; i < st->nnames; i++) {
+        if (strcasecmp(st->names[i].name, host) == 0)
+            return &st->ctxs[st->names[i].ctx];
+    }
+    if (dot == NULL || dot == host)
+        return NULL;
+    for (size_t i = 0; i < st->nnames; i++) {
+        const char *n = st->names[i].name;
+        if (n[0] == '*' && n[1] == '.' && strcasecmp(n + 2, dot + 1) == 0)
+            return &st->ctxs[st->names[i].ctx];
     }
     return NULL;
 }
@@ -588,9 +592,8 @@ sni_cb(SSL *ssl, int *alert, void *arg)
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     char host[256];
     size_t len;
-    const struct tls_group *grp;
+    const struct tls_ctx *c;
 
-    (void)alert;
     if (name == NULL)
         return SSL_TLSEXT_ERR_OK;
     len = strnlen(name, sizeof(host));
@@ -599,9 +602,11 @@ sni_cb(SSL *ssl, int *alert, void *arg)
     memcpy(host, name, len + 1);
     if (host[len - 1] == '.')
         host[len - 1] = '\0';
-    grp = store_find(st, host);
-    if (grp != NULL && grp != &st->groups[0] && SSL_set_SSL_CTX(ssl, grp->ctx) == NULL)
+    c = store_find(st, host);
+    if (c != NULL && c != &st->ctxs[0] && SSL_set_SSL_CTX(ssl, c->ctx) == NULL) {
+        *alert = SSL_AD_INTERNAL_ERROR;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -656,75 +661,175 @@ ctx_add(SSL_CTX *ctx, const struct loaded *l)
     return 0;
 }
 
-/* The group entry l joins: one with the same names and no key of l's type yet, or a new one.
- * Takes names (owned) in either case. */
-static struct tls_group *
-store_group(struct tls_store *st, char **names, size_t nnames, int type)
-{
-    struct tls_group *g;
+/* One config entry, loaded, with its names and key type. */
+struct entry {
+    struct loaded l;
+    char **names;
+    size_t nnames;
+    int type; /* EVP_PKEY_RSA, EVP_PKEY_EC... */
+};
 
-    for (size_t i = 0; i < st->ngroups; i++) {
-        g = &st->groups[i];
-        bool has = false;
-        for (size_t k = 0; k < g->nkeys; k++)
-            has = has || g->key_types[k] == type;
-        if (!has && g->nkeys < sizeof(g->key_types) / sizeof(g->key_types[0]) &&
-            names_equal(g->names, g->nnames, names, nnames)) {
-            names_free(names, nnames);
-            g->key_types[g->nkeys++] = type;
-            return g;
+static bool
+entry_has(const struct entry *e, const char *name)
+{
+    for (size_t k = 0; k < e->nnames; k++) {
+        if (strcmp(e->names[k], name) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool
+entry_covers(const struct entry *e, const char *host)
+{
+    for (size_t k = 0; k < e->nnames; k++) {
+        if (e->names[k][0] == '*' && tls_name_match(e->names[k], host))
+            return true;
+    }
+    return false;
+}
+
+/* Puts e into the pick: into the slot of its key type, unless a certificate of that type is
+ * there already (the earlier one wins), or every slot is taken. */
+static void
+pick_add(struct pick *p, int *types, const struct entry *entries, int e)
+{
+    for (int k = 0; k < KEY_TYPES; k++) {
+        if (p->entry[k] < 0) {
+            p->entry[k] = e;
+            types[k] = entries[e].type;
+            return;
+        }
+        if (types[k] == entries[e].type)
+            return;
+    }
+}
+
+/* What SNI picks for name (a certificate's name, maybe a wildcard): of each key type, the first
+ * entry with the name itself, else, for a plain name, the first whose wildcard covers it. */
+static struct pick
+pick_for(const struct entry *entries, size_t n, const char *name)
+{
+    struct pick p;
+    int types[KEY_TYPES] = {0};
+
+    for (int k = 0; k < KEY_TYPES; k++)
+        p.entry[k] = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (entry_has(&entries[i], name))
+            pick_add(&p, types, entries, (int)i);
+    }
+    for (size_t i = 0; name[0] != '*' && i < n; i++) {
+        if (entry_covers(&entries[i], name))
+            pick_add(&p, types, entries, (int)i);
+    }
+    return p;
+}
+
+/* The store's context for p, made when it has none yet. Returns its index, or -1. */
+static int
+store_ctx(struct tls_store *st, const struct entry *entries, const struct pick *p, size_t max)
+{
+    struct tls_ctx *c;
+
+    for (size_t i = 0; i < st->nctxs; i++) {
+        if (memcmp(&st->ctxs[i].pick, p, sizeof(*p)) == 0)
+            return (int)i;
+    }
+    if (st->nctxs == max)
+        return -1;
+    c = &st->ctxs[st->nctxs];
+    c->pick = *p;
+    if ((c->ctx = ctx_new(st)) == NULL)
+        return -1;
+    st->nctxs++;
+    for (int k = 0; k < KEY_TYPES; k++) {
+        if (p->entry[k] >= 0 && ctx_add(c->ctx, &entries[p->entry[k]].l) < 0)
+            return -1;
+    }
+    return (int)st->nctxs - 1;
+}
+
+/* Builds the contexts and the name table from the loaded entries. */
+static int
+store_build(struct tls_store *st, const struct entry *entries, size_t n)
+{
+    size_t total = 0;
+    struct pick p;
+    int c;
+
+    for (size_t i = 0; i < n; i++)
+        total += entries[i].nnames;
+    /* Every name may pick other certificates, and the default comes first. */
+    st->ctxs = calloc(total + 1, sizeof(*st->ctxs));
+    st->names = calloc(total + 1, sizeof(*st->names));
+    if (st->ctxs == NULL || st->names == NULL)
+        return -1;
+    p = entries[0].nnames > 0 ? pick_for(entries, n, entries[0].names[0])
+                              : (struct pick){{0, -1, -1, -1}};
+    if (store_ctx(st, entries, &p, total + 1) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < entries[i].nnames; k++) {
+            const char *name = entries[i].names[k];
+            bool seen = false;
+            for (size_t j = 0; j < st->nnames && !seen; j++)
+                seen = strcmp(st->names[j].name, name) == 0;
+            if (seen)
+                continue;
+            p = pick_for(entries, n, name);
+            if ((c = store_ctx(st, entries, &p, total + 1)) < 0 ||
+                (st->names[st->nnames].name = strdup(name)) == NULL)
+                return -1;
+            st->names[st->nnames++].ctx = (size_t)c;
         }
     }
-    g = &st->groups[st->ngroups];
-    g->ctx = ctx_new(st);
-    g->names = names;
-    g->nnames = nnames;
-    if (g->ctx == NULL) {
-        names_free(names, nnames);
-        g->names = NULL;
-        g->nnames = 0;
-        return NULL;
+    return 0;
+}
+
+static void
+entries_free(struct entry *entries, size_t n)
+{
+    for (size_t i = 0; entries != NULL && i < n; i++) {
+        loaded_free(&entries[i].l);
+        names_free(entries[i].names, entries[i].nnames);
     }
-    st->ngroups++;
-    g->key_types[g->nkeys++] = type;
-    return g;
+    free(entries);
 }
 
 struct tls_store *
 tls_store_new(const struct config *cfg, char *err, size_t errlen)
 {
     struct tls_store *st;
+    struct entry *entries;
+    size_t n = 0;
 
     if (errlen > 0)
         err[0] = '\0';
     if (cfg->ncerts == 0)
         return NULL;
     st = calloc(1, sizeof(*st));
-    if (st == NULL || (st->groups = calloc(cfg->ncerts, sizeof(*st->groups))) == NULL) {
-        free(st);
+    entries = calloc(cfg->ncerts, sizeof(*entries));
+    if (st == NULL || entries == NULL) {
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        goto fail;
     }
-    for (size_t i = 0; i < cfg->ncerts; i++) {
-        const struct config_cert *c = &cfg->certs[i];
-        struct loaded l;
-        size_t nnames = 0;
-        struct tls_group *g;
-
-        if (load_entry(cfg, i, &l, err, errlen) > 0)
+    for (; n < cfg->ncerts; n++) {
+        struct entry *e = &entries[n];
+        if (load_entry(cfg, n, &e->l, err, errlen) > 0)
             goto fail;
-        char **names = cert_names(l.leaf, &nnames);
-        g = store_group(st, names, nnames, EVP_PKEY_get_base_id(l.key));
-        if (g == NULL || ctx_add(g->ctx, &l) < 0) {
-            loaded_free(&l);
-            tls_error(err, errlen, cfg, c->cert_line, c->cert_col,
-                      "tls.certificates[%zu]: cannot use %s with %s", i, c->cert, c->key);
-            goto fail;
-        }
-        loaded_free(&l);
+        e->names = cert_names(e->l.leaf, &e->nnames);
+        e->type = EVP_PKEY_get_base_id(e->l.key);
     }
+    if (store_build(st, entries, n) < 0) {
+        tls_error(err, errlen, cfg, cfg->certs[0].cert_line, cfg->certs[0].cert_col,
+                  "tls.certificates: cannot set up the certificates");
+        goto fail;
+    }
+    entries_free(entries, n);
     return st;
 fail:
+    entries_free(entries, n);
     tls_store_free(st);
     return NULL;
 }
@@ -734,18 +839,19 @@ tls_store_free(struct tls_store *st)
 {
     if (st == NULL)
         return;
-    for (size_t i = 0; i < st->ngroups; i++) {
-        SSL_CTX_free(st->groups[i].ctx);
-        names_free(st->groups[i].names, st->groups[i].nnames);
-    }
-    free(st->groups);
+    for (size_t i = 0; st->ctxs != NULL && i < st->nctxs; i++)
+        SSL_CTX_free(st->ctxs[i].ctx);
+    for (size_t i = 0; st->names != NULL && i < st->nnames; i++)
+        free(st->names[i].name);
+    free(st->ctxs);
+    free(st->names);
     free(st);
 }
 
 SSL *
 tls_store_accept(const struct tls_store *st)
 {
-    SSL *ssl = SSL_new(st->groups[0].ctx);
+    SSL *ssl = SSL_new(st->ctxs[0].ctx);
 
     if (ssl != NULL)
         SSL_set_accept_state(ssl);

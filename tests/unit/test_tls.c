@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,10 +79,10 @@ make_key(int rsa)
     return k;
 }
 
-/* A certificate for names (comma-separated DNS SANs, or NULL for none and CN "cn.test"), valid
- * from now+from to now+to seconds, signed by issuer/ikey (self-signed when NULL). */
+/* A certificate of pub for names (comma-separated DNS SANs, or NULL for none and CN "cn.test"),
+ * valid from now+from to now+to seconds, signed by issuer/signer (self-signed when NULL). */
 static X509 *
-make_cert(EVP_PKEY *key, const char *names, long from, long to, X509 *issuer, EVP_PKEY *ikey)
+make_cert(EVP_PKEY *pub, const char *names, long from, long to, X509 *issuer, EVP_PKEY *signer)
 {
     static long serial = 1;
     X509 *x = X509_new();
@@ -98,7 +99,7 @@ make_cert(EVP_PKEY *key, const char *names, long from, long to, X509 *issuer, EV
                                0);
     X509_set_subject_name(x, subj);
     X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : subj);
-    X509_set_pubkey(x, key);
+    X509_set_pubkey(x, pub);
     if (names != NULL) {
         char san[512] = "";
         const char *p = names;
@@ -114,7 +115,7 @@ make_cert(EVP_PKEY *key, const char *names, long from, long to, X509 *issuer, EV
         X509_add_ext(x, ext, -1);
         X509_EXTENSION_free(ext);
     }
-    assert_true(X509_sign(x, ikey != NULL ? ikey : key, EVP_sha256()) > 0);
+    assert_true(X509_sign(x, signer != NULL ? signer : pub, EVP_sha256()) > 0);
     X509_NAME_free(subj);
     return x;
 }
@@ -122,7 +123,7 @@ make_cert(EVP_PKEY *key, const char *names, long from, long to, X509 *issuer, EV
 static const char *
 path_of(const char *name)
 {
-    static char bufs[8][128];
+    static char bufs[8][384];
     static unsigned next;
     char *p = bufs[next++ % N(bufs)];
 
@@ -170,44 +171,45 @@ write_text(const char *name, const char *text)
 static int
 setup(void **state)
 {
-    EVP_PKEY *ca_key = make_key(0), *ec = make_key(0), *rsa = make_key(1), *wild = make_key(0),
+    EVP_PKEY *authority = make_key(0), *ec = make_key(0), *rsa = make_key(1), *wild = make_key(0),
              *other = make_key(0), *def = make_key(0);
-    X509 *ca = make_cert(ca_key, "ca.test", -DAY, 30 * DAY, NULL, NULL);
+    X509 *ca = make_cert(authority, "ca.test", -DAY, 30 * DAY, NULL, NULL);
 
     (void)state;
     snprintf(dir, sizeof(dir), "/tmp/portier-test-tls-XXXXXX");
     assert_non_null(mkdtemp(dir));
     write_cert("ca.crt", ca, NULL);
-    X509 *x = make_cert(def, "default.test", -DAY, 30 * DAY, ca, ca_key);
+    X509 *x = make_cert(def, "default.test", -DAY, 30 * DAY, ca, authority);
     write_cert("default.crt", x, ca);
     write_key("default.key", def, NULL);
     X509_free(x);
-    x = make_cert(ec, "a.test,b.test", -DAY, 30 * DAY, ca, ca_key);
+    x = make_cert(ec, "a.test,b.test", -DAY, 30 * DAY, ca, authority);
     write_cert("ec.crt", x, ca);
     write_key("ec.key", ec, NULL);
     write_key("ec-encrypted.key", ec, "secret");
     X509_free(x);
-    x = make_cert(rsa, "a.test,b.test", -DAY, 30 * DAY, ca, ca_key);
+    /* RSA for one of the ECDSA certificate's names: SNI must still pair them for a.test. */
+    x = make_cert(rsa, "a.test", -DAY, 30 * DAY, ca, authority);
     write_cert("rsa.crt", x, ca);
     write_key("rsa.key", rsa, NULL);
     X509_free(x);
-    x = make_cert(wild, "*.w.test", -DAY, 30 * DAY, ca, ca_key);
+    x = make_cert(wild, "*.w.test", -DAY, 30 * DAY, ca, authority);
     write_cert("wild.crt", x, ca);
     write_key("wild.key", wild, NULL);
     X509_free(x);
-    x = make_cert(other, "old.test", -30 * DAY, -DAY, ca, ca_key);
+    x = make_cert(other, "old.test", -30 * DAY, -DAY, ca, authority);
     write_cert("expired.crt", x, NULL);
     write_key("expired.key", other, NULL);
     X509_free(x);
-    x = make_cert(other, "new.test", 10 * DAY, 30 * DAY, ca, ca_key);
+    x = make_cert(other, "new.test", 10 * DAY, 30 * DAY, ca, authority);
     write_cert("future.crt", x, NULL);
     X509_free(x);
-    x = make_cert(other, NULL, -DAY, 30 * DAY, ca, ca_key);
+    x = make_cert(other, NULL, -DAY, 30 * DAY, ca, authority);
     write_cert("cn.crt", x, NULL);
     X509_free(x);
     write_text("garbage.pem", "not a certificate\n");
     X509_free(ca);
-    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(authority);
     EVP_PKEY_free(ec);
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(wild);
@@ -219,11 +221,18 @@ setup(void **state)
 static int
 teardown(void **state)
 {
-    char cmd[128];
+    DIR *d = opendir(dir);
+    struct dirent *e;
 
     (void)state;
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.')
+            unlink(path_of(e->d_name));
+    }
+    closedir(d);
+    return rmdir(dir);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -518,6 +527,7 @@ test_store_sni(void **state)
     want_cert(st, "b.test.", "ECDSA+SHA256", "a.test", EVP_PKEY_EC); /* a trailing dot */
     /* Both keys for a.test: the client's signature algorithms choose. */
     want_cert(st, "a.test", "RSA-PSS+SHA256:RSA+SHA256", "a.test", EVP_PKEY_RSA);
+    want_cert(st, "a.test", "ECDSA+SHA256:RSA-PSS+SHA256", "a.test", EVP_PKEY_EC);
     want_cert(st, "x.w.test", NULL, "*.w.test", EVP_PKEY_EC);
     want_cert(st, "w.test", NULL, "default.test", EVP_PKEY_EC);
     want_cert(st, "y.x.w.test", NULL, "default.test", EVP_PKEY_EC);
