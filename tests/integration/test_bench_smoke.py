@@ -1,9 +1,12 @@
 """bench/run.sh --smoke: the bench script, run for real but briefly, so that it cannot rot.
 
-One 1-second round of scenario (a) against portier, nginx and HAProxy and straight at the app. The
-figures are not judged (this machine may be busy, and portier may be an ASan build); what is checked
-is that the script runs to the end, prints its table with a row per target and no failed request,
-writes no report, and leaves nothing running. wrk, nginx and HAProxy come from scripts/deps.sh.
+One 1-second round of scenario (a) against portier, nginx and HAProxy and straight at the app, and
+of (dr), new TLS connections resuming their sessions, against the three proxies' HTTPS listeners
+(the bench's own certificate, its tls-conns client). The figures are not judged (this machine may be
+busy, and portier may be an ASan build); what is checked is that the script runs to the end, prints
+its tables with a row per target and no failed request, writes no report, and leaves nothing
+running. wrk, nginx, HAProxy, openssl and a C compiler with OpenSSL's headers come from
+scripts/deps.sh.
 """
 
 import os
@@ -22,6 +25,9 @@ BENCH_ADDRS = [
     ("127.0.0.40", 28310),
     ("127.0.0.41", 28311),
     ("127.0.0.42", 28312),
+    ("127.0.0.40", 28320),
+    ("127.0.0.41", 28321),
+    ("127.0.0.42", 28322),
 ]
 TIMEOUT = 120.0
 
@@ -65,19 +71,32 @@ def test_bench_smoke_prints_a_row_per_target_and_leaves_nothing_behind(build_dir
     both = f"stdout:\n{out}\nstderr:\n{err}"
     assert rc == 0, f"bench/run.sh --smoke exited with {rc}\n{both}"
 
+    # Each scenario's part of the output: from its "### " heading to the next.
+    parts = dict(re.findall(r"^### (.*?)\n(.*?)(?=^### |\Z)", out, re.M | re.S))
+    plain = parts.get("(a) keep-alive, 100 B")
+    tls = parts.get("(d) new TLS connections, resumed sessions")
+    assert plain is not None and tls is not None, f"a scenario's table is missing\n{both}"
+
     # | target | req/s | x nginx | x HAProxy | x limit | p50 | p99 | CPU | RSS | errors |
     # client CPU busy | client CPU us/req |
-    for target in ("portier", "nginx", "haproxy", "limit (no proxy)"):
-        m = re.search(rf"^\| {re.escape(target)} \|(.*)\|$", out, re.M)
-        assert m, f"no table row for {target}\n{both}"
-        cells = [c.strip() for c in m.group(1).split("|")]
-        assert len(cells) == 11, f"{target}: {len(cells)} columns\n{both}"
-        assert int(cells[0]) > 0, f"{target}: no requests per second\n{both}"
-        assert cells[8] == "0", f"{target}: {cells[8]} failed requests\n{both}"
-        # wrk runs pinned: its CPU was measured, and it did work.
-        assert re.fullmatch(r"\d+%", cells[9]) and int(cells[9][:-1]) > 0, f"{target}: {cells[9]}\n{both}"
-        assert float(cells[10]) > 0, f"{target}: client CPU {cells[10]} us/req\n{both}"
-    assert "skipped: portier has no TLS yet" in out, both
+    for part, targets in (
+        (plain, ("portier", "nginx", "haproxy", "limit (no proxy)")),
+        (tls, ("portier", "nginx", "haproxy")),
+    ):
+        for target in targets:
+            m = re.search(rf"^\| {re.escape(target)} \|(.*)\|$", part, re.M)
+            assert m, f"no table row for {target}\n{both}"
+            cells = [c.strip() for c in m.group(1).split("|")]
+            assert len(cells) == 11, f"{target}: {len(cells)} columns\n{both}"
+            assert int(cells[0]) > 0, f"{target}: no requests per second\n{both}"
+            assert cells[8] == "0", f"{target}: {cells[8]} failed requests\n{both}"
+            # The client runs pinned: its CPU was measured, and it did work.
+            busy = cells[9]
+            assert re.fullmatch(r"\d+%", busy) and int(busy[:-1]) > 0, f"{target}: {busy}\n{both}"
+            assert float(cells[10]) > 0, f"{target}: client CPU {cells[10]} us/req\n{both}"
+    # The handshakes, as tls-conns saw them: TLS 1.3 with every proxy.
+    for target in ("portier", "nginx", "haproxy"):
+        assert re.search(rf"^\| {target} \| TLSv1\.3 ", tls, re.M), f"{target}: no TLS 1.3\n{both}"
 
     # portier's stderr is in the output: an ASan build's report would be there.
     report = procs.sanitizer_report(out + err)
