@@ -477,7 +477,7 @@ ring_current(struct ticket_key *out)
     return rc;
 }
 
-/* Copies the key called name: returns 1 for the current one, 2 for an older one, 0 for none. */
+/* Copies the key called name: returns 1 when there is one, 0 when there is none. */
 static int
 ring_find(const unsigned char *name, struct ticket_key *out)
 {
@@ -487,7 +487,7 @@ ring_find(const unsigned char *name, struct ticket_key *out)
     for (unsigned i = 0; i < ring.n && found == 0; i++) {
         if (CRYPTO_memcmp(ring.keys[i].name, name, sizeof(ring.keys[i].name)) == 0) {
             *out = ring.keys[i];
-            found = i == 0 ? 1 : 2;
+            found = 1;
         }
     }
     pthread_rwlock_unlock(&ring.lock);
@@ -505,8 +505,10 @@ ticket_mac(EVP_MAC_CTX *hctx, unsigned char *key, size_t len)
     return EVP_MAC_CTX_set_params(hctx, params) == 1 ? 0 : -1;
 }
 
-/* OpenSSL's ticket key callback: 1 to go on, 2 to take the ticket and issue a fresh one (made
- * with an old key), 0 to ignore the ticket (a full handshake), -1 to fail. */
+/* OpenSSL's ticket key callback: 1 to go on, 2 to take the ticket and issue a fresh one, 0 to
+ * ignore the ticket (a full handshake), -1 to fail. Every ticket taken is renewed: clients use a
+ * TLS 1.3 ticket once (RFC 8446 C.4), and without a new one every other connection would be a
+ * full handshake; a fresh ticket is also made with the current key. */
 static int
 ticket_cb(SSL *ssl, unsigned char *key_name, unsigned char *iv, EVP_CIPHER_CTX *cctx,
           EVP_MAC_CTX *hctx, int enc)
@@ -529,6 +531,7 @@ ticket_cb(SSL *ssl, unsigned char *key_name, unsigned char *iv, EVP_CIPHER_CTX *
     found = ring_find(key_name, &k);
     if (found == 0)
         return 0;
+    found = 2;
     if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
         ticket_mac(hctx, k.hmac, sizeof(k.hmac)) < 0)
         found = -1;

@@ -402,8 +402,20 @@ struct result {
     int key_type;
     char alpn[16];
     bool reused;
+    int tickets;          /* sessions the server sent (tickets, or a TLS 1.2 session) */
     SSL_SESSION *session; /* owned by the caller */
 };
+
+static int tickets_seen;
+
+static int
+count_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+    (void)ssl;
+    (void)sess;
+    tickets_seen++;
+    return 0; /* not kept: SSL_get1_session() gives the test the one it uses */
+}
 
 static void
 first_san(X509 *x, char *out, size_t len)
@@ -453,6 +465,9 @@ handshake(const struct tls_store *st, const struct client_opts *o)
         assert_int_equal(SSL_CTX_set1_sigalgs_list(cctx, o->sigalgs), 1);
     if (o->no_ticket)
         SSL_CTX_set_options(cctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(cctx, count_ticket);
+    tickets_seen = 0;
     c = SSL_new(cctx);
     SSL_set_connect_state(c);
     if (o->sni != NULL)
@@ -487,6 +502,7 @@ handshake(const struct tls_store *st, const struct client_opts *o)
     SSL_get0_alpn_selected(c, &alpn, &alpn_len);
     snprintf(r.alpn, sizeof(r.alpn), "%.*s", (int)alpn_len, (const char *)alpn);
     r.reused = SSL_session_reused(c);
+    r.tickets = tickets_seen;
     r.session = SSL_get1_session(c);
     /* Closed as a client should: a session whose connection just dropped is not resumable. */
     SSL_shutdown(c);
@@ -591,6 +607,16 @@ test_store_resume(void **state)
             struct result again = handshake(st2, &o);
             if (!again.reused)
                 fail_msg("%s, version %x: not resumed", names[n], versions[v]);
+            /* A TLS 1.3 resumption gets a fresh ticket, so that a client using each ticket once
+             * (as browsers do) resumes every time. (A TLS 1.2 client keeps its ticket.) */
+            if (versions[v] == TLS1_3_VERSION && again.tickets < 1)
+                fail_msg("%s, version %x: no new ticket after a resumption", names[n], versions[v]);
+            o.resume = again.session;
+            struct result third = handshake(st1, &o);
+            if (!third.reused)
+                fail_msg("%s, version %x: the ticket of a resumption does not resume", names[n],
+                         versions[v]);
+            SSL_SESSION_free(third.session);
             SSL_SESSION_free(again.session);
             SSL_SESSION_free(first.session);
         }
