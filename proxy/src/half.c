@@ -87,6 +87,20 @@ tls_wait(struct half *h, int n, int *wants)
     return -1;
 }
 
+/*
+ * out is empty. A write that had to wait for the socket owes the owner HALF_DRAINED (the owner may
+ * be waiting for room): write_cb reports it, then or on the loop's next pass when the flush that
+ * emptied out was the owner's own half_flush(), which never calls back.
+ */
+static void
+written_all(struct half *h)
+{
+    if (h->write_waited)
+        event_active(&h->wev, EV_WRITE, 1);
+    else
+        event_del(&h->wev);
+}
+
 /* Writes out through TLS, a record at a time. */
 static int
 tls_write(struct half *h)
@@ -113,13 +127,14 @@ tls_write(struct half *h)
         rc = tls_wait(h, n, &wants);
         if (rc == 0) {
             h->wr_wants_read = wants == SSL_ERROR_WANT_READ;
+            h->write_waited = 1;
             return 0;
         }
         if (rc > 0)
             fail(h, EPIPE); /* the session is closed: nothing more can be sent */
         return -1;
     }
-    event_del(&h->wev);
+    written_all(h);
     return 0;
 }
 
@@ -135,6 +150,7 @@ write_now(struct half *h)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
+                h->write_waited = 1;
                 event_add(&h->wev, NULL);
                 return 0;
             }
@@ -143,7 +159,7 @@ write_now(struct half *h)
         }
         h->nwritten += (uint64_t)n;
     }
-    event_del(&h->wev);
+    written_all(h);
     return 0;
 }
 
@@ -313,6 +329,8 @@ read_cb(evutil_socket_t fd, short what, void *arg)
         }
         read_want(h);
         if (evbuffer_get_length(h->out) == 0) {
+            h->write_waited = 0;
+            event_del(&h->wev);
             h->cb(h->owner, HALF_DRAINED);
             return;
         }
@@ -365,7 +383,7 @@ write_cb(evutil_socket_t fd, short what, void *arg)
         /* A TLS read was waiting for this: it goes on now. */
         int n;
         h->rd_wants_write = 0;
-        if (evbuffer_get_length(h->out) == 0)
+        if (evbuffer_get_length(h->out) == 0 && !h->write_waited)
             event_del(&h->wev);
         n = tls_read(h);
         if (n >= 0)
@@ -378,8 +396,11 @@ write_cb(evutil_socket_t fd, short what, void *arg)
         h->cb(h->owner, HALF_ERROR);
         return;
     }
-    if (evbuffer_get_length(h->out) == 0)
+    if (evbuffer_get_length(h->out) == 0) {
+        h->write_waited = 0;
+        event_del(&h->wev);
         h->cb(h->owner, HALF_DRAINED);
+    }
 }
 
 static void
@@ -407,6 +428,7 @@ half_init(struct half *h, struct loop *lp, int fd, bool connecting, half_cb cb, 
     h->connecting = connecting;
     h->read_paused = h->eof = h->wr_shut = h->stopped = 0;
     h->handshaking = h->sniffed = h->plain_http = h->wr_wants_read = h->rd_wants_write = 0;
+    h->write_waited = 0;
     h->in = evbuffer_new();
     h->out = evbuffer_new();
     if (h->in == NULL || h->out == NULL) {

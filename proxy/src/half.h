@@ -19,7 +19,7 @@ struct loop;
 
 enum half_event {
     HALF_READ,      /* bytes arrived in in, or the peer closed its side (eof) */
-    HALF_DRAINED,   /* out was written whole after a wait for the socket */
+    HALF_DRAINED,   /* out was written whole after a wait for the socket (whoever flushed it) */
     HALF_CONNECTED, /* the connect in progress, or the TLS handshake, succeeded */
     HALF_ERROR,     /* the connect, a read or a write failed: err says why (eof is set too) */
     HALF_TIMEOUT,   /* the timer went off */
@@ -54,6 +54,7 @@ struct half {
     unsigned plain_http : 1;     /* a TLS half whose client spoke plain HTTP: TLS is off */
     unsigned wr_wants_read : 1;  /* a TLS write waits for the socket to be readable */
     unsigned rd_wants_write : 1; /* a TLS read waits for the socket to be writable */
+    unsigned write_waited : 1;   /* a write met a full socket: HALF_DRAINED is owed */
     struct event rev, wev, timer;
 };
 
@@ -83,8 +84,9 @@ void half_set_owner(struct half *h, half_cb cb, void *owner);
 
 /*
  * Writes what out holds, as much as the socket takes now; the rest goes when it is writable, and
- * HALF_DRAINED says when it all went. Returns 0, or -1 when the write failed (err set, eof set;
- * nothing is reported through the callback).
+ * HALF_DRAINED says when it all went (also when a later half_flush() wrote the rest after a wait:
+ * the report then comes from the loop, never from inside the call). Returns 0, or -1 when the write
+ * failed (err set, eof set; nothing is reported through the callback).
  */
 int half_flush(struct half *h);
 
