@@ -1644,6 +1644,21 @@ http_error_body(char *out, size_t cap, int status, const char *id, size_t id_len
     return o.len;
 }
 
+/* The end of a head of portier's own: X-Request-Id when valid, Connection: close with
+ * HTTP_ERR_F_CLOSE, the empty line. */
+static void
+put_answer_end(struct wbuf *o, const char *id, size_t id_len, unsigned flags)
+{
+    if (http_request_id_valid(id, id_len)) {
+        wbuf_str(o, "X-Request-Id: ");
+        wbuf_raw(o, id, id_len);
+        wbuf_raw(o, "\r\n", 2);
+    }
+    if (flags & HTTP_ERR_F_CLOSE)
+        wbuf_str(o, "Connection: close\r\n");
+    wbuf_raw(o, "\r\n", 2);
+}
+
 size_t
 http_error_write(char *out, size_t cap, int status, const char *id, size_t id_len, unsigned flags)
 {
@@ -1658,14 +1673,7 @@ http_error_write(char *out, size_t cap, int status, const char *id, size_t id_le
     wbuf_str(&o, "Content-Length: ");
     wbuf_u64(&o, http_error_body(NULL, 0, status, id, id_len, html));
     wbuf_str(&o, "\r\nCache-Control: no-store\r\n");
-    if (http_request_id_valid(id, id_len)) {
-        wbuf_str(&o, "X-Request-Id: ");
-        wbuf_raw(&o, id, id_len);
-        wbuf_raw(&o, "\r\n", 2);
-    }
-    if (flags & HTTP_ERR_F_CLOSE)
-        wbuf_str(&o, "Connection: close\r\n");
-    wbuf_raw(&o, "\r\n", 2);
+    put_answer_end(&o, id, id_len, flags);
     if (!(flags & HTTP_ERR_F_HEAD))
         put_error_body(&o, status, id, id_len, html);
     return o.len;
@@ -1693,13 +1701,6 @@ http_redirect_write(char *out, size_t cap, const char *host, const char *port,
         wbuf_raw(&o, "/", 1);
     }
     wbuf_str(&o, "\r\nContent-Length: 0\r\n");
-    if (http_request_id_valid(id, id_len)) {
-        wbuf_str(&o, "X-Request-Id: ");
-        wbuf_raw(&o, id, id_len);
-        wbuf_raw(&o, "\r\n", 2);
-    }
-    if (flags & HTTP_ERR_F_CLOSE)
-        wbuf_str(&o, "Connection: close\r\n");
-    wbuf_raw(&o, "\r\n", 2);
+    put_answer_end(&o, id, id_len, flags);
     return o.len;
 }
