@@ -624,3 +624,69 @@ class ThreadedOrigin:
 def conn_sock(conn):
     """The socket of what ThreadedOrigin.adopt() returned: the socket itself, or its .sock."""
     return conn if isinstance(conn, socket.socket) else conn.sock
+
+
+class Stream:
+    """Buffered reading on an origin's socket, with bodies streamed to a callback."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _more(self):
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError("EOF from the proxy")
+        self.buf += data
+
+    def line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                out = bytes(self.buf[:i])
+                del self.buf[: i + 2]
+                return out
+            self._more()
+
+    def head(self):
+        """(method, target, {lowercase name: value}), or None at EOF before a request."""
+        try:
+            first = self.line()
+        except EOFError:
+            if self.buf:
+                raise
+            return None
+        method, target, _ = first.decode("latin-1").split(" ")
+        headers = {}
+        while True:
+            line = self.line()
+            if not line:
+                return method, target, headers
+            k, v = line.decode("latin-1").split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+
+    def exactly(self, n, sink):
+        while n:
+            if not self.buf:
+                self._more()
+            take = min(n, len(self.buf))
+            sink(bytes(self.buf[:take]))
+            del self.buf[:take]
+            n -= take
+
+    def body(self, headers, sink):
+        """Streams a request body (Content-Length or chunked) to sink; returns its length."""
+        total = 0
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            while True:
+                size = int(self.line().split(b";")[0], 16)
+                if size == 0:
+                    while self.line():
+                        pass
+                    return total
+                self.exactly(size, sink)
+                total += size
+                assert self.line() == b"", "chunk data not followed by CRLF"
+        n = int(headers.get("content-length", "0"))
+        self.exactly(n, sink)
+        return n

@@ -261,6 +261,16 @@ def start_portier(portier_bin, tmp_path):
         yield _start
 
 
+def assert_alive(p, what=""):
+    """portier still runs; if not, say how it ended (a signal is the usual stack overflow)."""
+    rc = p.proc.popen.poll()
+    if rc is None:
+        return
+    how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+    tail = "\n".join(p.errors().splitlines()[-15:])
+    pytest.fail(f"portier died ({how}) {what}; stderr ends:\n{tail}", pytrace=False)
+
+
 @pytest.fixture
 def portier(topology, start_portier) -> Portier:
     """portier with the local config in front of the shared topology."""

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence, Tuple, Union
@@ -259,3 +260,53 @@ def run(
 ) -> Result:
     """Runs argv to completion (a process expected to exit by itself); see wait()."""
     return wait(spawn(argv, env=env, log_dir=log_dir, name=name), timeout=timeout)
+
+
+def rss(pid: int) -> int:
+    """A process's resident set size in bytes, from /proc."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class RssSampler:
+    """Samples a process's RSS every 20 ms in a thread, as a context manager; max is the highest
+    seen, and check() fails when it rose more than slack bytes above the start."""
+
+    def __init__(self, pid: int, slack: int):
+        self.pid = pid
+        self.slack = slack
+        self.base = rss(pid)
+        self.max = self.base
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            try:
+                self.max = max(self.max, rss(self.pid))
+                self.samples += 1
+            except (OSError, AssertionError):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(2)
+
+    @property
+    def growth(self) -> int:
+        return self.max - self.base
+
+    def check(self, what: str) -> None:
+        mib = 1 << 20
+        assert self.samples > 0, "no RSS sample was taken"
+        assert self.growth < self.slack, (
+            f"the RSS grew by {self.growth / mib:.1f} MiB during {what} (from "
+            f"{self.base / mib:.1f} to {self.max / mib:.1f} MiB; {self.samples} samples)")

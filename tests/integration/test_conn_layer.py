@@ -45,7 +45,7 @@ import pytest
 import backend as fake
 import httpc
 import procs
-from conftest import Portier, blackhole_at, dnsmasq_at, stopping
+from conftest import Portier, assert_alive, blackhole_at, dnsmasq_at, stopping
 
 PX = ("127.0.0.70", 28700)
 O1 = ("127.0.0.71", 28701)
@@ -135,16 +135,6 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str):
         if time.monotonic() >= deadline:
             pytest.fail(f"not within {timeout}s: {what}", pytrace=False)
         time.sleep(0.02)
-
-
-def assert_alive(p, what=""):
-    """portier still runs; if not, say how it ended (a signal is the usual stack overflow)."""
-    rc = p.proc.popen.poll()
-    if rc is None:
-        return
-    how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
-    tail = "\n".join(p.errors().splitlines()[-15:])
-    pytest.fail(f"portier died ({how}) {what}; stderr ends:\n{tail}", pytrace=False)
 
 
 def access_json(p, rid, timeout=3.0):

@@ -166,118 +166,16 @@ def access_lines(p, needle=""):
 # Memory: portier's resident set, sampled in a thread.
 
 
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-class RssSampler:
-    """Samples a process's RSS every 20 ms between start and stop; max is the highest seen."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.base = rss(pid)
-        self.max = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(0.02):
-            try:
-                self.max = max(self.max, rss(self.pid))
-            except (OSError, AssertionError):
-                return
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(2)
-
-    @property
-    def growth(self):
-        return self.max - self.base
-
-    def check(self, what):
-        assert self.growth < RSS_SLACK, (
-            f"portier's RSS grew by {self.growth / MIB:.1f} MiB during {what} "
-            f"(from {self.base / MIB:.1f} MiB to {self.max / MIB:.1f} MiB)"
-        )
+def RssSampler(pid):
+    """procs.RssSampler, with this file's slack."""
+    return procs.RssSampler(pid, RSS_SLACK)
 
 
 # ---------------------------------------------------------------------------------------------
 # RawOrigin: a fake origin for bodies too big to keep (backend.py records every byte it gets).
 
 
-class Stream:
-    """Buffered reading on an origin's socket, with bodies streamed to a callback."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray()
-
-    def _more(self):
-        data = self.sock.recv(MIB)
-        if not data:
-            raise EOFError("EOF from the proxy")
-        self.buf += data
-
-    def line(self):
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                out = bytes(self.buf[:i])
-                del self.buf[: i + 2]
-                return out
-            self._more()
-
-    def head(self):
-        """(method, target, {lowercase name: value}), or None at EOF before a request."""
-        try:
-            first = self.line()
-        except EOFError:
-            if self.buf:
-                raise
-            return None
-        method, target, _ = first.decode("latin-1").split(" ")
-        headers = {}
-        while True:
-            line = self.line()
-            if not line:
-                return method, target, headers
-            k, v = line.decode("latin-1").split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-
-    def exactly(self, n, sink):
-        while n:
-            if not self.buf:
-                self._more()
-            take = min(n, len(self.buf))
-            sink(bytes(self.buf[:take]))
-            del self.buf[:take]
-            n -= take
-
-    def body(self, headers, sink):
-        """Streams a request body (Content-Length or chunked) to sink; returns its length."""
-        total = 0
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            while True:
-                size = int(self.line().split(b";")[0], 16)
-                if size == 0:
-                    while self.line():
-                        pass
-                    return total
-                self.exactly(size, sink)
-                total += size
-                assert self.line() == b"", "chunk data not followed by CRLF"
-        n = int(headers.get("content-length", "0"))
-        self.exactly(n, sink)
-        return n
+Stream = backend.Stream
 
 
 class RawOrigin(backend.ThreadedOrigin):

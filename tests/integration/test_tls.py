@@ -56,7 +56,7 @@ import pytest
 import backend as fake
 import httpc
 import procs
-from conftest import Portier, stopping
+from conftest import Portier, assert_alive, stopping
 
 TLS = ("127.0.0.80", 28843)
 PLAIN = ("127.0.0.80", 28800)
@@ -338,15 +338,6 @@ def origins(backends):
 def px(certs, origins, start_px):
     """portier with config() in front of the fake origins."""
     return start_px(config(certs))
-
-
-def assert_alive(p, what=""):
-    rc = p.proc.popen.poll()
-    if rc is None:
-        return
-    how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
-    tail = "\n".join(p.errors().splitlines()[-15:])
-    pytest.fail(f"portier died ({how}) {what}; stderr ends:\n{tail}", pytrace=False)
 
 
 # =============================================================================================
@@ -1087,47 +1078,9 @@ BIG = 256 * MIB
 RSS_SLACK = 64 * MIB
 
 
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-class RssSampler:
-    """Samples a process's RSS every 20 ms between start and stop; max is the highest seen."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.base = rss(pid)
-        self.max = self.base
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(0.02):
-            try:
-                self.max = max(self.max, rss(self.pid))
-                self.samples += 1
-            except (OSError, AssertionError):
-                return
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(2)
-
-    def check(self, what):
-        growth = self.max - self.base
-        assert self.samples > 0, "no RSS sample was taken"
-        assert growth < RSS_SLACK, (
-            f"portier's RSS grew by {growth / MIB:.1f} MiB during {what} (from "
-            f"{self.base / MIB:.1f} to {self.max / MIB:.1f} MiB; {self.samples} samples)")
+def RssSampler(pid):
+    """procs.RssSampler, with this file's slack."""
+    return procs.RssSampler(pid, RSS_SLACK)
 
 
 @pytest.fixture
@@ -1154,71 +1107,7 @@ def pattern_digest(total):
     return h.hexdigest()
 
 
-class Stream:
-    """Buffered reads on an origin's socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray()
-
-    def _more(self):
-        data = self.sock.recv(MIB)
-        if not data:
-            raise EOFError("EOF from the proxy")
-        self.buf += data
-
-    def head(self):
-        """(method, target, {lowercase name: value}), or None at EOF between requests."""
-        while b"\r\n\r\n" not in self.buf:
-            try:
-                self._more()
-            except EOFError:
-                if self.buf:
-                    raise
-                return None
-        i = self.buf.index(b"\r\n\r\n")
-        lines = bytes(self.buf[:i]).decode("latin-1").split("\r\n")
-        del self.buf[: i + 4]
-        method, target, _ = lines[0].split(" ")
-        headers = {}
-        for line in lines[1:]:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-        return method, target, headers
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            self._more()
-        i = self.buf.index(b"\r\n")
-        out = bytes(self.buf[:i])
-        del self.buf[: i + 2]
-        return out
-
-    def exactly(self, n, sink):
-        while n:
-            if not self.buf:
-                self._more()
-            take = min(n, len(self.buf))
-            sink(bytes(self.buf[:take]))
-            del self.buf[:take]
-            n -= take
-
-    def body(self, headers, sink):
-        """Streams a request body (Content-Length or chunked) to sink; returns its length."""
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            total = 0
-            while True:
-                size = int(self.line().split(b";")[0], 16)
-                if size == 0:
-                    while self.line():
-                        pass
-                    return total
-                self.exactly(size, sink)
-                total += size
-                assert self.line() == b"", "chunk data not followed by CRLF"
-        n = int(headers.get("content-length", "0"))
-        self.exactly(n, sink)
-        return n
+Stream = fake.Stream
 
 
 class RawOrigin(fake.ThreadedOrigin):
