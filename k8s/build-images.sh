@@ -24,10 +24,19 @@ bindir=$1 outdir=$2 version=$3
 case $version in
     "" | latest) die "refusing the tag '$version': images are tagged with the project's version" ;;
 esac
-[ "$(id -u)" = 0 ] || die "needs root (umoci keeps file owners; setcap needs CAP_SETFCAP)"
 for tool in umoci skopeo setcap readelf strip; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (make deps installs it)"
 done
+# The binaries first: what is wrong with them is wrong whoever runs this.
+for name in portier app1 app2 app3; do
+    bin=$bindir/$name
+    [ -x "$bin" ] || die "$bin not found (make BUILD=... STATIC=1 builds it)"
+    # A dynamic binary would need a loader and libraries the image does not have.
+    if readelf --program-headers "$bin" | grep -q INTERP; then
+        die "$bin is dynamically linked; build it with STATIC=1"
+    fi
+done
+[ "$(id -u)" = 0 ] || die "needs root (umoci keeps file owners; setcap needs CAP_SETFCAP)"
 
 # The unprivileged user every image runs as; the manifests' runAsUser/runAsGroup say the same.
 uid=10001
@@ -41,12 +50,6 @@ build_image() {
     shift 3
     local bin=$bindir/$name work=$outdir/work/$name
     local ref=localhost/portier/$name:$version
-
-    [ -x "$bin" ] || die "$bin not found (make BUILD=... STATIC=1 builds it)"
-    # A dynamic binary would need a loader and libraries the image does not have.
-    if readelf --program-headers "$bin" | grep -q INTERP; then
-        die "$bin is dynamically linked; build it with STATIC=1"
-    fi
 
     # Reproducible: every date in the image is the binary's (or SOURCE_DATE_EPOCH), so the same
     # binary gives the same archive, and importing it again changes nothing on the node.
