@@ -24,10 +24,13 @@ bindir=$1 outdir=$2 version=$3
 case $version in
     "" | latest) die "refusing the tag '$version': images are tagged with the project's version" ;;
 esac
-for tool in umoci skopeo setcap readelf strip; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (make deps installs it)"
-done
+need() {
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool not found (make deps installs it)"
+    done
+}
 # The binaries first: what is wrong with them is wrong whoever runs this.
+need readelf
 for name in portier app1 app2 app3; do
     bin=$bindir/$name
     [ -x "$bin" ] || die "$bin not found (make BUILD=... STATIC=1 builds it)"
@@ -37,6 +40,7 @@ for name in portier app1 app2 app3; do
     fi
 done
 [ "$(id -u)" = 0 ] || die "needs root (umoci keeps file owners; setcap needs CAP_SETFCAP)"
+need umoci skopeo setcap strip
 
 # The unprivileged user every image runs as; the manifests' runAsUser/runAsGroup say the same.
 uid=10001
