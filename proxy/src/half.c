@@ -207,6 +207,11 @@ tls_read(struct half *h)
             evbuffer_commit_space(h->in, &v, 1);
             total += (size_t)n;
             h->nread += (uint64_t)n;
+            /* A short record (a request, not a bulk body) is most likely all there is: another
+             * SSL_read would cost a read() that finds nothing. The socket's readiness says if
+             * more came. */
+            if ((size_t)n < TLS_RECORD && !SSL_has_pending(h->ssl))
+                break;
             continue;
         }
         evbuffer_commit_space(h->in, &v, 0);
@@ -286,6 +291,10 @@ handshake(struct half *h)
         if (evbuffer_get_length(h->out) == 0)
             event_del(&h->wev);
         read_want(h);
+        /* The first request may have come with the client's last handshake message, and be
+         * read already: the socket will not say so again. */
+        if (SSL_has_pending(h->ssl))
+            event_active(&h->rev, EV_READ, 1);
         h->cb(h->owner, HALF_CONNECTED);
         return;
     }

@@ -640,6 +640,9 @@ ctx_new(struct tls_store *st)
      * keep-alive connections give their record buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* Read what the socket has, not a record's header and then its body: one read() for a
+     * request instead of two. half.c reads on while OpenSSL holds bytes (SSL_has_pending). */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_timeout(ctx, SESSION_TIMEOUT_S);
     SSL_CTX_set_num_tickets(ctx, 1);

@@ -985,6 +985,27 @@ def test_garbage_to_the_tls_port_is_closed(certs, short_px, kind):
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
                          ids=["tls1.2", "tls1.3"])
+def test_a_request_in_the_same_write_as_the_last_handshake_message(certs, px, version):
+    """Regression: portier reads ahead, so a request sent in one write with the client's Finished
+    was read during the handshake, and waited (for a socket event that never came) until the
+    client timed out. Here the Finished and the request always go in one write."""
+    c = BioClient(certs, version=version, timeout=10.0)
+    try:
+        while True:
+            try:
+                c.obj.do_handshake()
+                break  # done: the client's last flight is in c.out, not sent yet
+            except ssl.SSLWantReadError:
+                c.flush()
+                c.feed()
+        r = c.request(httpc.req("GET", "/together", "a.test"))  # Finished + request: one write
+    finally:
+        c.close()
+    assert (r.status, r.body) == (200, b"a /together"), r
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls1.2", "tls1.3"])
 def test_a_client_hello_in_1_byte_writes_completes(certs, px, version):
     """Every byte the client sends during the handshake is a write (and a TCP segment) of its
     own; then a request works on the connection."""
