@@ -128,6 +128,8 @@ tls_write(struct half *h)
         if (rc == 0) {
             h->wr_wants_read = wants == SSL_ERROR_WANT_READ;
             h->write_waited = 1;
+            if (h->wr_wants_read)
+                event_del(&h->wev); /* a writable socket would call us back for nothing */
             return 0;
         }
         if (rc > 0)
