@@ -101,6 +101,24 @@ written_all(struct half *h)
         event_del(&h->wev);
 }
 
+/*
+ * The first len bytes of out, contiguous: where they lie when the first chunk holds them all (a
+ * bulk body), else copied into the thread's record buffer (a head and a small body), so that no
+ * record costs a new chunk. OpenSSL may be given other memory with the same bytes on a retry
+ * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+ */
+static const void *
+record_bytes(struct evbuffer *out, size_t len)
+{
+    static _Thread_local unsigned char record[TLS_RECORD];
+    struct evbuffer_iovec v;
+
+    if (evbuffer_peek(out, -1, NULL, &v, 1) >= 1 && v.iov_len >= len)
+        return v.iov_base;
+    (void)evbuffer_copyout(out, record, len); /* len <= what out holds: it copies them all */
+    return record;
+}
+
 /* Writes out through TLS, a record at a time. */
 static int
 tls_write(struct half *h)
@@ -109,13 +127,9 @@ tls_write(struct half *h)
 
     while ((left = evbuffer_get_length(h->out)) > 0) {
         size_t len = left < TLS_RECORD ? left : TLS_RECORD;
-        unsigned char *p = evbuffer_pullup(h->out, (ev_ssize_t)len);
+        const void *p = record_bytes(h->out, len);
         int n, wants, rc;
 
-        if (p == NULL) {
-            fail(h, ENOMEM);
-            return -1;
-        }
         ERR_clear_error();
         errno = 0;
         n = SSL_write(h->ssl, p, (int)len);
@@ -318,11 +332,20 @@ handshake(struct half *h)
     }
 }
 
+/* Tells the owner what a read (plain_read() or tls_read()'s n) came to; nothing when it waits. */
+static void
+report_read(struct half *h, int n)
+{
+    if (n >= 0)
+        h->cb(h->owner, HALF_READ);
+    else if (h->err != 0)
+        h->cb(h->owner, HALF_ERROR);
+}
+
 static void
 read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct half *h = arg;
-    int n;
 
     (void)fd;
     (void)what;
@@ -348,11 +371,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
         if (h->read_paused || h->eof)
             return;
     }
-    n = h->ssl != NULL ? tls_read(h) : plain_read(h);
-    if (n >= 0)
-        h->cb(h->owner, HALF_READ);
-    else if (h->err != 0)
-        h->cb(h->owner, HALF_ERROR);
+    report_read(h, h->ssl != NULL ? tls_read(h) : plain_read(h));
 }
 
 static void
@@ -392,15 +411,10 @@ write_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (h->rd_wants_write) {
         /* A TLS read was waiting for this: it goes on now. */
-        int n;
         h->rd_wants_write = 0;
         if (evbuffer_get_length(h->out) == 0 && !h->write_waited)
             event_del(&h->wev);
-        n = tls_read(h);
-        if (n >= 0)
-            h->cb(h->owner, HALF_READ);
-        else if (h->err != 0)
-            h->cb(h->owner, HALF_ERROR);
+        report_read(h, tls_read(h));
         return;
     }
     if (write_now(h) < 0) {
