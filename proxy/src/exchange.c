@@ -656,8 +656,8 @@ server_broken(struct xchg *x, const char *why)
 
 /*
  * true while h can take more: it holds less than HIGH_WATER unsent, if need be once what it holds
- * has been written. Writing first matters: a buffer that the socket then takes whole raises no
- * HALF_DRAINED, so a caller that waited for one would wait forever.
+ * has been written. Writing first keeps a peer that keeps up from ever seeing the other side
+ * paused (a pause waits for HALF_DRAINED, which comes a turn of the loop later).
  */
 static bool
 has_room(struct half *h)
