@@ -11,10 +11,11 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import pytest
 
@@ -259,6 +260,14 @@ def start_portier(portier_bin, tmp_path):
 
     with stopping(started):
         yield _start
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"not within {timeout}s: {what}", pytrace=False)
+        time.sleep(0.02)
 
 
 def assert_alive(p, what=""):

@@ -38,14 +38,14 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import pytest
 
 import backend as fake
 import httpc
 import procs
-from conftest import Portier, assert_alive, blackhole_at, dnsmasq_at, stopping
+from conftest import Portier, assert_alive, blackhole_at, dnsmasq_at, stopping, wait_until
 
 PX = ("127.0.0.70", 28700)
 O1 = ("127.0.0.71", 28701)
@@ -127,14 +127,6 @@ def start_px(portier_bin, tmp_path):
 
     with stopping(started):
         yield _start
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"not within {timeout}s: {what}", pytrace=False)
-        time.sleep(0.02)
 
 
 def access_json(p, rid, timeout=3.0):

@@ -22,14 +22,14 @@ import threading
 import time
 import traceback
 from collections import Counter
-from typing import Callable, List
+from typing import List
 
 import pytest
 
 import backend
 import httpc
 import procs
-from conftest import blackhole_at, start_pod, stopping
+from conftest import blackhole_at, start_pod, stopping, wait_until
 from httpc import Closed, parse_response
 
 PORTIER = ("127.0.0.1", 28210)
@@ -148,14 +148,6 @@ def refused(addr, timeout=0.5):
     except ConnectionResetError:
         return False
     return False
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"not within {timeout}s: {what}")
-        time.sleep(0.02)
 
 
 def access_lines(p, needle=""):

@@ -49,14 +49,14 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import List
 
 import pytest
 
 import backend as fake
 import httpc
 import procs
-from conftest import Portier, assert_alive, stopping
+from conftest import Portier, assert_alive, stopping, wait_until
 
 TLS = ("127.0.0.80", 28843)
 PLAIN = ("127.0.0.80", 28800)
@@ -76,14 +76,6 @@ ASAN = os.environ.get("PORTIER_BUILD", "").rstrip("/").endswith("/asan")
 
 def hp(addr):
     return f"{addr[0]}:{addr[1]}"
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"not within {timeout}s: {what}", pytrace=False)
-        time.sleep(0.02)
 
 
 # =============================================================================================
