@@ -26,6 +26,8 @@
 /* Pipelined answers queued beyond this wait for the client to take them before the next request
  * is read: the client's pace bounds what a connection holds. */
 #define HIGH_WATER (256 * 1024)
+/* How long a TLS connection between requests keeps its record buffers: see conn_cool(). */
+#define TLS_WARM_MS 1000
 
 enum conn_state {
     CONN_ST_HEAD,     /* waiting for or reading a request head */
@@ -40,6 +42,7 @@ enum conn_wait {
     CONN_W_NONE,      /* the exchange waits for the server, which has its own timer */
     CONN_W_HANDSHAKE, /* the TLS handshake: tls_handshake */
     CONN_W_HEADER,    /* a request head: client_header */
+    CONN_W_WARM,      /* between requests over TLS, at first: TLS_WARM_MS, then CONN_W_IDLE */
     CONN_W_IDLE,      /* between requests: client_idle */
     CONN_W_BODY,      /* silence in a request body: client_body */
     CONN_W_SEND,      /* the client to take what is queued for it: client_idle */
@@ -58,6 +61,7 @@ struct conn {
     enum conn_wait wait;
     uint64_t wait_mark;    /* progress when the timer was armed: re-armed when it moves */
     uint64_t nreq;         /* request heads begun */
+    uint64_t cooled;       /* nreq when the TLS record buffers were last given back */
     unsigned scanning : 1; /* the bytes of a head have begun to arrive */
     unsigned closed : 1;   /* conn_close() ran: freed at the end of the turn */
     struct sockaddr_storage peer;
@@ -251,6 +255,8 @@ conn_timer(struct conn *c)
             want = CONN_W_SEND;
         else if (c->scanning || evbuffer_get_length(c->h.in) > 0 || c->nreq == 0)
             want = CONN_W_HEADER; /* the first head, like any other, within client_header */
+        else if (c->h.ssl != NULL && c->cooled != c->nreq)
+            want = CONN_W_WARM;
         else
             want = CONN_W_IDLE;
         break;
@@ -283,6 +289,10 @@ conn_timer(struct conn *c)
         break;
     case CONN_W_BODY:
         ms = cfg->timeouts.client_body_ms;
+        break;
+    case CONN_W_WARM:
+        ms =
+            cfg->timeouts.client_idle_ms < TLS_WARM_MS ? cfg->timeouts.client_idle_ms : TLS_WARM_MS;
         break;
     case CONN_W_IDLE:
     case CONN_W_SEND:
@@ -339,6 +349,25 @@ settle:
         conn_settle(c);
 }
 
+/* A TLS connection idle for TLS_WARM_MS gives its record buffers back (34 KiB, allocated again by
+ * its next request) and waits out the rest of client_idle. Keeping them while requests come
+ * spares a keep-alive request two allocations; giving them back soon keeps idle connections
+ * small. */
+static void
+conn_cool(struct conn *c)
+{
+    uint64_t idle = cfg_of(c)->timeouts.client_idle_ms;
+
+    if (idle <= TLS_WARM_MS) {
+        conn_close(c, "idle for client_idle");
+        return;
+    }
+    half_release_buffers(&c->h);
+    c->cooled = c->nreq;
+    c->wait = CONN_W_IDLE;
+    half_timer(&c->h, idle - TLS_WARM_MS);
+}
+
 static void
 conn_timeout(struct conn *c)
 {
@@ -357,6 +386,9 @@ conn_timeout(struct conn *c)
         log_msg(LOG_INFO, "client %s: stalled: took nothing of what was sent to it for %llu ms",
                 c->ip, (unsigned long long)cfg_of(c)->timeouts.client_idle_ms);
         conn_close(c, "the client stopped reading");
+        return;
+    case CONN_W_WARM:
+        conn_cool(c);
         return;
     case CONN_W_IDLE:
         conn_close(c, "idle for client_idle");

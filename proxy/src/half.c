@@ -543,6 +543,14 @@ half_shutdown_write(struct half *h)
 }
 
 void
+half_release_buffers(struct half *h)
+{
+    /* 0 means bytes are still in them (a request read ahead): then they are kept, rightly. */
+    if (h->ssl != NULL && !h->handshaking)
+        (void)SSL_free_buffers(h->ssl);
+}
+
+void
 half_timer(struct half *h, uint64_t ms)
 {
     struct timeval tv;

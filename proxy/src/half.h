@@ -97,6 +97,10 @@ void half_pause_read(struct half *h, bool pause);
  * shutdown SHUT_WR). */
 void half_shutdown_write(struct half *h);
 
+/* Over TLS, gives back OpenSSL's record buffers while nothing is in them (OpenSSL allocates them
+ * again for the next record); plain halves hold none. */
+void half_release_buffers(struct half *h);
+
 /* Arms the timer for ms milliseconds from now (replacing any armed), or disarms it with 0. */
 void half_timer(struct half *h, uint64_t ms);
 

@@ -636,10 +636,10 @@ ctx_new(struct tls_store *st)
      * close_notify is an ordinary end of stream, as most clients send none. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
                                  SSL_OP_NO_COMPRESSION);
-    /* Partial writes from buffers that move: half.c writes evbuffer chunks as they are. Idle
-     * keep-alive connections give their record buffers back. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    /* Partial writes from buffers that move: half.c writes evbuffer chunks as they are. No
+     * SSL_MODE_RELEASE_BUFFERS: it frees and allocates the record buffers around every request;
+     * conn.c gives them back once a connection has been idle a moment (half_release_buffers). */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* Read what the socket has, not a record's header and then its body: one read() for a
      * request instead of two. half.c reads on while OpenSSL holds bytes (SSL_has_pending). */
     SSL_CTX_set_read_ahead(ctx, 1);

@@ -1085,6 +1085,54 @@ def test_500_concurrent_tls_clients_are_all_answered(certs, start_app, start_px)
     assert not bad, f"{len(bad)} of {n} clients failed, e.g. {bad[:5]}"
 
 
+def test_a_keep_alive_tls_connection_works_after_its_buffers_are_given_back(certs, px, origins):
+    """After a second between requests a TLS connection gives OpenSSL's record buffers back;
+    its next requests (one alone, then two pipelined) are read and answered as before."""
+    with TLSConn(certs) as c:
+        assert c.request("GET", "/first").body == b"a /first"
+        time.sleep(1.3)
+        assert c.request("GET", "/after-idle").body == b"a /after-idle"
+        time.sleep(1.3)
+        c.sock.sendall(b"GET /p1 HTTP/1.1\r\nHost: a.test\r\n\r\n"
+                       b"GET /p2 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        assert [c.read_response().body for _ in range(2)] == [b"a /p1", b"a /p2"]
+
+
+@pytest.mark.skipif(ASAN, reason="ASan's quarantine keeps freed memory from being reused")
+def test_idle_tls_connections_do_not_keep_their_record_buffers(certs, backends, start_px):
+    """Record buffers are kept between requests that follow closely and given back after a
+    second idle. Two waves of n connections, each with one request that fills both buffers (an
+    8 KiB head in, a 64 KiB body out) and then left open: the second wave's buffers reuse the
+    memory the first wave gave back, so it costs portier far less RSS than the first."""
+    n = 150
+    body = b"x" * (64 << 10)
+    for a in (O1, O2, O3, O4):
+        backends(a, lambda r, conn: fake.response(200, body))
+    p = start_px(config(certs, workers=1, extra="limits: { max_connections: 1000 }"))
+    pid = p.proc.pid
+    ctx = context(certs)
+    held: List[TLSConn] = []
+
+    def wave():
+        before = procs.rss(pid)
+        for _ in range(n):
+            c = TLSConn(certs, ctx=ctx)
+            held.append(c)
+            r = c.request("GET", "/big", headers=[("X-Pad", "p" * 8000)])
+            assert r.status == 200 and len(r.body) == len(body)
+        time.sleep(1.5)  # every connection of the wave idle for over a second
+        return procs.rss(pid) - before
+
+    try:
+        first = wave()
+        second = wave()
+    finally:
+        for c in held:
+            c.close()
+    assert first > n * (16 << 10), f"the first wave grew RSS by {first} bytes only"
+    assert second < first * 0.6, f"RSS grew by {first} bytes, then by {second} for as many again"
+
+
 # --- big transfers: a raw origin that streams, and portier's RSS --------------------------------
 
 BIG = 256 * MIB
