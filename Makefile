@@ -47,7 +47,7 @@ APP_BINS    := $(APPS:%=$(BUILD)/%)
 
 # portier: every module but main.c goes into a static library, so unit tests link just what they use.
 PROXY_SRC   := $(filter-out proxy/src/main.c,$(wildcard proxy/src/*.c))
-PROXY_OBJ   := $(PROXY_SRC:%.c=$(BUILD)/%.o)
+PROXY_OBJ   := $(PROXY_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/status_html.o
 PROXYLIB    := $(BUILD)/proxy/libportier.a
 PORTIER     := $(if $(wildcard proxy/src/main.c),$(BUILD)/portier)
 
@@ -166,6 +166,15 @@ fuzz-regress: ## run every fuzz harness over its seed corpus, then fuzz each for
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The admin listener's status page, built into portier as a C array (scripts/embed.sh).
+$(BUILD)/gen/status_html.c: proxy/admin/status.html scripts/embed.sh
+	@mkdir -p $(dir $@)
+	$(Q)scripts/embed.sh admin_status_html $< >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(if $(Q),@echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 

@@ -43,6 +43,8 @@ portier listens on http://127.0.0.1:8080 and https://127.0.0.1:8443 in front of 
 A browser: "127.0.0.1 app1.com app2.com app3.com" in /etc/hosts, build/certs/ca.crt imported as an
 authority (Firefox, Chromium: Settings, Certificates), then https://app2.com:8443/. For curl and the like:
   sudo cp build/certs/ca.crt /usr/local/share/ca-certificates/portier-local-ca.crt && sudo update-ca-certificates
+The status page (routes, servers up or down, requests/s, latency): http://127.0.0.1:9180/
+Prometheus metrics: http://127.0.0.1:9180/metrics; health: /healthz and /readyz there.
 Press Ctrl-C to stop.
 TXT
 else

@@ -21,6 +21,7 @@
 #include "http.h"
 #include "iobuf.h"
 #include "log.h"
+#include "stats.h"
 #include "tls.h"
 
 /* Pipelined answers queued beyond this wait for the client to take them before the next request
@@ -59,9 +60,12 @@ struct conn {
     struct http_scan scan;
     enum conn_state state;
     enum conn_wait wait;
-    uint64_t wait_mark;    /* progress when the timer was armed: re-armed when it moves */
-    uint64_t nreq;         /* request heads begun */
-    uint64_t cooled;       /* nreq when the TLS record buffers were last given back */
+    uint64_t wait_mark;  /* progress when the timer was armed: re-armed when it moves */
+    uint64_t nreq;       /* request heads begun */
+    uint64_t cooled;     /* nreq when the TLS record buffers were last given back */
+    uint64_t counted_in; /* h.nread and h.nwritten as last added to the worker's bytes */
+    uint64_t counted_out;
+    int gauge;             /* enum stats_conn_state this connection counts in, or -1 */
     unsigned scanning : 1; /* the bytes of a head have begun to arrive */
     unsigned closed : 1;   /* conn_close() ran: freed at the end of the turn */
     struct sockaddr_storage peer;
@@ -88,6 +92,18 @@ conn_free_cb(struct loop_defer *d)
     loop_conn_closed(lp);
 }
 
+/* Adds what moved through the socket since the last call to the worker's byte counts. */
+static void
+conn_count_bytes(struct conn *c)
+{
+    struct stats *st = c->lp->stats;
+
+    stats_add(&st->bytes_in, c->h.nread - c->counted_in);
+    stats_add(&st->bytes_out, c->h.nwritten - c->counted_out);
+    c->counted_in = c->h.nread;
+    c->counted_out = c->h.nwritten;
+}
+
 /* The one teardown: every close says why (at debug level), and the memory waits for the end of
  * the turn. */
 static void
@@ -99,6 +115,10 @@ conn_close(struct conn *c, const char *why)
         return;
     c->closed = 1;
     log_msg(LOG_DEBUG, "client %s: closed in state %s: %s", c->ip, conn_state_names[c->state], why);
+    conn_count_bytes(c);
+    stats_conn_move(lp->stats, c->gauge, -1);
+    if (c->h.ssl != NULL && c->h.handshaking)
+        stats_add(&lp->stats->tls[STATS_TLS_FAILED], 1);
     if (c->x != NULL) {
         exchange_abort(c->x, NULL);
         exchange_free(c->x);
@@ -237,6 +257,20 @@ conn_head(struct conn *c)
     return true;
 }
 
+/* Counts the connection in the portier_connections state that its wait belongs to. */
+static void
+conn_gauge(struct conn *c, enum conn_wait w)
+{
+    int g = w == CONN_W_HANDSHAKE                  ? STATS_CONN_HANDSHAKE
+            : w == CONN_W_WARM || w == CONN_W_IDLE ? STATS_CONN_IDLE
+                                                   : STATS_CONN_ACTIVE;
+
+    if (g != c->gauge) {
+        stats_conn_move(c->lp->stats, c->gauge, g);
+        c->gauge = g;
+    }
+}
+
 /* The client timer, for what the connection waits for now; re-armed when that wait begins or,
  * for a body or a send, whenever the client moves. */
 static void
@@ -278,6 +312,7 @@ conn_timer(struct conn *c)
         return;
     c->wait = want;
     c->wait_mark = mark;
+    conn_gauge(c, want);
     switch (want) {
     case CONN_W_NONE:
         break;
@@ -320,6 +355,7 @@ conn_settle(struct conn *c)
         }
     }
     half_pause_read(&c->h, evbuffer_get_length(c->h.in) > HIGH_WATER);
+    conn_count_bytes(c);
     conn_timer(c);
 }
 
@@ -416,6 +452,9 @@ client_cb(void *owner, enum half_event ev)
         return;
     case HALF_CONNECTED:
         /* The handshake is over: SNI has picked the certificates. */
+        stats_add(
+            &c->lp->stats->tls[SSL_session_reused(c->h.ssl) ? STATS_TLS_RESUMED : STATS_TLS_FULL],
+            1);
         runtime_unref(c->hs_rt);
         c->hs_rt = NULL;
         conn_run(c);
@@ -479,6 +518,7 @@ conn_accept(struct loop *lp, int fd, const struct sockaddr *peer, socklen_t len,
         return;
     }
     c->lp = lp;
+    c->gauge = -1;
     memcpy(&c->peer, peer, len < sizeof(c->peer) ? len : sizeof(c->peer));
     if (addr_host(peer, c->ip, sizeof(c->ip)) < 0)
         memcpy(c->ip, "-", 2);

@@ -15,6 +15,7 @@
 
 #include "discovery.h"
 #include "log.h"
+#include "stats.h"
 
 /* A failed round is retried soon, but not in a tight loop. */
 #define RETRY_S 2
@@ -28,6 +29,8 @@ struct dns_svc {
     int failing;         /* the last round failed: logged once, until one succeeds */
     int answered;        /* at least one round has finished */
     uint32_t ttl;        /* the smallest TTL of this round's records */
+    double last_time;    /* Unix time of the last round's end, for the status page */
+    enum stats_dns last; /* how it ended */
     size_t n;
     struct balancer_addr addrs[BALANCER_MAX_SERVERS];
 };
@@ -63,6 +66,13 @@ round_schedule(struct dns_svc *s, uint32_t seconds)
     evtimer_add(s->timer, &tv);
 }
 
+static void
+round_counted(struct dns_svc *s, enum stats_dns result)
+{
+    s->last = result;
+    stats_dns(s->d->rt->slots[s->index], result);
+}
+
 /* Both lookups of a round are in: swap the servers in, or keep them, and time the next round. */
 static void
 round_end(struct dns_svc *s)
@@ -71,6 +81,7 @@ round_end(struct dns_svc *s)
     struct balancer *b = s->d->rt->balancers[s->index];
 
     s->answered = 1;
+    s->last_time = stats_now();
     /* One family failing while the other brought records is a success with those records (some
      * servers refuse AAAA); both failing, or one failing and the other empty, keeps the last set.
      */
@@ -79,9 +90,11 @@ round_end(struct dns_svc *s)
             log_msg(LOG_WARN, "service %s: cannot resolve %s; keeping its last servers", c->name,
                     c->dns_name);
         s->failing = 1;
+        round_counted(s, STATS_DNS_FAILURE);
         round_schedule(s, RETRY_S);
         return;
     }
+    round_counted(s, s->n == 0 ? STATS_DNS_EMPTY : STATS_DNS_SUCCESS);
     if (s->failing)
         log_msg(LOG_INFO, "service %s: %s resolves again", c->name, c->dns_name);
     s->failing = 0;
@@ -299,4 +312,18 @@ discovery_stop(struct discovery *d)
     free(d->svcs);
     runtime_unref(d->rt);
     free(d);
+}
+
+bool
+discovery_last(const struct discovery *d, size_t index, double *when, enum stats_dns *result)
+{
+    for (size_t i = 0; d != NULL && i < d->nsvcs; i++) {
+        const struct dns_svc *s = &d->svcs[i];
+        if (s->index == index && s->answered) {
+            *when = s->last_time;
+            *result = s->last;
+            return true;
+        }
+    }
+    return false;
 }

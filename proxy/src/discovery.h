@@ -6,11 +6,13 @@
 #ifndef DISCOVERY_H
 #define DISCOVERY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <event2/event.h>
 
 #include "runtime.h"
+#include "stats.h"
 
 /* Re-resolution bounds, whatever the TTL says: often enough to follow pods, rarely enough to be
  * cheap. */
@@ -35,6 +37,12 @@ struct discovery *discovery_start(struct event_base *base, struct runtime *rt,
  * that portier does not open its listeners with empty services. Call before the workers start.
  */
 void discovery_wait_first(struct discovery *d, uint64_t timeout_ms);
+
+/*
+ * The last round of service index (of d's runtime): its end as Unix time in *when and how it went
+ * in *result. Returns false for a static service or one not answered yet.
+ */
+bool discovery_last(const struct discovery *d, size_t index, double *when, enum stats_dns *result);
 
 /* Stops resolving (no callback runs afterwards), drops the runtime reference and frees d.
  * discovery_stop(NULL) is a no-op. */

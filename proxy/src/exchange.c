@@ -19,6 +19,7 @@
 #include "http.h"
 #include "iobuf.h"
 #include "log.h"
+#include "stats.h"
 #include "router.h"
 #include "runtime.h"
 #include "upconn.h"
@@ -82,6 +83,8 @@ struct xchg {
     uint64_t res_start;       /* the client stream's offset where the final response head begins */
     uint64_t srv_mark;        /* the server's bytes read and written when its timer was armed */
     uint64_t start_us;        /* monotonic */
+    uint64_t sent_us;         /* monotonic: the request went to the server's buffer */
+    unsigned picks;           /* servers picked: more than one is a retry */
     time_t start;             /* wall clock, for the log */
     unsigned req_done : 1;    /* the whole request went to the server's buffer */
     unsigned res_head : 1;    /* the final response head went to the client's buffer */
@@ -193,6 +196,9 @@ exchange_log(struct xchg *x)
     if (x->logged)
         return;
     x->logged = 1;
+    uint64_t duration_us = loop_mono_us() - x->start_us;
+    stats_request(x->lp->stats, x->service >= 0 ? x->snap->rt->slots[x->service] : STATS_NO_SERVICE,
+                  x->status, duration_us);
     if (!log_access_enabled())
         return; /* nothing of the line is worked out when nobody reads it */
     ref = http_header_find(&x->req.hdrs, "referer");
@@ -215,7 +221,7 @@ exchange_log(struct xchg *x)
         .host_len = x->req.host.len,
         .upstream = x->server != NULL ? server_label(x) : NULL,
         .upstream_status = x->upstream_status,
-        .duration_us = loop_mono_us() - x->start_us,
+        .duration_us = duration_us,
         .request_id = x->rid,
     };
     enum log_format fmt = (enum log_format)cfg_of(x)->access_log_format;
@@ -535,6 +541,11 @@ server_pick(struct xchg *x)
 
     if (s == NULL)
         return respond_fail(x, x->timed_out ? 504 : 502, "every server failed");
+    if (x->picks++ > 0) {
+        struct stats_svc *st = stats_svc(x->lp->stats, x->snap->rt->slots[x->service]);
+        if (st != NULL)
+            stats_add(&st->retries, 1);
+    }
     x->server = s;
     x->srv_timeout = 0;
     /* After a broken connection, the retry takes a fresh one: the pool may hold more like it. */
@@ -618,6 +629,7 @@ request_send(struct xchg *x)
         evbuffer_add(cl->h->out, HTTP_CONTINUE, sizeof(HTTP_CONTINUE) - 1);
         x->continued = 1;
     }
+    x->sent_us = loop_mono_us();
     x->phase = PH_PROXY;
     return S_NEXT;
 }
@@ -761,6 +773,11 @@ response_head(struct xchg *x)
             return respond_fail(x, 502, why);
         }
         x->upstream_status = x->res.status;
+        if (!x->res.interim) {
+            struct stats_svc *st = stats_svc(x->lp->stats, x->snap->rt->slots[x->service]);
+            if (st != NULL)
+                stats_observe(&st->upstream, loop_mono_us() - x->sent_us);
+        }
         if (x->res.interim && ++x->ninterim > INTERIM_MAX) {
             log_msg(LOG_WARN, "server %s: more than %d interim responses", server_label(x),
                     INTERIM_MAX);

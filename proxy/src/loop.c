@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "stats.h"
 
 #define LOG_FLUSH_MS 100
 
@@ -50,10 +51,13 @@ loop_init(struct loop *lp, struct runtime *rt, atomic_uint *shared_nconns, char 
         event_config_free(ecfg);
     }
     if (lp->base == NULL || (lp->snap = malloc(sizeof(*lp->snap))) == NULL ||
+        (lp->own_stats = calloc(1, sizeof(*lp->own_stats))) == NULL ||
         (lp->log_ev = evtimer_new(lp->base, log_cb, lp)) == NULL) {
         snprintf(err, errlen, "out of memory");
         free(lp->snap);
         lp->snap = NULL;
+        free(lp->own_stats);
+        lp->own_stats = NULL;
         if (lp->base != NULL)
             event_base_free(lp->base);
         lp->base = NULL;
@@ -61,6 +65,7 @@ loop_init(struct loop *lp, struct runtime *rt, atomic_uint *shared_nconns, char 
     }
     lp->snap->rt = runtime_ref(rt);
     lp->snap->users = 1;
+    lp->stats = lp->own_stats;
     return 0;
 }
 
@@ -89,6 +94,8 @@ loop_fini(struct loop *lp)
     lp->base = NULL;
     loop_snap_drop(lp->snap);
     lp->snap = NULL;
+    free(lp->own_stats);
+    lp->own_stats = lp->stats = NULL;
 }
 
 int

@@ -58,6 +58,8 @@ struct loop {
     struct conn *conns;       /* conn.c: client connections */
     struct xchg *free_x;      /* exchange.c: exchanges ready for reuse */
     struct upconn_pool *pool; /* upconn.c: idle server connections */
+    struct stats *stats;      /* stats.h: this loop's counters (own_stats unless a worker's) */
+    struct stats *own_stats;  /* owned: zeroed counters for a loop that is not a worker's */
 };
 
 /*

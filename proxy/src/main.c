@@ -14,12 +14,14 @@
 #include <openssl/crypto.h>
 #include <yaml.h>
 
+#include "admin.h"
 #include "config.h"
 #include "discovery.h"
 #include "health.h"
 #include "log.h"
 #include "loop.h"
 #include "runtime.h"
+#include "stats.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -54,19 +56,6 @@ libevent_log_cb(int severity, const char *msg)
         log_msg(severity == EVENT_LOG_WARN ? LOG_WARN : LOG_ERROR, "libevent: %s", msg);
 }
 
-/*
- * What a config may say and this build does not serve yet, for -t and a start alike: admin, a
- * warning (the rest serves without it), written to stderr as "FILE:LINE:COL: warning: message".
- */
-static void
-warn_unserved(const struct config *cfg)
-{
-    /* XXX: goes once the admin listener is served (admin.c). */
-    if (cfg->admin != NULL)
-        fprintf(stderr, "%s:%u:%u: warning: admin is not served by this version yet\n", cfg->path,
-                cfg->admin->line, cfg->admin->col);
-}
-
 /* The main thread's state: what signals act on. */
 struct main_ctx {
     const char *path;
@@ -74,6 +63,8 @@ struct main_ctx {
     struct loop lp;         /* the main thread's loop: signals, discovery, health checks */
     struct discovery *disc; /* owned: feeds the current runtime's dns services */
     struct health *health;  /* owned: probes the current runtime's servers, or NULL */
+    struct admin *admin;    /* owned: the admin listener, or NULL */
+    struct admin_view view; /* what the admin reads: points into this struct */
 };
 
 static int
@@ -105,9 +96,25 @@ log_lines(enum log_level level, const char *text)
     }
 }
 
-/* SIGHUP: a new config applies to new requests; a bad one is logged and the old one kept. */
+/* Counts a reload's result for the metrics and the status page. */
 static void
-reload(struct main_ctx *m)
+reload_counted(bool ok)
+{
+    struct stats_main *sm = stats_main();
+
+    sm->last_reload = stats_now();
+    sm->last_reload_ok = ok;
+    if (ok) {
+        sm->reloads_ok++;
+        sm->last_reload_success = sm->last_reload;
+    } else {
+        sm->reloads_failed++;
+    }
+}
+
+/* SIGHUP: a new config applies to new requests; a bad one is logged and the old one kept. */
+static bool
+reload_apply(struct main_ctx *m)
 {
     char err[CONFIG_ERR_SIZE], what[128];
     struct config *cfg = config_load(m->path, err, sizeof(err));
@@ -116,27 +123,27 @@ reload(struct main_ctx *m)
     if (cfg == NULL) {
         log_msg(LOG_ERROR, "reload: %s has errors, keeping the running config:", m->path);
         log_lines(LOG_ERROR, err);
-        return;
+        return false;
     }
     if (tls_check(cfg, err, sizeof(err)) > 0) {
         log_msg(LOG_ERROR, "reload: %s has errors, keeping the running config:", m->path);
         log_lines(LOG_ERROR, err);
         config_unref(cfg);
-        return;
+        return false;
     }
     log_lines(LOG_WARN, err); /* the warnings, if any */
     rt = runtime_new(cfg, err, sizeof(err));
     if (rt == NULL) {
         log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
         config_unref(cfg);
-        return;
+        return false;
     }
     struct discovery *disc = discovery_start(m->lp.base, rt, m->proxy.rt, err, sizeof(err));
     if (disc == NULL) {
         log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
         runtime_unref(rt);
         config_unref(cfg);
-        return;
+        return false;
     }
     discovery_stop(m->disc);
     m->disc = disc;
@@ -159,6 +166,7 @@ reload(struct main_ctx *m)
     for (size_t i = 0; i < m->proxy.nworkers; i++)
         worker_notify(m->proxy.workers[i], WORKER_RELOAD);
     log_msg(LOG_INFO, "reload: %s applied", m->path);
+    return true;
 }
 
 static void
@@ -169,7 +177,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)what;
     switch (sig) {
     case SIGHUP:
-        reload(m);
+        reload_counted(reload_apply(m));
         break;
     case SIGUSR1:
         if (log_access_reopen() == 0)
@@ -179,6 +187,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         log_msg(LOG_INFO, "%s: draining connections", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         for (size_t i = 0; i < m->proxy.nworkers; i++)
             worker_notify(m->proxy.workers[i], WORKER_DRAIN);
+        admin_stop(m->admin); /* closed with the public listeners */
+        m->admin = NULL;
         loop_exit(&m->lp);
         break;
     }
@@ -205,9 +215,19 @@ serve(struct main_ctx *m, struct config *cfg)
         log_msg(LOG_ERROR, "%s", err);
         return 1;
     }
+    /* The counters exist before the first runtime: it gives its services their slots. */
+    if (stats_init(n) < 0) {
+        log_msg(LOG_ERROR, "out of memory");
+        stats_fini();
+        return 1;
+    }
+    stats_main()->started = stats_now();
+    reload_counted(true); /* the first load counts as the last successful one */
+    stats_main()->reloads_ok = 0;
     m->proxy.rt = runtime_new(cfg, err, sizeof(err));
     if (m->proxy.rt == NULL) {
         log_msg(LOG_ERROR, "%s", err);
+        stats_fini();
         return 1;
     }
     if (loop_init(&m->lp, m->proxy.rt, NULL, err, sizeof(err)) < 0) {
@@ -252,9 +272,21 @@ serve(struct main_ctx *m, struct config *cfg)
             goto out;
         }
     }
+    if (cfg->admin != NULL) {
+        m->view = (struct admin_view){PORTIER_VERSION, m->path, n, &m->proxy.rt, &m->disc};
+        m->admin = admin_start(m->lp.base, cfg->admin, &m->view, err, sizeof(err));
+        if (m->admin == NULL) {
+            log_msg(LOG_ERROR, "%s", err);
+            for (size_t i = 0; i < m->proxy.nworkers; i++)
+                worker_notify(m->proxy.workers[i], WORKER_DRAIN);
+            goto out;
+        }
+    }
     for (size_t i = 0; i < cfg->nlisteners; i++)
         log_msg(LOG_INFO, "listening on %s (%u worker%s)", cfg->listeners[i].addr.spec, n,
                 n == 1 ? "" : "s");
+    if (cfg->admin != NULL)
+        log_msg(LOG_INFO, "admin on http://%s/ (metrics, health, status page)", cfg->admin->spec);
     while ((rc = loop_turn(&m->lp, true)) == 0)
         ;
     if (rc < 0)
@@ -268,10 +300,12 @@ out:
             event_free(sev[i]);
     }
     free(m->proxy.workers);
+    admin_stop(m->admin);
     health_stop(m->health);
     discovery_stop(m->disc);
     loop_fini(&m->lp);
     runtime_unref(m->proxy.rt);
+    stats_fini(); /* after the workers and the runtimes that count into it */
     if (rc == 0)
         log_msg(LOG_INFO, "stopped");
     return rc;
@@ -317,7 +351,6 @@ main(int argc, char **argv)
     }
     rc = tls_check(cfg, err, sizeof(err));
     fputs(err, stderr);
-    warn_unserved(cfg);
     if (rc > 0) {
         config_unref(cfg);
         return 1;

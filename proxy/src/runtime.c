@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "runtime.h"
+#include "stats.h"
 
 /* config_parse() refuses a service with more static servers than a balancer holds, with its
  * position, so building a runtime never has to. */
@@ -37,13 +38,15 @@ runtime_new(struct config *cfg, char *err, size_t errlen)
     rt->cfg = config_ref(cfg);
     /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized by its element */
     rt->balancers = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(*rt->balancers));
+    rt->slots = calloc(cfg->nservices ? cfg->nservices : 1, sizeof(*rt->slots));
     routes = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*routes));
     rt->targets = calloc(cfg->nroutes + 1, sizeof(*rt->targets));
-    if (rt->balancers == NULL || routes == NULL || rt->targets == NULL)
+    if (rt->balancers == NULL || rt->slots == NULL || routes == NULL || rt->targets == NULL)
         goto nomem;
     for (size_t i = 0; i < cfg->nservices; i++) {
         if ((rt->balancers[i] = service_balancer(&cfg->services[i])) == NULL)
             goto nomem;
+        rt->slots[i] = stats_slot(cfg->services[i].name);
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct config_route *r = &cfg->routes[i];
@@ -88,6 +91,7 @@ runtime_unref(struct runtime *rt)
     router_free(rt->router);
     tls_store_free(rt->tls);
     free(rt->targets);
+    free(rt->slots);
     if (rt->balancers != NULL) {
         for (size_t i = 0; i < rt->cfg->nservices; i++)
             balancer_free(rt->balancers[i]);

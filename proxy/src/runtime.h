@@ -24,6 +24,7 @@ struct runtime {
     struct config *cfg;             /* ref */
     struct router *router;          /* owned */
     struct balancer **balancers;    /* owned, one per cfg->services[i] */
+    int *slots;                     /* owned: each service's stats slot (stats.h), by name */
     struct runtime_target *targets; /* owned: one per cfg->routes[i], then the default's */
     struct tls_store *tls;          /* owned: the certificates, or NULL without any */
     const char *https_port;         /* the first TLS listener's port (redirects), or NULL */

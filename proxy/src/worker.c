@@ -22,6 +22,7 @@
 #include "exchange.h"
 #include "log.h"
 #include "upconn.h"
+#include "stats.h"
 #include "worker.h"
 
 #define ACCEPT_BATCH 64
@@ -260,6 +261,8 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         free(w);
         return NULL;
     }
+    if (stats_worker((size_t)id) != NULL)
+        w->lp.stats = stats_worker((size_t)id); /* the counters the admin listener sums */
     if ((w->lp.pool = upconn_pool_new(&w->lp)) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;

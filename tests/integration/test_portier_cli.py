@@ -6,8 +6,8 @@ and COL 1-based, pointing at the offending value, or key for an unknown key). Ev
 position here is computed from the YAML text itself (where the offending token is), never copied
 from portier's output.
 
-Warnings (a key accepted but not served yet) are `FILE:LINE:COL: warning: message` lines on
-stderr; they do not make -t fail.
+Warnings (an expired certificate, say) are `FILE:LINE:COL: warning: message` lines on stderr;
+they do not make -t fail.
 
 Ports: 127.0.0.1:28250-28259 (this file's own listeners and portiers).
 """
@@ -628,28 +628,45 @@ def test_yaml_anchors_and_aliases_are_bounded(portier_bin, tmp_path, text, token
 
 
 # ---------------------------------------------------------------------------------------------
-# Warnings: accepted, not served yet
+# admin: served (docs/admin.md), so no warning any more
 
 
-def test_check_warns_that_admin_is_not_served_yet_and_exits_0(portier_bin, tmp_path):
+def test_check_takes_admin_without_a_warning_and_exits_0(portier_bin, tmp_path):
     rc, out, err = check(portier_bin, tmp_path, BASE)
     assert rc == 0, err
-    assert error_lines(err.replace("portier.yaml: ok", ""), "portier.yaml") == [], err
-    warnings = warning_lines(err.replace("portier.yaml: ok", ""), "portier.yaml")
-    assert warnings == [(*position(BASE, '"127.0.0.1:28259"'),
-                         "admin is not served by this version yet")], err
-    assert err.splitlines()[-1] == "portier.yaml: ok", err
+    assert err.strip() == "portier.yaml: ok", err
 
 
-def test_a_start_warns_that_admin_is_not_served_yet(portier_bin, start_portier, tmp_path):
+def test_a_start_serves_admin_and_says_where(portier_bin, start_portier, tmp_path):
     addr = ("127.0.0.1", 28255)
     text = minimal_config(addr) + 'admin: "127.0.0.1:28256"\n'
     p = start_portier(text, addr=addr, name="admin")
-    line, col = position(text, '"127.0.0.1:28256"')
-    p.proc.wait_for_output(f"{p.config}:{line}:{col}: warning: admin is not served by this "
-                           "version yet")
-    with socket.create_connection(addr, timeout=2):
-        pass  # the rest serves
+    p.proc.wait_for_output("admin on http://127.0.0.1:28256/")
+    with socket.create_connection(("127.0.0.1", 28256), timeout=2) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    assert data.endswith(b"\r\n\r\nok\n"), data
+
+
+def test_an_admin_address_in_use_stops_the_start_with_a_message(portier_bin, tmp_path):
+    """Another socket on the admin address: portier says so and exits 1 rather than serving
+    without the health endpoints its probes need."""
+    addr = ("127.0.0.1", 28254)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 28253))
+    taken.listen(1)
+    try:
+        cfg = tmp_path / "busy.yaml"
+        cfg.write_text(minimal_config(addr) + 'admin: "127.0.0.1:28253"\n')
+        r = subprocess.run([str(portier_bin), "-c", str(cfg)], capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT * 2)
+    finally:
+        taken.close()
+    assert r.returncode == 1, r.stderr
+    assert "admin 127.0.0.1:28253: Address already in use" in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------------------------------------

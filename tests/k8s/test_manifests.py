@@ -230,7 +230,8 @@ def test_portier_daemonset(objs, cluster_config):
     ports = {p["name"]: p for p in c["ports"]}
     for p in ports.values():
         assert p["containerPort"] == p["hostPort"] and p["protocol"] == "TCP", p
-    assert {name: p["containerPort"] for name, p in ports.items()} == {"http": 80, "https": 443}
+    assert {name: p["containerPort"] for name, p in ports.items()} == {
+        "http": 80, "https": 443, "admin": 9180}
     # Each port portier listens on is declared, HTTPS on 443 only.
     listen = {
         int(l["address"].rpartition(":")[2]): l.get("tls", False) for l in cluster_config["listen"]
@@ -243,8 +244,17 @@ def test_portier_daemonset(objs, cluster_config):
     assert sc["allowPrivilegeEscalation"] is True
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] != 0
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["tcpSocket"]["port"] in ("http", 80)
+    # The probes reach the admin listener on the node's loopback, where the config binds it.
+    admin_host, _, admin_port = cluster_config["admin"].rpartition(":")
+    assert admin_host == "127.0.0.1"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = c[probe]["httpGet"]
+        assert get["host"] == admin_host and get["path"] == path, get
+        assert ports[get["port"]] == int(admin_port), get
+    annotations = ds["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == admin_port
     grace = duration_seconds(cluster_config["timeouts"]["shutdown_grace"])
     assert spec["terminationGracePeriodSeconds"] > grace
     assert c["resources"]["requests"] and c["resources"]["limits"]
