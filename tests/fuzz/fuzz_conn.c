@@ -16,7 +16,8 @@
  * fuzz-links: proxy/src/conn.c proxy/src/exchange.c proxy/src/upconn.c proxy/src/half.c
  * fuzz-links: proxy/src/loop.c proxy/src/iobuf.c proxy/src/http.c proxy/src/http_body.c
  * fuzz-links: proxy/src/config.c proxy/src/router.c proxy/src/balancer.c proxy/src/runtime.c
- * fuzz-links: proxy/src/log.c proxy/src/util.c proxy/src/tls.c lib/addr.c lib/wbuf.c
+ * fuzz-links: proxy/src/log.c proxy/src/util.c proxy/src/tls.c proxy/src/stats.c lib/addr.c
+ * fuzz-links: lib/wbuf.c
  * fuzz-links: -lhttp_parser -levent -lyaml -lssl -lcrypto -lpthread
  */
 #include <errno.h>
