@@ -152,12 +152,14 @@ round_start(evutil_socket_t fd, short what, void *arg)
     s->failed = 0;
     s->ttl = DISCOVERY_TTL_MAX_S;
     s->pending = 2;
-    /* Each call may answer at once (from a cache, or failing): count both before either runs. */
-    if (evdns_base_resolve_ipv4(s->d->dns, name, 0, lookup_cb, s) == NULL) {
+    /* Each call may answer at once (from a cache, or failing): count both before either runs.
+     * A dns: name is absolute, whatever its dots: through a pod's search list (ndots:5) a dead or
+     * wildcard search domain would answer first, or fail the round before the name is asked. */
+    if (evdns_base_resolve_ipv4(s->d->dns, name, DNS_QUERY_NO_SEARCH, lookup_cb, s) == NULL) {
         s->failed++;
         s->pending--;
     }
-    if (evdns_base_resolve_ipv6(s->d->dns, name, 0, lookup_cb, s) == NULL) {
+    if (evdns_base_resolve_ipv6(s->d->dns, name, DNS_QUERY_NO_SEARCH, lookup_cb, s) == NULL) {
         s->failed++;
         s->pending--;
     }
@@ -186,19 +188,24 @@ seed_from(struct dns_svc *s, const struct runtime *prev)
     }
 }
 
-/* Points evdns at the configured resolvers, or at resolv.conf's; search domains come from there. */
+/* Points evdns at the configured resolvers, or at resolv.conf's. */
 static int
 dns_setup(struct discovery *d, char *err, size_t errlen)
 {
     const struct config *cfg = d->rt->cfg;
-    int opts = DNS_OPTION_SEARCH | DNS_OPTION_MISC;
+    /* Names are looked up as written (round_start), so the search list and ndots do not matter. */
+    int opts = DNS_OPTION_MISC;
+    const char *path = getenv("PORTIER_RESOLV_CONF");
 
+    /* systemd-resolved hosts keep the real nameservers in /run/systemd/resolve/resolv.conf. */
+    if (path == NULL || path[0] == '\0')
+        path = "/etc/resolv.conf";
     if (cfg->nresolvers == 0)
         opts |= DNS_OPTION_NAMESERVERS;
     /* A missing resolv.conf is not fatal with explicit resolvers; evdns then keeps its defaults. */
-    int rc = evdns_base_resolv_conf_parse(d->dns, opts, "/etc/resolv.conf");
+    int rc = evdns_base_resolv_conf_parse(d->dns, opts, path);
     if (rc != 0 && cfg->nresolvers == 0) {
-        snprintf(err, errlen, "dns: cannot read nameservers from /etc/resolv.conf (error %d)", rc);
+        snprintf(err, errlen, "dns: cannot read nameservers from %s (error %d)", path, rc);
         return -1;
     }
     for (size_t i = 0; i < cfg->nresolvers; i++) {

@@ -22,8 +22,9 @@
 struct discovery;
 
 /*
- * Starts resolving every dns: service of rt on base, with rt's resolvers (or /etc/resolv.conf's
- * nameservers; its search domains always count). prev, when not NULL, is the runtime being
+ * Starts resolving every dns: service of rt on base, with rt's resolvers (or the nameservers of
+ * $PORTIER_RESOLV_CONF, default /etc/resolv.conf). Names are absolute: never tried with the search
+ * list. prev, when not NULL, is the runtime being
  * replaced: each dns service of rt starts with the servers that the same name has there, so a
  * reload never empties a service while the first answer is awaited. Takes a reference to rt.
  * Returns the discovery (NULL-safe to stop), or NULL with a message in err. A runtime without dns

@@ -248,12 +248,13 @@ def start_portier(portier_bin, tmp_path):
     """
     started: List[procs.Proc] = []
 
-    def _start(yaml_text: str = LOCAL_CONFIG, addr: tuple = PORTIER_ADDR, name: str = "portier"):
+    def _start(yaml_text: str = LOCAL_CONFIG, addr: tuple = PORTIER_ADDR, name: str = "portier",
+               env: Optional[Dict[str, str]] = None):
         cfg = tmp_path / f"{name}-{len(started)}.yaml"
         cfg.write_text(yaml_text)
         p = procs.start(
-            [str(portier_bin), "-c", str(cfg)], env={}, wait_for=addr, log_dir=str(tmp_path),
-            name=name,
+            [str(portier_bin), "-c", str(cfg)], env=env or {}, wait_for=addr,
+            log_dir=str(tmp_path), name=name,
         )
         started.append(p)
         return Portier(proc=p, config=cfg, addr=addr)
@@ -367,8 +368,9 @@ class Dnsmasq:
 
 
 @contextmanager
-def dnsmasq_at(addr, name, tmp_path):
-    """Runs dnsmasq on addr (ip, port) for name, stopped by PID on the way out."""
+def dnsmasq_at(addr, name, tmp_path, extra=()):
+    """Runs dnsmasq on addr (ip, port) for name, stopped by PID on the way out; extra: more of
+    dnsmasq's options."""
     exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
     if not os.access(exe, os.X_OK):
         pytest.fail("dnsmasq is not installed (scripts/deps.sh installs dnsmasq-base)")
@@ -380,6 +382,7 @@ def dnsmasq_at(addr, name, tmp_path):
         "--local=/test/", "--local-ttl=1", "--cache-size=0", "--pid-file",
         # As ourselves, so that it can still read the hosts file in our temp dir.
         f"--user={pwd.getpwuid(os.getuid()).pw_name}",
+        *extra,
     ]
     p = procs.start(argv, wait_for=addr, log_dir=str(tmp_path), name="dnsmasq")
     try:

@@ -8,6 +8,7 @@ replica (start the new pod, update the records, SIGTERM the old one).
 
 import http.client
 import json
+import re
 import threading
 import time
 
@@ -184,3 +185,50 @@ def test_rolling_replacement_costs_no_request(dnsmasq, start_app, start_portier)
         wait_for_pods(load, t, {"pod-4", "pod-5", "pod-6"})
     assert load.failures == []
     assert len(load.seen) > 100
+
+
+# --- names are absolute: a pod's search list never comes first --------------------------------
+#
+# In a pod (dnsPolicy ClusterFirstWithHostNet) resolv.conf has a search list and ndots:5, so a
+# name with fewer than five dots would be tried under each search domain before as written. Each
+# case below puts a bad search domain in the list: one whose DNS server is gone, one that fails,
+# one with a wildcard record that would answer for any name. portier reads the pod-style file
+# (PORTIER_RESOLV_CONF), its nameserver is dnsmasq, which logs every query it gets.
+
+POD_NAME_DNS = "app2.apps.test"  # three dots, fewer than ndots
+BAD_DOMAINS = {
+    # Forwarded to an address where nothing answers: every query there times out.
+    "dead": ["--server=/dead.example/127.0.0.59#28459"],
+    # Forwarded to a port that refuses: dnsmasq answers the client with a failure.
+    "servfail": ["--server=/servfail.example/127.0.0.1#28458"],
+    # Any name in the domain resolves, to an address with no pod on it.
+    "wild": ["--address=/wild.example/127.0.0.99"],
+}
+
+
+@pytest.mark.parametrize("trailing_dot", [False, True], ids=["as-written", "trailing-dot"])
+@pytest.mark.parametrize("bad", sorted(BAD_DOMAINS))
+def test_dns_names_are_looked_up_as_written_never_through_the_search_list(
+        tmp_path, start_app, start_portier, bad, trailing_dot):
+    log = tmp_path / "queries.log"
+    extra = ["--log-queries", f"--log-facility={log}", *BAD_DOMAINS[bad]]
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"search portier.svc.test svc.test {bad}.example\n"
+                      f"nameserver {DNS[0]}:{DNS[1]}\noptions ndots:5\n")
+    name = POD_NAME_DNS + ("." if trailing_dot else "")
+    config = CONFIG.replace(f'dns: "{NAME}:{APP_PORT}"', f'dns: "{name}:{APP_PORT}"').replace(
+        f'resolvers: ["{DNS[0]}:{DNS[1]}"]\n', "")
+    with dnsmasq_at(DNS, POD_NAME_DNS, tmp_path, extra) as d:
+        start_pods(start_app, (1, 2))
+        d.set([pod_ip(1), pod_ip(2)])
+        start_portier(config, addr=PORTIER, env={"PORTIER_RESOLV_CONF": str(resolv)})
+        with Load() as load:
+            wait_for_pods(load, 0, {"pod-1", "pod-2"})
+            time.sleep(2.5)  # a few more rounds (TTL 1 s)
+        assert load.failures == []
+    queries = re.findall(r"query\[(A|AAAA)\] (\S+) from", log.read_text())
+    asked = {q[1].lower() for q in queries}  # evdns randomizes the case (DNS 0x20)
+    assert asked == {POD_NAME_DNS}, f"names asked: {sorted(asked)}"
+    a, aaaa = (sum(1 for t, _ in queries if t == k) for k in ("A", "AAAA"))
+    # One A and one AAAA query per round, nothing else: rounds of about a second for 3 s or more.
+    assert a == aaaa and 2 <= a <= 15, f"{a} A and {aaaa} AAAA queries"
