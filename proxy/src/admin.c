@@ -23,6 +23,7 @@
 
 struct admin {
     struct evhttp *http;   /* owned */
+    int fd;                /* the listening socket (evhttp closes it) */
     struct event *sampler; /* owned: stats_sample() every STATS_SAMPLE_MS */
     const struct admin_view *view;
 };
@@ -337,7 +338,7 @@ metrics_process(struct evbuffer *b)
     long rss = 0, ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
     struct rlimit rl;
     FILE *f = fopen("/proc/self/stat", "r");
-    const char *p = NULL;
+    char *p = NULL;
 
     if (f != NULL) {
         size_t n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -345,11 +346,26 @@ metrics_process(struct evbuffer *b)
         fclose(f);
         p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
     }
-    /* Fields 3 on (state ppid ...): utime is 14, stime 15, vsize 23, rss 24. */
-    if (p == NULL || sscanf(p + 2,
-                            "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d "
-                            "%*d %*d %*d %*d %*u %lu %ld",
-                            &utime, &stime, &vsize, &rss) != 4)
+    /* Fields 3 on (state ppid ...), space-separated: utime is 14, stime 15, vsize 23, rss 24. */
+    for (int field = 3; p != NULL && field <= 24; field++) {
+        char *end;
+        p = strchr(p, ' ');
+        if (p == NULL)
+            break;
+        p++;
+        unsigned long v = strtoul(p, &end, 10);
+        if (field == 14)
+            utime = v;
+        else if (field == 15)
+            stime = v;
+        else if (field == 23)
+            vsize = v;
+        else if (field == 24)
+            rss = (long)v;
+        if (field == 24 && end == p)
+            p = NULL; /* not a number: the format is not what this reads */
+    }
+    if (p == NULL)
         return;
     family(b, "process_cpu_seconds_total", "counter",
            "User and system CPU time spent, in seconds.");
@@ -548,6 +564,13 @@ reply(struct evhttp_request *req, int code, const char *reason, const char *type
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 
+    /* HEAD: the length GET would have, and no body (evhttp would send it). */
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        char len[24];
+        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+        evhttp_add_header(h, "Content-Length", len);
+        evbuffer_drain(body, evbuffer_get_length(body));
+    }
     evhttp_add_header(h, "Content-Type", type);
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
@@ -635,21 +658,23 @@ admin_socket(const struct config_addr *addr, char *err, size_t errlen)
 }
 
 struct admin *
-admin_start(struct event_base *base, const struct config_addr *addr, const struct admin_view *view,
-            char *err, size_t errlen)
+admin_start(struct event_base *base, const struct config_addr *addr, int fd,
+            const struct admin_view *view, char *err, size_t errlen)
 {
     static const struct timeval every = {STATS_SAMPLE_MS / 1000, (STATS_SAMPLE_MS % 1000) * 1000};
     struct admin *a = calloc(1, sizeof(*a));
-    int fd = -1;
 
     if (a == NULL || (a->http = evhttp_new(base)) == NULL ||
         (a->sampler = event_new(base, -1, EV_PERSIST, sample_cb, a)) == NULL) {
         snprintf(err, errlen, "out of memory");
+        if (fd >= 0)
+            close(fd);
         goto fail;
     }
     a->view = view;
-    if ((fd = admin_socket(addr, err, errlen)) < 0)
+    if (fd < 0 && (fd = admin_socket(addr, err, errlen)) < 0)
         goto fail;
+    a->fd = fd;
     if (evhttp_accept_socket(a->http, fd) < 0) {
         snprintf(err, errlen, "admin %s: cannot serve it", addr->spec);
         close(fd);
@@ -671,6 +696,12 @@ admin_start(struct event_base *base, const struct config_addr *addr, const struc
 fail:
     admin_stop(a);
     return NULL;
+}
+
+int
+admin_fd(const struct admin *a)
+{
+    return a->fd;
 }
 
 void

@@ -27,11 +27,15 @@ struct admin_view {
 struct admin;
 
 /*
- * Opens the admin listener on addr and serves it on base with view (borrowed: it must outlive the
- * admin). Returns it, or NULL with a message in err (an address that cannot be bound).
+ * Serves the admin listener for addr on base with view (borrowed: it must outlive the admin): on
+ * fd, a listening socket a predecessor handed over (taken), or on a socket bound now when fd is
+ * -1. Returns it, or NULL with a message in err (an address that cannot be bound).
  */
-struct admin *admin_start(struct event_base *base, const struct config_addr *addr,
+struct admin *admin_start(struct event_base *base, const struct config_addr *addr, int fd,
                           const struct admin_view *view, char *err, size_t errlen);
+
+/* The listening socket, for a successor (handover.h). */
+int admin_fd(const struct admin *a);
 
 /* Closes the listener and every admin connection, and frees a. admin_stop(NULL) is a no-op. */
 void admin_stop(struct admin *a);

@@ -27,6 +27,8 @@
 /* Pipelined answers queued beyond this wait for the client to take them before the next request
  * is read: the client's pace bounds what a connection holds. */
 #define HIGH_WATER (256 * 1024)
+/* Draining, how long a connection that has sent nothing yet may take to send its request. */
+#define DRAIN_FIRST_MS 500
 /* How long a TLS connection between requests keeps its record buffers: see conn_cool(). */
 #define TLS_WARM_MS 1000
 
@@ -47,6 +49,7 @@ enum conn_wait {
     CONN_W_IDLE,      /* between requests: client_idle */
     CONN_W_BODY,      /* silence in a request body: client_body */
     CONN_W_SEND,      /* the client to take what is queued for it: client_idle */
+    CONN_W_DRAIN,     /* draining, a new connection's first request: DRAIN_FIRST_MS */
 };
 
 struct conn {
@@ -117,7 +120,8 @@ conn_close(struct conn *c, const char *why)
     log_msg(LOG_DEBUG, "client %s: closed in state %s: %s", c->ip, conn_state_names[c->state], why);
     conn_count_bytes(c);
     stats_conn_move(lp->stats, c->gauge, -1);
-    if (c->h.ssl != NULL && c->h.handshaking)
+    /* A connection that closed before sending a byte tried no handshake (a port probe). */
+    if (c->h.ssl != NULL && c->h.handshaking && BIO_number_read(SSL_get_rbio(c->h.ssl)) > 0)
         stats_add(&lp->stats->tls[STATS_TLS_FAILED], 1);
     if (c->x != NULL) {
         exchange_abort(c->x, NULL);
@@ -233,7 +237,9 @@ conn_head(struct conn *c)
             return false; /* the client is behind: the next request waits for it */
     }
     if (evbuffer_get_length(c->h.in) == 0) {
-        if (!c->h.eof && !c->xc.draining)
+        /* Draining, a connection that has had its answers ends; a new one gets its first (the
+         * client connected before the listeners closed, or a successor took them over). */
+        if (!c->h.eof && (!c->xc.draining || c->nreq == 0))
             return false;
         /* Every request received is answered: now the connection ends. */
         c->state = CONN_ST_CLOSING;
@@ -333,6 +339,9 @@ conn_timer(struct conn *c)
     case CONN_W_SEND:
         ms = cfg->timeouts.client_idle_ms;
         break;
+    case CONN_W_DRAIN: /* set by conn_drain() alone */
+        ms = DRAIN_FIRST_MS;
+        break;
     }
     half_timer(&c->h, ms);
 }
@@ -428,6 +437,9 @@ conn_timeout(struct conn *c)
         return;
     case CONN_W_IDLE:
         conn_close(c, "idle for client_idle");
+        return;
+    case CONN_W_DRAIN:
+        conn_close(c, "draining: no request came");
         return;
     case CONN_W_NONE:
         conn_close(c, "a timer went off with nothing to wait for");
@@ -547,9 +559,17 @@ conn_drain(struct loop *lp)
     for (c = lp->conns; c != NULL; c = next) {
         next = c->next;
         c->xc.draining = true;
-        if (c->state == CONN_ST_HEAD && !c->scanning && evbuffer_get_length(c->h.in) == 0 &&
-            evbuffer_get_length(c->h.out) == 0)
+        if (c->state != CONN_ST_HEAD || c->scanning || evbuffer_get_length(c->h.in) > 0 ||
+            evbuffer_get_length(c->h.out) > 0)
+            continue; /* a request in flight: it finishes */
+        if (c->nreq > 0) {
             conn_close(c, "shutdown");
+        } else if (!c->h.handshaking) {
+            /* Accepted just before the listeners closed (or a successor took them): its request
+             * may be on its way. */
+            c->wait = CONN_W_DRAIN;
+            half_timer(&c->h, DRAIN_FIRST_MS);
+        }
     }
 }
 

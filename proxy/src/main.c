@@ -17,6 +17,7 @@
 #include "admin.h"
 #include "config.h"
 #include "discovery.h"
+#include "handover.h"
 #include "health.h"
 #include "log.h"
 #include "loop.h"
@@ -30,11 +31,14 @@
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: portier [-d] -c FILE      run with the config in FILE\n"
-            "       portier [-d] -t -c FILE   check FILE and exit (0: good, 1: errors on stderr)\n"
-            "       portier -v                print the version and the linked libraries'\n"
-            "  -d  debug: also log at the debug level (why each connection closed)\n");
+    fprintf(
+        f,
+        "usage: portier [-d] [-x PATH] -c FILE  run with the config in FILE\n"
+        "       portier [-d] -t -c FILE   check FILE and exit (0: good, 1: errors on stderr)\n"
+        "       portier -v                print the version and the linked libraries'\n"
+        "  -d  debug: also log at the debug level (why each connection closed)\n"
+        "  -x  take over the listening sockets of the portier running with -x PATH, if any,\n"
+        "      and hand them to the next one started so (replacing portier loses no connection)\n");
 }
 
 static void
@@ -60,11 +64,13 @@ libevent_log_cb(int severity, const char *msg)
 struct main_ctx {
     const char *path;
     struct proxy proxy;
-    struct loop lp;         /* the main thread's loop: signals, discovery, health checks */
-    struct discovery *disc; /* owned: feeds the current runtime's dns services */
-    struct health *health;  /* owned: probes the current runtime's servers, or NULL */
-    struct admin *admin;    /* owned: the admin listener, or NULL */
-    struct admin_view view; /* what the admin reads: points into this struct */
+    struct loop lp;               /* the main thread's loop: signals, discovery, health checks */
+    struct discovery *disc;       /* owned: feeds the current runtime's dns services */
+    struct health *health;        /* owned: probes the current runtime's servers, or NULL */
+    struct admin *admin;          /* owned: the admin listener, or NULL */
+    const char *handover;         /* -x PATH, or NULL */
+    struct handover_server *hsrv; /* owned: waits for a successor on handover, or NULL */
+    struct admin_view view;       /* what the admin reads: points into this struct */
 };
 
 static int
@@ -169,6 +175,39 @@ reload_apply(struct main_ctx *m)
     return true;
 }
 
+/* Stops accepting (the public listeners and admin close) and lets the workers drain, then ends
+ * the main loop: SIGTERM, SIGINT, and a successor that took over. */
+static void
+drain(struct main_ctx *m)
+{
+    for (size_t i = 0; i < m->proxy.nworkers; i++)
+        worker_notify(m->proxy.workers[i], WORKER_DRAIN);
+    admin_stop(m->admin);
+    m->admin = NULL;
+    loop_exit(&m->lp);
+}
+
+/* The sockets a successor takes: every worker's, and the admin listener's. */
+static size_t
+handover_sockets(void *arg, struct handover_socket *out, size_t max)
+{
+    struct main_ctx *m = arg;
+    size_t n = 0;
+
+    for (size_t i = 0; i < m->proxy.nworkers; i++)
+        n += worker_sockets(m->proxy.workers[i], out + n, max - n);
+    if (m->admin != NULL && n < max)
+        out[n++] = (struct handover_socket){HANDOVER_ADMIN, m->proxy.rt->cfg->admin->spec,
+                                            admin_fd(m->admin)};
+    return n;
+}
+
+static void
+handover_done(void *arg)
+{
+    drain(arg);
+}
+
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -185,11 +224,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         break;
     default:
         log_msg(LOG_INFO, "%s: draining connections", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        for (size_t i = 0; i < m->proxy.nworkers; i++)
-            worker_notify(m->proxy.workers[i], WORKER_DRAIN);
-        admin_stop(m->admin); /* closed with the public listeners */
-        m->admin = NULL;
-        loop_exit(&m->lp);
+        drain(m);
         break;
     }
 }
@@ -209,6 +244,7 @@ serve(struct main_ctx *m, struct config *cfg)
     static const int sigs[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
     struct event *sev[4] = {NULL, NULL, NULL, NULL};
     unsigned n = worker_count(cfg);
+    struct handover *ho = NULL; /* what a predecessor handed over, until the workers took it */
     int rc = 1;
 
     if (access_log_apply(cfg, err, sizeof(err)) < 0) {
@@ -249,8 +285,14 @@ serve(struct main_ctx *m, struct config *cfg)
     /* Listeners open only once dns services have servers, or a short while has passed. */
     discovery_wait_first(m->disc, 3000);
     m->health = health_start(&m->lp, m->proxy.rt, NULL);
+    if (m->handover != NULL && handover_receive(m->handover, &ho, err, sizeof(err)) < 0) {
+        log_msg(LOG_ERROR, "%s", err);
+        goto out;
+    }
+    if (ho != NULL)
+        log_msg(LOG_INFO, "handover: took the listening sockets of the portier at %s", m->handover);
     for (unsigned i = 0; i < n; i++) {
-        m->proxy.workers[i] = worker_new((int)i, &m->proxy, m->proxy.rt, err, sizeof(err));
+        m->proxy.workers[i] = worker_new((int)i, n, &m->proxy, m->proxy.rt, ho, err, sizeof(err));
         if (m->proxy.workers[i] == NULL) {
             log_msg(LOG_ERROR, "%s", err);
             goto out;
@@ -274,7 +316,9 @@ serve(struct main_ctx *m, struct config *cfg)
     }
     if (cfg->admin != NULL) {
         m->view = (struct admin_view){PORTIER_VERSION, m->path, n, &m->proxy.rt, &m->disc};
-        m->admin = admin_start(m->lp.base, cfg->admin, &m->view, err, sizeof(err));
+        m->admin =
+            admin_start(m->lp.base, cfg->admin, handover_take(ho, HANDOVER_ADMIN, cfg->admin->spec),
+                        &m->view, err, sizeof(err));
         if (m->admin == NULL) {
             log_msg(LOG_ERROR, "%s", err);
             for (size_t i = 0; i < m->proxy.nworkers; i++)
@@ -287,6 +331,19 @@ serve(struct main_ctx *m, struct config *cfg)
                 n == 1 ? "" : "s");
     if (cfg->admin != NULL)
         log_msg(LOG_INFO, "admin on http://%s/ (metrics, health, status page)", cfg->admin->spec);
+    if (ho != NULL) {
+        /* Serving now: the old portier may stop accepting; what it queued is ours to accept. */
+        if (handover_ready(ho, err, sizeof(err)) < 0)
+            log_msg(LOG_WARN, "%s", err);
+        handover_free(ho);
+        ho = NULL;
+    }
+    if (m->handover != NULL) {
+        const struct handover_ops ops = {handover_sockets, handover_done, m};
+        m->hsrv = handover_listen(m->lp.base, m->handover, &ops, err, sizeof(err));
+        if (m->hsrv == NULL)
+            log_msg(LOG_ERROR, "%s; the next portier cannot take over from this one", err);
+    }
     while ((rc = loop_turn(&m->lp, true)) == 0)
         ;
     if (rc < 0)
@@ -300,6 +357,8 @@ out:
             event_free(sev[i]);
     }
     free(m->proxy.workers);
+    handover_free(ho);
+    handover_stop(m->hsrv);
     admin_stop(m->admin);
     health_stop(m->health);
     discovery_stop(m->disc);
@@ -318,7 +377,7 @@ main(int argc, char **argv)
     char err[CONFIG_ERR_SIZE];
     int check = 0, opt, rc;
 
-    while ((opt = getopt(argc, argv, "c:dtvh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:dtvhx:")) != -1) {
         switch (opt) {
         case 'c':
             m.path = optarg;
@@ -328,6 +387,9 @@ main(int argc, char **argv)
             break;
         case 't':
             check = 1;
+            break;
+        case 'x':
+            m.handover = optarg;
             break;
         case 'v':
             version();

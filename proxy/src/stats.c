@@ -105,6 +105,7 @@ slot_add(const char *name)
 int
 stats_init(size_t n)
 {
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized by its element */
     reg.workers = calloc(n, sizeof(*reg.workers));
     if (reg.workers == NULL)
         return -1;

@@ -244,8 +244,72 @@ worker_main(void *arg)
     return NULL;
 }
 
+/* Serves config listener cl on fd, which the worker owns from now on, even on failure. */
+static int
+listener_add(struct worker *w, const struct config_listener *cl, int fd, char *err, size_t errlen)
+{
+    struct listener *l = &w->listeners[w->nlisteners++];
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&cl->addr.ss;
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&cl->addr.ss;
+
+    l->w = w;
+    l->fd = fd;
+    l->tls = cl->tls;
+    snprintf(l->spec, sizeof(l->spec), "%s", cl->addr.spec);
+    snprintf(l->port, sizeof(l->port), "%u",
+             ntohs(cl->addr.ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port));
+    l->ev = event_new(w->lp.base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
+    if (l->ev == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    event_add(l->ev, NULL);
+    return 0;
+}
+
+/*
+ * The sockets worker id of n serves for cl: its share of those a predecessor handed over (all of
+ * them are served, or the connections queued on one would wait forever), or a new one.
+ */
+static int
+listeners_for(struct worker *w, unsigned n, const struct config_listener *cl, struct handover *ho,
+              char *err, size_t errlen)
+{
+    size_t left = handover_count(ho, HANDOVER_LISTENER, cl->addr.spec);
+    size_t share = (left + (n - (unsigned)w->id) - 1) / (n - (unsigned)w->id);
+    int fd;
+
+    for (size_t k = 0; k < share; k++) {
+        fd = handover_take(ho, HANDOVER_LISTENER, cl->addr.spec);
+        if (listener_add(w, cl, fd, err, errlen) < 0)
+            return -1;
+    }
+    if (share > 0)
+        return 0;
+    /* Binding where a predecessor's sockets are is joining their SO_REUSEPORT group: no probe. */
+    if (w->id == 0 && left == 0 && listen_probe(&cl->addr, err, errlen) < 0)
+        return -1;
+    if ((fd = listen_socket(&cl->addr, err, errlen)) < 0)
+        return -1;
+    return listener_add(w, cl, fd, err, errlen);
+}
+
+size_t
+worker_sockets(const struct worker *w, struct handover_socket *out, size_t max)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < w->nlisteners && n < max; i++) {
+        if (w->listeners[i].fd >= 0)
+            out[n++] = (struct handover_socket){HANDOVER_LISTENER, w->listeners[i].spec,
+                                                w->listeners[i].fd};
+    }
+    return n;
+}
+
 struct worker *
-worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen)
+worker_new(int id, unsigned nworkers, struct proxy *p, struct runtime *rt, struct handover *ho,
+           char *err, size_t errlen)
 {
     const struct config *cfg = rt->cfg;
     struct worker *w = calloc(1, sizeof(*w));
@@ -272,33 +336,18 @@ worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    w->listeners = calloc(cfg->nlisteners, sizeof(*w->listeners));
+    /* One socket per listener, or more: its share of a predecessor's (handover.h). */
+    size_t cap = cfg->nlisteners; /* at least one: the config has a default listener */
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        cap += handover_count(ho, HANDOVER_LISTENER, cfg->listeners[i].addr.spec);
+    w->listeners = calloc(cap > 0 ? cap : 1, sizeof(*w->listeners));
     if (w->listeners == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        struct listener *l = &w->listeners[i];
-        const struct config_addr *a = &cfg->listeners[i].addr;
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
-
-        l->w = w;
-        l->tls = cfg->listeners[i].tls;
-        snprintf(l->port, sizeof(l->port), "%u",
-                 ntohs(a->ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port));
-        w->nlisteners++;
-        l->fd = -1;
-        if (id == 0 && listen_probe(a, err, errlen) < 0)
+        if (listeners_for(w, nworkers, &cfg->listeners[i], ho, err, errlen) < 0)
             goto fail;
-        if ((l->fd = listen_socket(a, err, errlen)) < 0)
-            goto fail;
-        l->ev = event_new(w->lp.base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
-        if (l->ev == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-        event_add(l->ev, NULL);
     }
     w->accepting = 1;
     w->notify_ev = event_new(w->lp.base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
@@ -351,7 +400,7 @@ worker_join_free(struct worker *w)
     assert(w->listeners != NULL || w->nlisteners == 0);
     for (size_t i = 0; i < w->nlisteners; i++) {
         if (w->listeners[i].ev != NULL)
-            event_free(w->listeners[i].ev);
+            event_free(w->listeners[i].ev); /* NULL-safe: a listener_add() that failed */
         if (w->listeners[i].fd >= 0)
             close(w->listeners[i].fd);
     }

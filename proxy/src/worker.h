@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "handover.h"
 #include "loop.h"
 #include "runtime.h"
 
@@ -33,7 +34,8 @@ struct listener {
     int fd;
     struct event *ev; /* owned */
     int tls;
-    char port[8]; /* for X-Forwarded-Port */
+    char port[8];                 /* for X-Forwarded-Port */
+    char spec[HANDOVER_SPEC_MAX]; /* the config's address, for a handover */
     struct worker *w;
 };
 
@@ -61,11 +63,16 @@ struct worker {
 };
 
 /*
- * Creates worker id: its event loop and a listening socket for every listener of rt's config.
- * Returns it, or NULL with a message in err (an address that cannot be bound, for instance). The
- * caller owns it; nothing runs until worker_start().
+ * Creates worker id of nworkers: its event loop and a listening socket for every listener of rt's
+ * config, or its share of those ho (NULL: none) holds for the same address. Returns it, or NULL
+ * with a message in err (an address that cannot be bound, for instance). The caller owns it;
+ * nothing runs until worker_start().
  */
-struct worker *worker_new(int id, struct proxy *p, struct runtime *rt, char *err, size_t errlen);
+struct worker *worker_new(int id, unsigned nworkers, struct proxy *p, struct runtime *rt,
+                          struct handover *ho, char *err, size_t errlen);
+
+/* The worker's listening sockets, for a successor (at most max; main thread, before a drain). */
+size_t worker_sockets(const struct worker *w, struct handover_socket *out, size_t max);
 
 /* Starts the worker's thread. Returns 0, or -1 with a message in err. */
 int worker_start(struct worker *w, char *err, size_t errlen);
