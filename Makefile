@@ -253,4 +253,4 @@ bench: ## portier beside nginx and HAProxy; a report and a chart in bench/result
 clean: ## remove build/
 	$(Q)rm -rf $(BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path $(BUILD)/tools -prune -o -name '*.d' -type f -print 2>/dev/null)

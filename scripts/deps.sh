@@ -67,12 +67,16 @@ files=(
 packages=(
     "libclang-rt-14-dev"
 )
-# Debian's kubectl (kubernetes-client, 1.20) is unpacked into the tree rather than installed: a
-# machine may already have another package's /usr/bin/kubectl (a cloud SDK's), which dpkg will not
-# overwrite. tests/k8s runs this one.
+# Packages unpacked into build/tools/PACKAGE rather than installed (PACKAGE:the file to find there):
+# - Debian's kubectl (kubernetes-client, 1.20): a machine may already have another package's
+#   /usr/bin/kubectl (a cloud SDK's), which dpkg will not overwrite. tests/k8s runs this one.
+# - prometheus (prometheus and promtool, for tests/integration/test_admin.py, which starts its own
+#   on loopback): installed, the package would enable and start a system-wide Prometheus on :9090.
 repo=$(cd "$(dirname "$0")/.." && pwd)
-kubectl_dir=$repo/build/tools/kubernetes-client
-kubectl_bin=$kubectl_dir/usr/bin/kubectl
+unpacked=(
+    "kubernetes-client:usr/bin/kubectl"
+    "prometheus:usr/bin/promtool"
+)
 
 build_only=0
 if [ "${1:-}" = "--build" ]; then
@@ -101,11 +105,13 @@ done
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q ' installed$' || missing+=("$pkg")
 done
-need_kubectl=0
+to_unpack=()
 if [ "$build_only" = 0 ]; then
     if ! /usr/bin/python3 -c 'import pytest' >/dev/null 2>&1; then missing+=("python3-pytest"); fi
     if ! /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1; then missing+=("python3-yaml"); fi
-    [ -x "$kubectl_bin" ] || need_kubectl=1
+    for entry in "${unpacked[@]}"; do
+        [ -x "$repo/build/tools/${entry%%:*}/${entry#*:}" ] || to_unpack+=("${entry%%:*}")
+    done
 fi
 
 # Unique, in order.
@@ -114,29 +120,30 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--check" ]; then
-    if [ ${#missing[@]} -gt 0 ] || [ "$need_kubectl" = 1 ]; then
+    if [ ${#missing[@]} -gt 0 ] || [ ${#to_unpack[@]} -gt 0 ]; then
         [ ${#missing[@]} -eq 0 ] || echo "missing Debian packages: ${missing[*]} (run: make deps)" >&2
-        [ "$need_kubectl" = 0 ] || echo "missing $kubectl_bin (Debian's kubernetes-client; run: make deps)" >&2
+        [ ${#to_unpack[@]} -eq 0 ] ||
+            echo "missing in build/tools: ${to_unpack[*]} (Debian's, unpacked; run: make deps)" >&2
         exit 1
     fi
     exit 0
 fi
 
-# unpack_kubectl: Debian's kubernetes-client, downloaded by apt and unpacked into $kubectl_dir.
-unpack_kubectl() {
-    local tmp
+# unpack PACKAGE: downloaded by apt and unpacked into build/tools/PACKAGE.
+unpack() {
+    local tmp dir=$repo/build/tools/$1
     tmp=$(mktemp -d)
     chmod 0755 "$tmp"
     chown _apt "$tmp" 2>/dev/null || true # apt downloads as _apt where it can, else warns
-    (cd "$tmp" && apt-get download -qq kubernetes-client)
-    rm -rf "$kubectl_dir"
-    mkdir -p "$kubectl_dir"
-    dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$kubectl_dir"
+    (cd "$tmp" && apt-get download -qq "$1")
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    dpkg-deb -x "$tmp/$1"_*.deb "$dir"
     rm -rf "$tmp"
-    echo "deps: Debian's kubectl unpacked: $("$kubectl_bin" version --client --short 2>/dev/null || true)"
+    echo "deps: Debian's $1 unpacked into build/tools/$1"
 }
 
-if [ ${#missing[@]} -eq 0 ] && [ "$need_kubectl" = 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ ${#to_unpack[@]} -eq 0 ]; then
     echo "deps: everything is installed"
     exit 0
 fi
@@ -144,7 +151,7 @@ fi
 sudo=""
 if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-        echo "deps: need root to install: ${missing[*]:-kubernetes-client}" >&2
+        echo "deps: need root to install: ${missing[*]:-${to_unpack[*]}}" >&2
         exit 1
     fi
 fi
@@ -153,4 +160,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "deps: installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-if [ "$need_kubectl" = 1 ]; then unpack_kubectl; fi
+for pkg in "${to_unpack[@]}"; do unpack "$pkg"; done
