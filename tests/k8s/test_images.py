@@ -6,6 +6,8 @@ in a chroot of that root alone: nothing else from this machine is reachable, so 
 a library, a loader or a file it does not carry fails here. Everything listens on 127.0.0.14x.
 """
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
@@ -220,9 +222,73 @@ def test_portier_binds_port_80_as_its_user_and_proxies(roots):
     assert rcs == [0] * len(rcs), [p.stderr.read() for p in (portier, app) if p is not None]
 
 
-def test_no_new_privs_would_stop_portier_binding_port_80(roots):
-    """Why the DaemonSet keeps allowPrivilegeEscalation: true: with no_new_privs (what false
-    sets) the kernel ignores the binary's file capability and port 80 is refused."""
+CAP_NET_BIND_SERVICE = 10
+PR_CAPBSET_DROP, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS = 24, 8, 38
+
+
+def runc_like(root, nnp):
+    """The steps runc's init takes before it execs a container's entrypoint, as the kubelet's
+    containerd asks for a non-root pod that adds NET_BIND_SERVICE: chroot, a bounding set of that
+    capability alone, the image's user with the capability kept in the permitted set (runc keeps
+    what the OCI spec lists there), then, when allowPrivilegeEscalation is false, no_new_privs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libcap = ctypes.CDLL(ctypes.util.find_library("cap"), use_errno=True)
+    libcap.cap_from_text.restype = ctypes.c_void_p
+    libcap.cap_set_proc.argtypes = [ctypes.c_void_p]
+
+    def check(rc, what):
+        if rc != 0:
+            raise OSError(ctypes.get_errno(), what)
+
+    def launch():
+        os.chroot(root)
+        os.chdir("/")
+        for cap in range(64):
+            if cap != CAP_NET_BIND_SERVICE:
+                libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last: ignored
+        check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keepcaps")
+        os.setgroups([])
+        os.setgid(UID)
+        os.setuid(UID)
+        caps = libcap.cap_from_text(b"cap_net_bind_service=p")
+        check(0 if caps else 1, "cap_from_text")
+        check(libcap.cap_set_proc(caps), "cap_set_proc")
+        if nnp:
+            check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+    return launch
+
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["no-new-privs", "privilege-escalation"])
+def test_portier_binds_port_80_under_no_new_privs_as_the_runtime_starts_it(roots, nnp):
+    """Why the DaemonSet can say allowPrivilegeEscalation: false. no_new_privs keeps an exec from
+    gaining capabilities beyond the permitted set it had; the container runtime's init holds
+    NET_BIND_SERVICE in that set, so the binary's file capability gains nothing new and port 80
+    binds either way. (Started by chroot(8) switching to the user, as the next test does, the
+    permitted set is empty, and no_new_privs makes the file capability count for nothing.)"""
+    root = roots["portier"]
+    portier_test_config(root, "127.0.0.146:80", f"127.0.0.144:{APP_PORT}")
+    p = subprocess.Popen(["/portier", "-c", "/etc/portier/test.yaml"], env={},
+                         preexec_fn=runc_like(str(root), nnp), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port("127.0.0.146", 80, p)
+        with open(f"/proc/{p.pid}/status") as f:
+            status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+        assert status["Uid"].split()[0] == str(UID)
+        assert status["NoNewPrivs"].strip() == ("1" if nnp else "0")
+        assert int(status["CapEff"], 16) == 1 << CAP_NET_BIND_SERVICE
+    finally:
+        rc = stop(p)
+        (root / "etc/portier/test.yaml").unlink()
+        (root / "etc/portier").rmdir()
+    assert rc == 0, p.stderr.read()
+
+
+def test_without_the_capability_in_its_permitted_set_no_new_privs_stops_portier(roots):
+    """The other side: launched by a process that does not hold NET_BIND_SERVICE (chroot(8)
+    switching to the user drops it), no_new_privs voids the file capability and port 80 is
+    refused. A runtime that starts containers that way needs allowPrivilegeEscalation: true."""
     root = roots["portier"]
     portier_test_config(root, "127.0.0.146:80", f"127.0.0.144:{APP_PORT}")
     try:

@@ -244,8 +244,8 @@ def test_portier_daemonset(objs, cluster_config):
     sc = c["securityContext"]
     assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
     assert sc["readOnlyRootFilesystem"] is True
-    # The binary's file capability needs exec without no_new_privs (see test_images.py).
-    assert sc["allowPrivilegeEscalation"] is True
+    # no_new_privs: the file capability still works as the runtime starts it (test_images.py).
+    assert sc["allowPrivilegeEscalation"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] != 0
     # The probes reach the admin listener on the node's loopback, where the config binds it.
