@@ -263,6 +263,15 @@ def start_portier(portier_bin, tmp_path):
         yield _start
 
 
+def accepts(addr) -> bool:
+    """Whether something accepts TCP connections on addr (ip, port) now."""
+    try:
+        with socket.create_connection(addr, timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while not pred():

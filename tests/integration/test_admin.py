@@ -58,17 +58,8 @@ import pytest
 import backend
 import httpc
 import procs
-from conftest import REPO, assert_alive, dnsmasq_at, stopping, wait_until
-from test_browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    EXIT_TIMEOUT,
-    WebDriver,
-    alive,
-    descendants,
-    mentioning,
-    missing_packages,
-)
+from conftest import REPO, accepts, assert_alive, dnsmasq_at, stopping, wait_until
+from test_browser import chromium_session
 
 PUBLIC = ("127.0.0.90", 28900)
 PUBLIC_TLS = ("127.0.0.90", 28943)
@@ -149,14 +140,6 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def hp(addr):
     return f"{addr[0]}:{addr[1]}"
-
-
-def accepts(addr):
-    try:
-        with socket.create_connection(addr, timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def settle(get, want, what, timeout=SETTLE):
@@ -1531,64 +1514,9 @@ def number(text: Optional[str]) -> Optional[float]:
 
 @pytest.fixture
 def chromium(tmp_path):
-    """A WebDriver session on a fresh headless Chromium (chromedriver on DRIVER), as
-    test_browser.py's fixture: at teardown the session ends, chromedriver is stopped by PID,
-    and any Chromium process still alive after EXIT_TIMEOUT is killed by PID and fails the
-    test."""
-    missing = missing_packages()
-    if missing:
-        pytest.fail(f"the status page test needs {' and '.join(missing)}: run scripts/deps.sh",
-                    pytrace=False)
-    home = tmp_path / "home"
-    profile = tmp_path / "chromium-profile"
-    home.mkdir()
-    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(tmp_path)}
-    driver = procs.start(
-        [CHROMEDRIVER, f"--port={DRIVER[1]}", f"--log-path={tmp_path / 'chromedriver.log'}"],
-        env=env, wait_for=DRIVER, log_dir=str(tmp_path), name="chromedriver",
-    )
-    browser_pids = set()
-    problems = []
-    wd = None
-    try:
-        wd = WebDriver(DRIVER, {
-            "alwaysMatch": {
-                "pageLoadStrategy": "normal",
-                "timeouts": {"pageLoad": 10000, "script": 5000, "implicit": 0},
-                "goog:chromeOptions": {
-                    "binary": CHROMIUM,
-                    "args": CHROMIUM_ARGS + [f"--user-data-dir={profile}"],
-                },
-            }
-        })
-        browser_pids = descendants(driver.pid) | mentioning(str(profile))
+    """test_browser.py's Chromium session, with chromedriver on DRIVER and CHROMIUM_ARGS."""
+    with chromium_session(tmp_path, DRIVER, CHROMIUM_ARGS) as wd:
         yield wd
-    finally:
-        browser_pids |= descendants(driver.pid) | mentioning(str(profile))
-        if wd is not None:
-            try:
-                wd.quit()
-            except (AssertionError, OSError) as e:
-                problems.append(f"ending the WebDriver session: {e}")
-        r = procs.stop(driver, check=False)
-        if r.killed:
-            problems.append(f"chromedriver (pid {driver.pid}) ignored SIGTERM and was killed")
-        deadline = time.monotonic() + EXIT_TIMEOUT
-        browser_pids |= mentioning(str(profile))
-        while any(alive(p) for p in browser_pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = sorted(p for p in browser_pids | mentioning(str(profile)) if alive(p))
-        for p in left:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if left:
-            problems.append(f"Chromium processes {left} still ran {EXIT_TIMEOUT}s after the "
-                            "session ended; killed")
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
 
 
 def size_window(wd, width, height):

@@ -20,6 +20,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -186,15 +187,15 @@ def alive(pid: int) -> bool:
     return state[state.rindex(")") + 2] != "Z"
 
 
-@pytest.fixture
-def chromium(tmp_path):
-    """A WebDriver session on a fresh headless Chromium. At teardown the session ends, chromedriver
-    is stopped by PID, and any Chromium process still alive after EXIT_TIMEOUT is killed by PID
-    and fails the test."""
+@contextmanager
+def chromium_session(tmp_path, driver_addr, args):
+    """A WebDriver session on a fresh headless Chromium started with args, chromedriver on
+    driver_addr. At the end the session ends, chromedriver is stopped by PID, and any Chromium
+    process still alive after EXIT_TIMEOUT is killed by PID and fails the test."""
     missing = missing_packages()
     if missing:
         pytest.fail(
-            f"the browser test needs {' and '.join(missing)}: run scripts/deps.sh", pytrace=False
+            f"the browser tests need {' and '.join(missing)}: run scripts/deps.sh", pytrace=False
         )
     home = tmp_path / "home"  # Chromium writes under $HOME and XDG dirs: keep it all in here
     profile = tmp_path / "chromium-profile"
@@ -202,20 +203,20 @@ def chromium(tmp_path):
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
            "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(tmp_path)}
     driver = procs.start(
-        [CHROMEDRIVER, f"--port={DRIVER[1]}", f"--log-path={tmp_path / 'chromedriver.log'}"],
-        env=env, wait_for=DRIVER, log_dir=str(tmp_path), name="chromedriver",
+        [CHROMEDRIVER, f"--port={driver_addr[1]}", f"--log-path={tmp_path / 'chromedriver.log'}"],
+        env=env, wait_for=driver_addr, log_dir=str(tmp_path), name="chromedriver",
     )
     browser_pids: Set[int] = set()
     problems: List[str] = []
     wd = None
     try:
-        wd = WebDriver(DRIVER, {
+        wd = WebDriver(driver_addr, {
             "alwaysMatch": {
                 "pageLoadStrategy": "normal",
                 "timeouts": {"pageLoad": PAGE_LOAD_MS, "script": 5000, "implicit": 0},
                 "goog:chromeOptions": {
                     "binary": CHROMIUM,
-                    "args": CHROMIUM_ARGS + [f"--user-data-dir={profile}"],
+                    "args": args + [f"--user-data-dir={profile}"],
                 },
             }
         })
@@ -246,6 +247,13 @@ def chromium(tmp_path):
                             "session ended; killed")
         if problems:
             pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """chromium_session() with this file's Chromium arguments."""
+    with chromium_session(tmp_path, DRIVER, CHROMIUM_ARGS) as wd:
+        yield wd
 
 
 def read_page(wd: WebDriver) -> dict:

@@ -56,7 +56,7 @@ import pytest
 import backend as fake
 import httpc
 import procs
-from conftest import Portier, assert_alive, stopping, wait_until
+from conftest import Portier, accepts, assert_alive, stopping, wait_until
 
 TLS = ("127.0.0.80", 28843)
 PLAIN = ("127.0.0.80", 28800)
@@ -280,14 +280,6 @@ def config(certs, cert_names=DEFAULT_CERTS, routes=DEFAULT_ROUTES, workers=2, ti
     if extra:
         out.append(extra)
     return "\n".join(out) + "\n"
-
-
-def accepts(addr):
-    try:
-        with socket.create_connection(addr, timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
