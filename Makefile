@@ -133,18 +133,25 @@ images: ## static binaries packed into image archives for k3s, in build/images (
 	$(Q)$(MAKE) --no-print-directory BUILD=$(K8S_BUILD) STATIC=1 $(APPS:%=$(K8S_BUILD)/%) $(K8S_BUILD)/portier
 	$(Q)k8s/build-images.sh $(K8S_BUILD) $(IMAGES) $(VERSION)
 
-# The p2 VM (vagrant/Vagrantfile; VAGRANT_DEFAULT_PROVIDER=libvirt for libvirt). up boots and
-# provisions it; deploy sends the working tree, rebuilds and imports the images, rolls the pods.
-# Both first make the VM's CA and HTTPS certificate in $(VM_CERTS) unless they are there (kept
-# across down and up, never sent to git; a certificate of one's own put there is kept too).
+# The p2 VM (vagrant/Vagrantfile; VAGRANT_DEFAULT_PROVIDER=libvirt for libvirt). up checks the
+# host (vagrant/check-host.sh: Vagrant's and the hypervisor's versions), then boots and provisions
+# it; deploy sends the working tree, rebuilds and imports the images, rolls the pods. Both make the
+# VM's CA and HTTPS certificate in $(VM_CERTS) unless they are there (kept across down and up, never
+# sent to git; a certificate of one's own put there is kept too). The first up fixes the VM's
+# settings (P2_LOGIN, P2_WORKERS, the provider...) in vagrant/.p2-settings, which deploy, down and
+# every vagrant command in vagrant/ then read; down destroys every machine they define, then deletes
+# the file, so that the next up reads the environment again.
 VM_CERTS := vagrant/certs
+VM_SETTINGS := $(or $(P2_SETTINGS_FILE),vagrant/.p2-settings)
 
 up: ## boot and provision the p2 VM (Vagrant) at 192.168.56.110
+	$(Q)vagrant/check-host.sh
 	$(Q)scripts/certs.sh $(VM_CERTS)
 	$(Q)cd vagrant && vagrant up
 
-down: ## destroy the p2 VM
+down: ## destroy the p2 VM (and its agents) and forget its settings
 	$(Q)cd vagrant && vagrant destroy -f
+	$(Q)rm -f $(VM_SETTINGS)
 
 deploy: ## send the tree to the VM, rebuild and import the images, roll the pods
 	$(Q)scripts/certs.sh $(VM_CERTS)

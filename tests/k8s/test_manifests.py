@@ -6,6 +6,7 @@ files, except where the source itself is the point (config/cluster.yaml, the Arg
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -387,3 +388,35 @@ def test_image_user_matches_pod_user(objs, name):
     sc = pod_spec(objs[key])["securityContext"]
     script = (REPO / "k8s/build-images.sh").read_text()
     assert f"uid={sc['runAsUser']}\n" in script and f"gid={sc['runAsGroup']}\n" in script
+
+
+def cpu_cores(quantity) -> float:
+    """A Kubernetes CPU quantity ("1", "1.5", "500m", 2) in cores."""
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_portier_workers_fit_its_cpu_limit(objs, cluster_config):
+    """portier starts one event-loop thread per worker, `auto` one per CPU of the node (2 on the
+    VM): more workers than the DaemonSet's CPU limit only share that limit's time, throttled."""
+    (c,) = pod_spec(objs[("DaemonSet", "portier", "portier")])["containers"]
+    limit = cpu_cores(c["resources"]["limits"]["cpu"])
+    workers = cluster_config["workers"]
+    assert workers != "auto", "workers: auto counts the node's CPUs, not the pod's CPU limit"
+    assert 1 <= int(workers) <= max(1, int(limit)), (workers, limit)
+
+
+def test_documents_the_configs_name_exist():
+    """Every *.md the configs, manifests, VM scripts and docs point at is in the repository (a
+    DESIGN.md that never was, say)."""
+    dirs = ["config", "k8s", "vagrant", "scripts", "docs"]
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", *dirs],
+                cwd=REPO).stdout.split()
+    missing = []
+    for f in (REPO / name for name in sorted(set(files))):
+        if not f.is_file() or f.suffix in (".png", ".tar"):
+            continue
+        for name in re.findall(r"[\w./-]*\w\.md\b", f.read_text(errors="replace")):
+            if not any((base / name).is_file() for base in (REPO, f.parent, REPO / "docs")):
+                missing.append(f"{f.relative_to(REPO)}: {name}")
+    assert len(files) > 10 and missing == []

@@ -9,9 +9,11 @@ VirtualBox block's settings, and nothing else is asked of it (the test asserts s
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -158,12 +160,15 @@ def own_certificate(d):
 @pytest.fixture
 def fake_vagrant(tmp_path):
     """A copy of what `make up`, `make deploy` and `make down` use (the Makefile, scripts/certs.sh,
-    vagrant/), and a vagrant on PATH that logs each call and whether the certificate was there."""
+    vagrant/check-host.sh), and a vagrant on PATH that logs each call and whether the certificate
+    was there. It says it is 2.3.4 ($FAKE_VAGRANT_VERSION), beside a VBoxManage that says 7.0
+    ($FAKE_VBOX_VERSION); `vagrant destroy` fails when $FAKE_DESTROY_FAILS is set."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "Makefile", repo)
     shutil.copy(REPO / "scripts/certs.sh", repo / "scripts")
     (repo / "vagrant").mkdir()
+    shutil.copy(REPO / "vagrant/check-host.sh", repo / "vagrant")
     bindir = tmp_path / "fakebin"
     bindir.mkdir()
     log = tmp_path / "vagrant.log"
@@ -171,11 +176,27 @@ def fake_vagrant(tmp_path):
         "#!/bin/sh\n"
         'if [ -s certs/server.crt ]; then have=certs; else have=nocerts; fi\n'
         f'echo "$(basename "$PWD") $have $*" >> "{log}"\n'
+        'if [ "$1" = --version ]; then echo "Vagrant ${FAKE_VAGRANT_VERSION:-2.3.4}"; fi\n'
+        'if [ "$1" = destroy ] && [ -n "${FAKE_DESTROY_FAILS:-}" ]; then exit 1; fi\n'
     )
-    (bindir / "vagrant").chmod(0o755)
+    (bindir / "VBoxManage").write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = --version ] && echo "${FAKE_VBOX_VERSION:-7.0.14r161095}"\n'
+    )
+    (bindir / "uname").write_text('#!/bin/sh\necho x86_64\n')  # whatever runs the tests
+    for tool in ("vagrant", "VBoxManage", "uname"):
+        (bindir / tool).chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in MAKE_VARS}
+    for k in ("VAGRANT_DEFAULT_PROVIDER", "P2_SETTINGS_FILE", "P2_WORKERS", "P2_BOX"):
+        env.pop(k, None)
     env["PATH"] = f"{bindir}:{env['PATH']}"
     return repo, env, log
+
+
+def vm_calls(log):
+    """The vagrant calls in log that act on the VM: not the host check's `vagrant --version`."""
+    calls = log.read_text().splitlines() if log.exists() else []
+    return [c for c in calls if not c.endswith(" --version")]
 
 
 def test_make_up_makes_the_vm_certificate_once(fake_vagrant):
@@ -202,7 +223,7 @@ def test_make_up_makes_the_vm_certificate_once(fake_vagrant):
     out = make("deploy")
     assert "server.crt kept" in out, out
     assert digests(certs) == own
-    calls = log.read_text().splitlines()
+    calls = vm_calls(log)
     assert calls[0] == "vagrant certs up"
     assert "vagrant certs rsync" in calls
     assert all(" certs " in c for c in calls), "vagrant ran before the certificate was made"
@@ -312,14 +333,20 @@ def vagrant_env(tmp_path):
     if shutil.which("vagrant") is None:
         pytest.fail("vagrant not found (scripts/deps.sh installs Debian's vagrant)", pytrace=False)
     env = dict(os.environ)
-    env.pop("VAGRANT_DEFAULT_PROVIDER", None)
+    for k in ("VAGRANT_DEFAULT_PROVIDER", "P2_WORKERS", "P2_CPUS", "P2_MEMORY", "P2_BOX",
+              "P2_BOX_VERSION", "P2_K3S_VERSION", "SUDO_USER"):
+        env.pop(k, None)
     env.update(
         VAGRANT_HOME=str(tmp_path / "vagrant.d"),
         VAGRANT_DOTFILE_PATH=str(tmp_path / "dot"),
         VAGRANT_CHECKPOINT_DISABLE="1",
         VAGRANT_NO_COLOR="1",
+        # Were a box ever looked for, the search would end at once, on loopback.
+        VAGRANT_SERVER_URL="http://127.0.0.1:9",
         P2_K3S_TOKEN="offline-test-token",
         P2_LOGIN="wil",
+        # Its own settings file: never the one a VM of the developer's may have in vagrant/.
+        P2_SETTINGS_FILE=str(tmp_path / "p2-settings"),
     )
     return env
 
@@ -396,3 +423,514 @@ def test_vagrant_rejects_a_bad_worker_count(vagrant_env):
     env = dict(vagrant_env, P2_WORKERS="many")
     r = vagrant_validate(REPO / "vagrant", env, "--ignore-provider")
     assert r.returncode != 0 and "P2_WORKERS" in r.stdout + r.stderr
+
+
+def test_deploy_restarts_only_what_a_rebuilt_image_changed(tmp_path):
+    """make deploy imports every image, but restarts a workload only when its image's digest
+    changed (rebuilt under the same tag): nothing when nothing changed, never portier for a config
+    change alone (its hashed ConfigMap rolls it), just the one whose image is new otherwise."""
+    bindir, images, log = tmp_path / "bin", tmp_path / "images", tmp_path / "k3s.log"
+    store = tmp_path / "store"  # the fake containerd: one file a reference, holding its digest
+    for d in (bindir, images, store):
+        d.mkdir()
+    names = ["app1", "app2", "app3", "portier"]
+    for name in names:
+        (images / f"{name}.tar").write_text(f"{name} v1\n")
+        (images / f"{name}.ref").write_text(f"localhost/portier/{name}:0.1.0\n")
+    (bindir / "k3s").write_text(f"""#!/bin/bash
+set -euo pipefail
+echo "$*" >> "{log}"
+key() {{ echo "{store}/$(echo "$1" | tr '/:' '__')"; }}
+case "$*" in
+"ctr version") ;;
+"ctr --namespace k8s.io images ls name=="*)
+    ref=${{6#name==}}
+    echo "REF TYPE DIGEST SIZE PLATFORMS LABELS"
+    if [ -f "$(key "$ref")" ]; then
+        echo "$ref application/x sha256:$(cat "$(key "$ref")") 1 linux/amd64 -"
+    fi ;;
+"ctr --namespace k8s.io images import "*)
+    tar=$6; ref=$(cat "${{tar%.tar}}.ref")
+    sha256sum < "$tar" | cut -c1-64 > "$(key "$ref")" ;;
+"ctr --namespace k8s.io images label "*" io.cri-containerd.pinned=pinned") ;;
+"kubectl -n "*" rollout restart "*) ;;
+*) exit 1 ;;
+esac
+""")
+    (bindir / "k3s").chmod(0o755)
+    env = dict(PATH=f"{bindir}:{os.environ['PATH']}", FAKE_IMAGES=str(images),
+               P2_CHANGED_IMAGES=str(tmp_path / "changed"))
+    step = "IMAGES_DIR=$FAKE_IMAGES; import_images; deploy_restart"
+
+    def restarts():
+        calls = log.read_text().splitlines() if log.exists() else []
+        log.write_text("")
+        return sorted(c.split()[-1] for c in calls if "rollout restart" in c)
+
+    lib_sh(step, **env)  # the first import: every image is new
+    assert restarts() == ["daemonset/portier", "deployment/app1", "deployment/app2",
+                          "deployment/app3"]
+    out = lib_sh(step, **env).stdout
+    assert restarts() == [], "restarted with every image unchanged"
+    assert out.count("its image is unchanged: no restart") == 4, out
+    (images / "portier.tar").write_text("portier v2\n")
+    lib_sh(step, **env)
+    assert restarts() == ["daemonset/portier"]
+    (images / "app2.tar").write_text("app2 v2\n")
+    lib_sh(step, **env)
+    assert restarts() == ["deployment/app2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The VM's settings: fixed by the first `vagrant up` (make up) in vagrant/.p2-settings, read by
+# every later vagrant command there, forgotten by make down.
+
+# Loads the Vagrantfile in the working directory as Vagrant does, and prints each machine's
+# configuration as JSON: its libvirt domain name (vagrant-libvirt's own code makes it), its
+# VirtualBox name, CPUs, memory, box, and each provisioner's environment. Nothing is booted, and
+# neither libvirt nor VirtualBox is asked anything.
+VAGRANT_DUMP = r"""
+require "json"
+require "vagrant"
+env = Vagrant::Environment.new(cwd: Dir.pwd)
+out = env.machine_names.map do |name|
+  m = env.machine(name, :libvirt)
+  namer = VagrantPlugins::ProviderLibvirt::Action::SetNameOfDomain.new(nil, nil)
+  {
+    "name" => name.to_s,
+    "libvirt_domain" => namer.build_domain_name(machine: m, root_path: env.root_path),
+    "virtualbox_name" => m.config.vm.get_provider_config(:virtualbox).name,
+    "cpus" => m.provider_config.cpus, "memory" => m.provider_config.memory,
+    "box" => m.config.vm.box, "box_version" => m.config.vm.box_version.to_s,
+    "provisioners" => m.config.vm.provisioners.map { |p| [p.name.to_s, p.config.env] }.to_h,
+  }
+end
+puts JSON.generate(out)
+"""
+
+
+def vagrant_dump(env, cwd=REPO / "vagrant"):
+    """(machines as VAGRANT_DUMP gives them, stderr) for the Vagrantfile in cwd."""
+    r = run(["ruby", "-e", VAGRANT_DUMP], cwd=cwd, env=env, timeout=120)
+    return json.loads(r.stdout.splitlines()[-1]), r.stderr
+
+
+def settings_of(path):
+    lines = [l for l in path.read_text().splitlines() if l and not l.startswith("#")]
+    return dict(l.split("=", 1) for l in lines)
+
+
+@pytest.fixture
+def unusable_vbox(tmp_path):
+    """A VBoxManage of a version no Vagrant supports, logging its calls: `vagrant up` stops at
+    "The provider 'virtualbox' ... isn't usable", after reading the Vagrantfile and before any box
+    or machine."""
+    bindir = tmp_path / "vboxbin"
+    bindir.mkdir()
+    log = tmp_path / "vbox.log"
+    (bindir / "VBoxManage").write_text(
+        f'#!/bin/sh\necho "$*" >> "{log}"\n[ "$1" = --version ] && echo 99.0.0r1\nexit 0\n'
+    )
+    (bindir / "VBoxManage").chmod(0o755)
+    return bindir, log
+
+
+def test_first_vagrant_up_fixes_the_settings(vagrant_env, unusable_vbox):
+    """`sudo P2_WORKERS=1 P2_CPUS=3 make up` names the VM after the user who ran sudo and writes
+    its settings down; later commands without P2_WORKERS (make down, make deploy) still see the
+    agent, and a different value in the environment is ignored, with a warning."""
+    bindir, vbox_log = unusable_vbox
+    settings = Path(vagrant_env["P2_SETTINGS_FILE"])
+    env = dict(vagrant_env, PATH=f"{bindir}:{vagrant_env['PATH']}", USER="root",
+               SUDO_USER="alice", P2_WORKERS="1", P2_CPUS="3")
+    del env["P2_LOGIN"]
+    r = run(["vagrant", "up"], cwd=REPO / "vagrant", env=env, check=False, timeout=120)
+    assert r.returncode != 0 and "isn't usable" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert vbox_log.read_text().split() == ["--version"], "vagrant went past the version check"
+    assert settings_of(settings) == {"P2_LOGIN": "alice", "P2_WORKERS": "1",
+                                     "VAGRANT_DEFAULT_PROVIDER": "virtualbox", "P2_CPUS": "3"}
+
+    later = {k: v for k, v in env.items() if k not in ("P2_WORKERS", "P2_CPUS", "SUDO_USER")}
+    machines, err = vagrant_dump(later)  # make down, make deploy: no P2_WORKERS, plain $USER
+    assert [m["name"] for m in machines] == ["aliceS", "aliceSW"]
+    assert {m["cpus"] for m in machines} == {3}
+    assert "ignored" not in err, err
+
+    machines, err = vagrant_dump(dict(later, P2_WORKERS="0", P2_LOGIN="bob", P2_MEMORY="4096"))
+    assert [m["name"] for m in machines] == ["aliceS", "aliceSW"]
+    assert {m["memory"] for m in machines} == {2048}
+    for name in ("P2_WORKERS=0", "P2_LOGIN=bob", "P2_MEMORY=4096"):
+        assert f"{name} in the environment is ignored" in err, err
+    assert err.count("P2_WORKERS=0 in the environment") == 1, err
+    assert "make down" in err
+
+
+def test_sudo_names_the_machines_after_the_user(vagrant_env):
+    """Without P2_LOGIN, the login is the user who ran sudo, not root; no command but up writes
+    the settings."""
+    env = dict(vagrant_env, USER="root", SUDO_USER="alice")
+    del env["P2_LOGIN"]
+    machines, _ = vagrant_dump(env)
+    assert [m["name"] for m in machines] == ["aliceS"]
+    r = vagrant_validate(REPO / "vagrant", env, "--ignore-provider")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not Path(env["P2_SETTINGS_FILE"]).exists()
+
+
+def test_settings_fix_the_provider(vagrant_env, fake_vboxmanage):
+    """The provider in the settings is the one vagrant uses, whatever VAGRANT_DEFAULT_PROVIDER
+    says later: with libvirt fixed, VirtualBox is not even asked its version."""
+    bindir, log = fake_vboxmanage
+    settings = Path(vagrant_env["P2_SETTINGS_FILE"])
+    env = dict(vagrant_env, PATH=f"{bindir}:{vagrant_env['PATH']}")
+
+    def validate(provider_in_file, **extra):
+        settings.write_text(
+            f"P2_LOGIN=wil\nP2_WORKERS=0\nVAGRANT_DEFAULT_PROVIDER={provider_in_file}\n")
+        log.write_text("")
+        r = vagrant_validate(REPO / "vagrant", dict(env, **extra))
+        assert r.returncode == 0, r.stdout + r.stderr
+        return log.read_text().split(), r.stderr
+
+    asked, _ = validate("virtualbox")
+    assert asked == ["--version"]  # the control: vagrant does ask VirtualBox
+    asked, _ = validate("libvirt")
+    assert asked == []
+    asked, err = validate("libvirt", VAGRANT_DEFAULT_PROVIDER="virtualbox")
+    assert asked == []
+    assert "VAGRANT_DEFAULT_PROVIDER=virtualbox in the environment is ignored" in err
+
+
+def test_vagrant_pins_the_box_and_k3s_and_names_the_domains(vagrant_env):
+    """Every machine gets the pinned box version and k3s release (real version strings),
+    overridable; the libvirt domain is named after the machine alone, like the VirtualBox VM
+    (vagrant-libvirt's default would be "vagrant_wilS")."""
+    text = (REPO / "vagrant/Vagrantfile").read_text()
+    box_version = re.search(r'^DEFAULT_BOX_VERSION = "(.*)"$', text, re.M).group(1)
+    k3s_version = re.search(r'^DEFAULT_K3S_VERSION = "(.*)"$', text, re.M).group(1)
+    assert re.fullmatch(r"12\.\d{8}\.\d+", box_version), box_version  # debian/bookworm64's form
+    assert re.fullmatch(r"v1\.3[12]\.\d+\+k3s\d+", k3s_version), k3s_version
+    machines, _ = vagrant_dump(dict(vagrant_env, P2_WORKERS="2"))
+    assert [m["name"] for m in machines] == ["wilS", "wilSW", "wilSW2"]
+    for m in machines:
+        assert m["libvirt_domain"] == m["name"] == m["virtualbox_name"]
+        assert (m["box"], m["box_version"]) == ("debian/bookworm64", box_version)
+        assert {e["P2_K3S_VERSION"] for e in m["provisioners"].values()} == {k3s_version}
+    machines, _ = vagrant_dump(dict(vagrant_env, P2_K3S_VERSION="v1.32.1+k3s1",
+                                    P2_BOX_VERSION="12.20240905.1"))
+    assert machines[0]["box_version"] == "12.20240905.1"
+    assert machines[0]["provisioners"]["server"]["P2_K3S_VERSION"] == "v1.32.1+k3s1"
+    machines, _ = vagrant_dump(dict(vagrant_env, P2_BOX="example/other"))
+    assert machines[0]["box_version"] == ""  # another box: no version forced on it
+
+
+def test_make_down_forgets_the_settings(fake_vagrant):
+    """make down deletes vagrant/.p2-settings once every machine is destroyed, and keeps it when
+    vagrant destroy fails (the VM may still be there)."""
+    repo, env, log = fake_vagrant
+    settings = repo / "vagrant/.p2-settings"
+    settings.write_text("P2_LOGIN=wil\nP2_WORKERS=1\nVAGRANT_DEFAULT_PROVIDER=virtualbox\n")
+    r = run(["make", "--no-print-directory", "down"], cwd=repo,
+            env=dict(env, FAKE_DESTROY_FAILS="1"), check=False)
+    assert r.returncode != 0 and settings.exists()
+    run(["make", "--no-print-directory", "down"], cwd=repo, env=env)
+    assert not settings.exists()
+    assert vm_calls(log)[-1].endswith("destroy -f")
+
+
+def test_vm_settings_stay_on_the_host():
+    r = run(["git", "check-ignore", "vagrant/.p2-settings"], cwd=REPO, check=False)
+    assert r.stdout.split() == ["vagrant/.p2-settings"], "vagrant/.p2-settings is not ignored"
+    assert '"/vagrant/.p2-settings"' in (REPO / "vagrant/Vagrantfile").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# vagrant/check-host.sh: make up's first step, with stand-ins for vagrant, VBoxManage, uname, nproc
+# and free on a PATH that holds nothing else.
+
+CHECK_HOST = REPO / "vagrant/check-host.sh"
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A function (vagrant=..., vbox=..., plugins=..., arch=..., cpus=..., mib=..., **env) that
+    runs check-host.sh on a host made of stand-ins (vbox=None: no VirtualBox), and returns
+    (CompletedProcess, the vagrant and VBoxManage calls)."""
+    bindir = tmp_path / "hostbin"
+    bindir.mkdir()
+    for tool in ("bash", "dirname", "sort", "head", "tail", "sed", "grep", "awk", "cat"):
+        os.symlink(shutil.which(tool), bindir / tool)
+    log = tmp_path / "host.log"
+
+    def fake(name, body):
+        (bindir / name).write_text(f'#!/bin/bash\necho "{name} $*" >> "{log}"\n{body}\n')
+        (bindir / name).chmod(0o755)
+
+    def check(vagrant="2.3.4", vbox="7.0.14r161095", plugins=(), arch="x86_64", cpus=8,
+              mib=16000, **env):
+        for name in ("VBoxManage",):
+            if (bindir / name).exists():
+                (bindir / name).unlink()
+        log.write_text("")
+        listed = "".join(f"echo '{p}'; " for p in plugins) or ":"
+        fake("vagrant", f'case "$1" in --version) echo "Vagrant {vagrant}" ;; '
+                        f'plugin) {listed} ;; *) exit 1 ;; esac')
+        if vbox is not None:
+            fake("VBoxManage", f'[ "$1" = --version ] && echo "{vbox}"')
+        fake("uname", f'[ "$1" = -m ] && echo {arch}')
+        fake("nproc", f"echo {cpus}")
+        fake("free", f'echo "              total        used        free"; '
+                     f'echo "Mem:          {mib}        1000        {mib}"')
+        full = {"PATH": str(bindir), "HOME": str(tmp_path),
+                "P2_SETTINGS_FILE": str(tmp_path / "no-settings"), **env}
+        r = run([str(CHECK_HOST)], env=full, check=False, timeout=60)
+        calls = [c for c in log.read_text().splitlines()
+                 if c.split()[0] in ("vagrant", "VBoxManage")]
+        return r, calls
+
+    return check
+
+
+@pytest.mark.parametrize(
+    "vagrant, vbox, needs",
+    [
+        ("2.3.4", "7.1.4r165100", "2.4.2"),  # Debian 12's vagrant and VirtualBox 7.1
+        ("2.4.1", "7.1.0r164728", "2.4.2"),
+        ("2.4.3", "7.2.0r169000", "2.4.9"),
+        ("2.4.8", "7.2.4_Debianr170995", "2.4.9"),
+    ],
+)
+def test_check_host_refuses_a_vagrant_too_old_for_virtualbox(host, vagrant, vbox, needs):
+    """Vagrant refuses a VirtualBox newer than it knows ("The provider 'virtualbox' ... isn't
+    usable"); check-host says so first, names the Vagrant needed and where to get it, and asks
+    vagrant nothing but its version."""
+    r, calls = host(vagrant=vagrant, vbox=vbox)
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.replace("\n", " ")
+    assert f"needs Vagrant {needs} or later" in err and f"this is Vagrant {vagrant}" in err, err
+    assert "https://apt.releases.hashicorp.com" in err
+    assert "https://releases.hashicorp.com/vagrant/" in err
+    assert "isn't usable" in err
+    assert calls == ["vagrant --version", "VBoxManage --version"], calls
+
+
+@pytest.mark.parametrize(
+    "vagrant, vbox",
+    [("2.3.4", "7.0.14r161095"), ("2.3.4", "6.1.50r161033"), ("2.4.2", "7.1.4r165100"),
+     ("2.4.9", "7.2.0r169000"), ("2.4.10", "7.2.4r170995")],
+)
+def test_check_host_passes_versions_that_fit(host, vagrant, vbox):
+    r, calls = host(vagrant=vagrant, vbox=vbox)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"Vagrant {vagrant}, VirtualBox {vbox}" in r.stdout
+    assert calls == ["vagrant --version", "VBoxManage --version"], calls
+
+
+def test_check_host_on_other_hosts(host, tmp_path):
+    """The other ways a host does not fit, each said with what to do; and room only warned of."""
+    r, _ = host(vbox="7.2.0r1", vagrant="2.4.9", arch="aarch64")
+    assert r.returncode == 1 and "x86-64" in r.stderr and "aarch64" in r.stderr, r.stderr
+    r, _ = host(vagrant="2.2.19")
+    assert r.returncode == 1 and "older than 2.3.4" in r.stderr, r.stderr
+    r, _ = host(vbox="6.0.24r139119")
+    assert r.returncode == 1 and "too old" in r.stderr, r.stderr
+    r, _ = host(vbox=None)
+    assert r.returncode == 1 and "VAGRANT_DEFAULT_PROVIDER=libvirt" in r.stderr, r.stderr
+    r, _ = host(vbox="7.3.0r1", vagrant="2.4.9")  # newer than the check knows: a warning
+    assert r.returncode == 0 and "newer than this check knows" in r.stderr, r.stderr
+    r, _ = host(cpus=1, mib=2048, P2_WORKERS="1")
+    assert r.returncode == 0, r.stderr
+    assert "this host has 1" in r.stderr and "5120 MiB" in r.stderr, r.stderr
+
+
+def test_check_host_libvirt(host, tmp_path):
+    """libvirt needs the vagrant-libvirt plugin and no VirtualBox at all; the provider comes from
+    the settings file when there is one, whatever the environment says."""
+    r, calls = host(vbox=None, plugins=["vagrant-libvirt (0.11.2, system)"],
+                    VAGRANT_DEFAULT_PROVIDER="libvirt")
+    assert r.returncode == 0 and "libvirt" in r.stdout, r.stdout + r.stderr
+    assert calls == ["vagrant --version", "vagrant plugin list"], calls
+    r, _ = host(vbox=None, plugins=[], VAGRANT_DEFAULT_PROVIDER="libvirt")
+    assert r.returncode == 1 and "vagrant plugin install vagrant-libvirt" in r.stderr, r.stderr
+    settings = tmp_path / "fixed"
+    settings.write_text("P2_LOGIN=wil\nP2_WORKERS=0\nVAGRANT_DEFAULT_PROVIDER=libvirt\n")
+    r, calls = host(vbox="7.1.4r165100", plugins=["vagrant-libvirt (0.11.2, system)"],
+                    VAGRANT_DEFAULT_PROVIDER="virtualbox", P2_SETTINGS_FILE=str(settings))
+    assert r.returncode == 0 and "VBoxManage --version" not in calls, (r.stderr, calls)
+
+
+def test_make_up_checks_the_host_before_anything(fake_vagrant):
+    """With Vagrant 2.3.4 and VirtualBox 7.1, make up stops at the check: no certificate made,
+    vagrant asked nothing but its version."""
+    repo, env, log = fake_vagrant
+    r = run(["make", "--no-print-directory", "up"], cwd=repo,
+            env=dict(env, FAKE_VBOX_VERSION="7.1.6r167084"), check=False)
+    assert r.returncode != 0 and "Vagrant 2.4.2 or later" in r.stderr, r.stdout + r.stderr
+    assert vm_calls(log) == [] and not (repo / "vagrant/certs").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Provisioning: images pinned against the kubelet's garbage collection, an agent that waits for
+# its portier, the ConfigMaps of earlier configs deleted.
+
+
+def test_import_pins_every_image(tmp_path):
+    """Every image import_images imports is labelled pinned, again after a re-import that
+    replaced it (and its labels)."""
+    bindir, images, labels = tmp_path / "bin", tmp_path / "images", tmp_path / "labels"
+    for d in (bindir, images, labels):
+        d.mkdir()
+    for name in IMAGE_NAMES:
+        (images / f"{name}.tar").write_text(name)
+        (images / f"{name}.ref").write_text(f"localhost/portier/{name}:0.1.0\n")
+    (bindir / "k3s").write_text(f"""#!/bin/bash
+set -euo pipefail
+key() {{ echo "{labels}/$(echo "$1" | tr '/:' '__')"; }}
+case "$*" in
+"ctr version") ;;
+"ctr --namespace k8s.io images ls name=="*) echo "REF TYPE DIGEST" ;;
+"ctr --namespace k8s.io images import "*)  # a new image record: no labels
+    ref=$(cat "${{6%.tar}}.ref"); : > "$(key "$ref")" ;;
+"ctr --namespace k8s.io images label "*)
+    [ -f "$(key "$6")" ] || {{ echo "no image $6" >&2; exit 1; }}
+    echo "$7" >> "$(key "$6")" ;;
+*) exit 1 ;;
+esac
+""")
+    (bindir / "k3s").chmod(0o755)
+    env = dict(PATH=f"{bindir}:{os.environ['PATH']}", FAKE_IMAGES=str(images),
+               P2_CHANGED_IMAGES=str(tmp_path / "changed"))
+    for _ in range(2):
+        lib_sh("IMAGES_DIR=$FAKE_IMAGES; import_images", **env)
+        pinned = {f.name: f.read_text().split() for f in labels.iterdir()}
+        assert pinned == {f"localhost_portier_{n}_0.1.0": ["io.cri-containerd.pinned=pinned"]
+                          for n in IMAGE_NAMES}, pinned
+    for script in ("server.sh", "agent.sh", "images.sh"):
+        assert "\nimport_images\n" in (PROVISION / script).read_text(), script
+
+
+@pytest.fixture
+def fake_node(tmp_path):
+    """An agent node's k3s crictl and curl: portier's container appears after $RUNNING_AFTER calls,
+    /readyz answers 200 after $READY_AFTER calls (never when negative). Returns (env, log)."""
+    bindir, state, log = tmp_path / "nodebin", tmp_path / "state", tmp_path / "node.log"
+    bindir.mkdir()
+    state.mkdir()
+    counter = f"""n=$(cat "{state}/$1" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "{state}/$1"
+"""
+    (bindir / "k3s").write_text(f"""#!/bin/bash
+echo "k3s $*" >> "{log}"
+tick() {{ {counter} }}
+case "$*" in
+"crictl ps --name ^portier\\$ --state running -q")
+    tick ps; [ "$n" -gt "${{RUNNING_AFTER:-0}}" ] && echo 0123456789ab ;;
+"crictl pods") echo "POD ID  NAME" ;;
+*) exit 1 ;;
+esac
+""")
+    (bindir / "curl").write_text(f"""#!/bin/bash
+echo "curl $*" >> "{log}"
+tick() {{ {counter} }}
+tick curl
+[ "${{READY_AFTER:-0}}" -ge 0 ] && [ "$n" -gt "${{READY_AFTER:-0}}" ] || exit 22
+""")
+    for tool in ("k3s", "curl"):
+        (bindir / tool).chmod(0o755)
+    env = dict(PATH=f"{bindir}:{os.environ['PATH']}", P2_NODE_NAME="wilsw", P2_WAIT_INTERVAL="0",
+               P2_WAIT_TRIES="20")
+    return env, log
+
+
+def test_agent_waits_for_its_portier(fake_node):
+    """The agent's provisioning ends once portier's pod runs on it and its /readyz (on the admin
+    address of the cluster config) answers; it fails, saying where to look, when that never
+    happens."""
+    env, log = fake_node
+    out = lib_sh("wait_for_local_portier", RUNNING_AFTER="3", READY_AFTER="2", **env).stdout
+    assert "portier runs on wilsw and is ready" in out, out
+    calls = log.read_text().splitlines()
+    assert sum("crictl ps" in c for c in calls) == 6, calls  # 3 not yet, then 3 until ready
+    curls = [c for c in calls if c.startswith("curl ")]
+    assert len(curls) == 3, curls
+    assert all(c.endswith(" http://127.0.0.1:9180/readyz") for c in curls), curls
+    r = run(["bash", "-euo", "pipefail", "-c", f'. "{PROVISION}/lib.sh"; wait_for_local_portier'],
+            env=dict(os.environ, P2_REPO=str(REPO), READY_AFTER="-1", **env), check=False)
+    assert r.returncode != 0, r.stdout
+    assert "not running and ready on wilsw after 20 tries" in r.stderr, r.stderr
+    agent = (PROVISION / "agent.sh").read_text()
+    assert agent.index("\nimport_images\n") < agent.index("\nwait_for_local_portier\n")
+
+
+@pytest.fixture
+def fake_cluster(tmp_path):
+    """A k3s kubectl over a namespace portier made of files: the DaemonSet's and the pods' JSON, and
+    one file per ConfigMap. Every call is logged."""
+    bindir, state, log = tmp_path / "clusterbin", tmp_path / "cluster", tmp_path / "cluster.log"
+    bindir.mkdir()
+    (state / "configmaps").mkdir(parents=True)
+    (bindir / "k3s").write_text(f"""#!/bin/bash
+set -euo pipefail
+echo "$*" >> "{log}"
+case "$*" in
+"kubectl -n portier get daemonset/portier -o json") cat "{state}/daemonset.json" ;;
+"kubectl -n portier get pods -o json") cat "{state}/pods.json" ;;
+"kubectl -n portier get configmaps -o name")
+    for f in "{state}"/configmaps/*; do [ -e "$f" ] && echo "configmap/$(basename "$f")"; done; : ;;
+"kubectl -n portier delete configmap "*)
+    shift 5
+    for cm in "$@"; do rm "{state}/configmaps/$cm"; echo "configmap \\"$cm\\" deleted"; done ;;
+*) exit 1 ;;
+esac
+""")
+    (bindir / "k3s").chmod(0o755)
+    return dict(PATH=f"{bindir}:{os.environ['PATH']}"), state, log
+
+
+def daemonset_json(config_map):
+    return json.dumps({"kind": "DaemonSet", "spec": {"template": {"spec": {"volumes": [
+        {"name": "config", "projected": {"sources": [{"configMap": {"name": config_map}},
+                                                     {"secret": {"name": "portier-tls"}}]}}]}}}})
+
+
+def pods_json(*config_maps):
+    return json.dumps({"kind": "List", "items": [
+        {"spec": {"volumes": [{"projected": {"sources": [{"configMap": {"name": cm}}]}}]}}
+        for cm in config_maps]})
+
+
+def test_deploy_prunes_the_unused_configs(fake_cluster):
+    """After a rollout, the portier-config-<hash> ConfigMaps that neither the DaemonSet nor a pod
+    (one still draining) mounts are deleted, and nothing else; nothing at all when the DaemonSet
+    cannot be read or names no config."""
+    env, state, log = fake_cluster
+    cms = state / "configmaps"
+    for name in ("portier-config-aaaa1111", "portier-config-bbbb2222", "portier-config-cccc3333",
+                 "kube-root-ca.crt", "other-config"):
+        (cms / name).write_text("")
+    (state / "daemonset.json").write_text(daemonset_json("portier-config-cccc3333"))
+    (state / "pods.json").write_text(
+        pods_json("portier-config-cccc3333", "portier-config-bbbb2222"))
+
+    out = lib_sh("deploy_prune_configs", **env).stdout
+    assert sorted(p.name for p in cms.iterdir()) == [
+        "kube-root-ca.crt", "other-config", "portier-config-bbbb2222", "portier-config-cccc3333"]
+    assert "portier-config-aaaa1111" in out
+    (state / "pods.json").write_text(pods_json("portier-config-cccc3333"))  # the old pod is gone
+    lib_sh("deploy_prune_configs", **env)
+    assert sorted(p.name for p in cms.iterdir()) == [
+        "kube-root-ca.crt", "other-config", "portier-config-cccc3333"]
+    out = lib_sh("deploy_prune_configs", **env).stdout
+    assert "none unused" in out and "delete" not in log.read_text().splitlines()[-1]
+
+    (state / "daemonset.json").write_text(json.dumps({"kind": "DaemonSet", "spec": {}}))
+    (cms / "portier-config-dddd4444").write_text("")
+    lib_sh("deploy_prune_configs", **env)  # a DaemonSet naming no config: leave all alone
+    (state / "daemonset.json").unlink()  # cannot be read: the same
+    lib_sh("deploy_prune_configs", **env)
+    assert (cms / "portier-config-dddd4444").exists() and (cms / "portier-config-cccc3333").exists()
+
+
+def test_deploy_prunes_after_the_rollout():
+    for script in ("server.sh", "deploy.sh"):
+        text = (PROVISION / script).read_text()
+        assert text.index("\ndeploy_wait\n") < text.index("\ndeploy_prune_configs\n"), script

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Provisions a k3s agent (P2_WORKERS=1 adds <login>SW at 192.168.56.111): build packages,
 # `make images`, k3s joined to the server with the shared token, the images imported so that pods
-# scheduled here find them (imagePullPolicy: Never). portier, a DaemonSet, then serves here too.
-# Idempotent, like server.sh.
+# scheduled here find them (imagePullPolicy: Never) and pinned. portier, a DaemonSet, then serves
+# here too: it waits until this node's portier pod runs and is ready. Idempotent, like server.sh.
 set -euo pipefail
 # Vagrant runs an uploaded copy of this file; its neighbours are in the synced repository.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -34,4 +34,5 @@ fi
 K3S_URL=$server_url K3S_TOKEN=$P2_K3S_TOKEN install_k3s agent k3s-agent
 
 import_images
+wait_for_local_portier
 log "$P2_NODE_NAME joined $P2_SERVER_IP; portier serves on http://$P2_NODE_IP too"

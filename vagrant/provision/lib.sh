@@ -9,9 +9,10 @@
 #   P2_NODE_IP      this node's address on the private network (192.168.56.110 for the server)
 #   P2_SERVER_IP    the server's address, where agents join
 #   P2_K3S_TOKEN    the join token every node shares
-#   P2_K3S_VERSION  a k3s release to pin (e.g. v1.31.4+k3s1); empty: the stable channel
+#   P2_K3S_VERSION  the k3s release to install (the Vagrantfile pins one); empty: the stable channel
 #   P2_OFFLINE=1    stop before installing k3s (tests/k8s runs the steps up to there on a dev machine)
 #   P2_TLS_DIR      where server.crt and server.key are (default $P2_REPO/vagrant/certs)
+#   P2_WAIT_TRIES, P2_WAIT_INTERVAL  how long an agent waits for its portier pod: 150 tries, 2 s apart
 
 P2_REPO=${P2_REPO:-/vagrant}
 P2_SERVER_IP=${P2_SERVER_IP:-192.168.56.110}
@@ -156,15 +157,48 @@ wait_for_containerd() {
     die "k3s's containerd did not come up (journalctl -u k3s or k3s-agent)"
 }
 
-# import_images: every archive in $IMAGES_DIR into the k8s.io namespace, where the kubelet looks.
-# Importing an image that is already there changes nothing.
+# Where import_images lists the images whose content changed, for deploy_restart (one node's
+# view: every node builds the same images from the same synced tree).
+CHANGED_IMAGES=${P2_CHANGED_IMAGES:-/var/lib/p2/images-changed}
+
+# image_digest REF: the digest the node's containerd has for REF, or nothing.
+image_digest() {
+    { k3s ctr --namespace k8s.io images ls "name==$1" 2>/dev/null || true; } | awk 'NR > 1 { print $3 }'
+}
+
+# The label by which containerd's CRI reports an image as pinned, which the kubelet's image garbage
+# collection never removes. Our images are in no registry (imagePullPolicy: Never): one collected
+# under disk pressure would leave its pods unable to start until the next make deploy.
+PINNED_LABEL=io.cri-containerd.pinned=pinned
+
+# pin_image REF: REF pinned (labelled $PINNED_LABEL) in the k8s.io namespace. Done after every import:
+# an import that replaces an image need not keep its labels. Not k3s's own way, archives left in
+# /var/lib/rancher/k3s/agent/images, which k3s imports and pins when it starts: that directory
+# would have to follow every make deploy (a second copy of each image), and at each start k3s
+# unpins what it pinned before, then pins what the directory holds. A pin without k3s's own label
+# (io.cattle.k3s.pinned) is one k3s leaves alone (k3s-io/k3s#11363); containerd's CRI reports the
+# image as pinned, and the kubelet skips it when it collects (containerd/containerd#6930).
+pin_image() {
+    k3s ctr --namespace k8s.io images label "$1" "$PINNED_LABEL" >/dev/null
+}
+
+# import_images: every archive in $IMAGES_DIR into the k8s.io namespace, where the kubelet looks,
+# each image pinned (pin_image), noting in $CHANGED_IMAGES each reference whose digest the import
+# changed (a rebuilt image under the same tag). Importing an image that is already there changes
+# nothing.
 import_images() {
     wait_for_containerd
-    local tar
+    local tar ref before
+    mkdir -p "$(dirname "$CHANGED_IMAGES")"
+    : >"$CHANGED_IMAGES"
     for tar in "$IMAGES_DIR"/*.tar; do
         [ -e "$tar" ] || die "no image archives in $IMAGES_DIR (make images)"
-        log "importing $(cat "${tar%.tar}.ref")"
+        ref=$(cat "${tar%.tar}.ref")
+        before=$(image_digest "$ref")
+        log "importing $ref"
         k3s ctr --namespace k8s.io images import "$tar" >/dev/null
+        pin_image "$ref"
+        [ "$(image_digest "$ref")" = "$before" ] || echo "$ref" >>"$CHANGED_IMAGES"
     done
 }
 
@@ -203,13 +237,24 @@ deploy_apply() {
     "${KUBECTL_K3S[@]}" apply -k "$P2_REPO/k8s"
 }
 
-# deploy_restart: new pods for every workload, so that images rebuilt under the same tag are used.
+# deploy_restart: new pods for each workload whose image import_images found changed (rebuilt
+# under the same tag), and for no other: a config change alone rolls portier by itself (its
+# ConfigMap's name is a hash of it), and a restart on top would roll it twice. portier's roll
+# loses nothing (the new pod takes the old one's sockets: portier -x).
 deploy_restart() {
     local d
     for d in "${DEPLOYMENTS[@]}"; do
-        "${KUBECTL_K3S[@]}" -n apps rollout restart "deployment/$d"
+        if grep -q "/$d:" "$CHANGED_IMAGES" 2>/dev/null; then
+            "${KUBECTL_K3S[@]}" -n apps rollout restart "deployment/$d"
+        else
+            log "$d: its image is unchanged: no restart"
+        fi
     done
-    "${KUBECTL_K3S[@]}" -n portier rollout restart daemonset/portier
+    if grep -q "/portier:" "$CHANGED_IMAGES" 2>/dev/null; then
+        "${KUBECTL_K3S[@]}" -n portier rollout restart daemonset/portier
+    else
+        log "portier: its image is unchanged: no restart"
+    fi
 }
 
 # deploy_tls_roll: new portier pods when deploy_tls_secret replaced the certificate, so that they
@@ -229,6 +274,62 @@ deploy_wait() {
     done
     "${KUBECTL_K3S[@]}" -n portier rollout status daemonset/portier --timeout=300s
     "${KUBECTL_K3S[@]}" get pods -A -o wide
+}
+
+# deploy_prune_configs: once the DaemonSet has rolled out (deploy_wait), deletes the ConfigMaps
+# portier-config-<hash> that neither the DaemonSet nor any of its pods (one still draining, say)
+# mounts: each config change makes a new one (kustomize names it after a hash of the content), and
+# kubectl apply deletes none. The DaemonSet's older revisions name them, so `kubectl rollout undo`
+# cannot go back to a config pruned here: apply the older k8s/ instead. Nothing is deleted when the
+# DaemonSet cannot be read.
+deploy_prune_configs() {
+    local ds pods used cm stale=()
+    ds=$("${KUBECTL_K3S[@]}" -n portier get daemonset/portier -o json) || return 0
+    pods=$("${KUBECTL_K3S[@]}" -n portier get pods -o json) || return 0
+    # A DaemonSet that names no config of ours is not one to judge by: leave everything alone.
+    grep -q 'portier-config-[a-z0-9]' <<<"$ds" || return 0
+    used=$(grep -o 'portier-config-[a-z0-9]*' <<<"$ds$pods" | sort -u)
+    for cm in $("${KUBECTL_K3S[@]}" -n portier get configmaps -o name); do
+        cm=${cm#configmap/}
+        case $cm in portier-config-*) ;; *) continue ;; esac
+        grep -qxF "$cm" <<<"$used" || stale+=("$cm")
+    done
+    if [ ${#stale[@]} -eq 0 ]; then
+        log "portier's ConfigMaps: none unused"
+        return 0
+    fi
+    log "deleting portier's unused ConfigMaps: ${stale[*]}"
+    # Housekeeping: the rollout is done, so a failure here is told, not fatal.
+    "${KUBECTL_K3S[@]}" -n portier delete configmap "${stale[@]}" ||
+        log "warning: could not delete ${stale[*]} (the next make deploy tries again)"
+}
+
+# The admin listener's address in portier's cluster config: where its /readyz answers on each node.
+portier_admin_addr() {
+    sed -n 's/^admin: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$P2_REPO/k8s/portier/cluster.yaml"
+}
+
+# wait_for_local_portier: on an agent (no kubeconfig there), until this node's portier pod (the
+# DaemonSet's, scheduled here once the node joined) runs and answers ready on its admin listener:
+# every routed service has a server up, seen from this node (cluster DNS and the apps' pods reached
+# across nodes). P2_WAIT_TRIES tries (150), P2_WAIT_INTERVAL seconds apart (2).
+wait_for_local_portier() {
+    local addr i tries=${P2_WAIT_TRIES:-150}
+    addr=$(portier_admin_addr)
+    [ -n "$addr" ] || die "no admin: address in $P2_REPO/k8s/portier/cluster.yaml"
+    log "waiting for portier's pod on $P2_NODE_NAME to run and be ready (http://$addr/readyz)"
+    for ((i = 1; ; i++)); do
+        if [ -n "$(k3s crictl ps --name '^portier$' --state running -q 2>/dev/null)" ] &&
+            curl -fsS -o /dev/null --max-time 2 "http://$addr/readyz" 2>/dev/null; then
+            log "portier runs on $P2_NODE_NAME and is ready"
+            return 0
+        fi
+        [ "$i" -lt "$tries" ] || break
+        sleep "${P2_WAIT_INTERVAL:-2}"
+    done
+    k3s crictl pods 2>/dev/null || true
+    die "portier is not running and ready on $P2_NODE_NAME after $tries tries: on the server," \
+        "kubectl -n portier get pods -o wide and kubectl -n portier describe pods"
 }
 
 # deploy_hints: what to type on the host.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Provisions the k3s server: build packages, `make images`, k3s without Traefik on the private
-# network, the images imported, the Secret portier-tls made from vagrant/certs, k8s/ applied, every
-# Deployment and the DaemonSet waited for, and the lines to try printed. Idempotent: `vagrant
-# provision` again changes nothing and fails nothing (a changed certificate restarts portier).
+# network, the images imported (and pinned), the Secret portier-tls made from vagrant/certs, k8s/
+# applied, every Deployment and the DaemonSet waited for, portier's unused ConfigMaps deleted, and
+# the lines to try printed. Idempotent: `vagrant provision` again changes nothing and fails nothing
+# (a changed certificate restarts portier).
 #
 # With P2_OFFLINE=1 (and P2_REPO=<checkout>) it stops before installing k3s, after writing what it
 # would apply to build/k8s-rendered.yaml: tests/k8s runs it that way, so the images and manifests it
@@ -58,4 +59,5 @@ deploy_tls_secret
 deploy_apply
 deploy_tls_roll
 deploy_wait
+deploy_prune_configs
 deploy_hints
