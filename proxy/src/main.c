@@ -69,6 +69,7 @@ struct main_ctx {
     struct health *health;        /* owned: probes the current runtime's servers, or NULL */
     struct admin *admin;          /* owned: the admin listener, or NULL */
     const char *handover;         /* -x PATH, or NULL */
+    const char *admin_spec;       /* the admin address served (a reload cannot change it) */
     struct handover_server *hsrv; /* owned: waits for a successor on handover, or NULL */
     struct admin_view view;       /* what the admin reads: points into this struct */
 };
@@ -197,8 +198,7 @@ handover_sockets(void *arg, struct handover_socket *out, size_t max)
     for (size_t i = 0; i < m->proxy.nworkers; i++)
         n += worker_sockets(m->proxy.workers[i], out + n, max - n);
     if (m->admin != NULL && n < max)
-        out[n++] = (struct handover_socket){HANDOVER_ADMIN, m->proxy.rt->cfg->admin->spec,
-                                            admin_fd(m->admin)};
+        out[n++] = (struct handover_socket){HANDOVER_ADMIN, m->admin_spec, admin_fd(m->admin)};
     return n;
 }
 
@@ -316,6 +316,7 @@ serve(struct main_ctx *m, struct config *cfg)
     }
     if (cfg->admin != NULL) {
         m->view = (struct admin_view){PORTIER_VERSION, m->path, n, &m->proxy.rt, &m->disc};
+        m->admin_spec = cfg->admin->spec; /* cfg outlives serve() */
         m->admin =
             admin_start(m->lp.base, cfg->admin, handover_take(ho, HANDOVER_ADMIN, cfg->admin->spec),
                         &m->view, err, sizeof(err));

@@ -14,6 +14,7 @@ Addresses: portier on 127.0.0.110:29101 (admin 29102), app2 pods on 127.0.0.111-
 
 import http.client
 import os
+import signal
 import socket
 import threading
 import time
@@ -206,3 +207,22 @@ def test_a_second_portier_without_x_is_still_refused(portier_bin, tmp_path, pods
         assert "Address already in use" in r.stderr, r.stderr
         assert first.running()
         assert healthz().endswith(b"ok\n")
+
+
+def test_the_admin_listener_goes_along_after_a_reload_dropped_it_from_the_config(
+        portier_bin, tmp_path, pods):
+    """A reload cannot close the admin listener (it needs a restart), so it still serves after a
+    config without admin is loaded; handed over then, it still goes to the successor."""
+    sock = tmp_path / "handover.sock"
+    started: List[procs.Proc] = []
+    with stopping(started):
+        old = start(portier_bin, tmp_path, started, 0, 2, sock, first=True)
+        cfg = tmp_path / "portier-0.yaml"
+        cfg.write_text(config(2).replace(f'admin: "{ADMIN[0]}:{ADMIN[1]}"\n', ""))
+        old.popen.send_signal(signal.SIGHUP)
+        old.wait_for_output("reload: a change of admin needs a restart", timeout=5)
+        new = start(portier_bin, tmp_path, started, 1, 2, sock)
+        new.wait_for_output("handover: took the listening sockets", timeout=10)
+        result = procs.wait(old, timeout=15)
+        assert result.returncode == 0, result.stderr
+        assert healthz().endswith(b"\r\n\r\nok\n")
