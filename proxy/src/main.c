@@ -247,8 +247,16 @@ serve(struct main_ctx *m, struct config *cfg)
     struct handover *ho = NULL; /* what a predecessor handed over, until the workers took it */
     int rc = 1;
 
+    /* The listeners accept (in the kernel) before the signal handlers are in place: a SIGTERM or
+     * SIGHUP in between waits, blocked, rather than killing portier with the default action. */
+    sigset_t stop, unblocked;
+    sigemptyset(&stop);
+    for (size_t i = 0; i < 4; i++)
+        sigaddset(&stop, sigs[i]);
+    pthread_sigmask(SIG_BLOCK, &stop, &unblocked);
     if (access_log_apply(cfg, err, sizeof(err)) < 0) {
         log_msg(LOG_ERROR, "%s", err);
+        pthread_sigmask(SIG_SETMASK, &unblocked, NULL);
         return 1;
     }
     /* The counters exist before the first runtime: it gives its services their slots. */
@@ -306,6 +314,8 @@ serve(struct main_ctx *m, struct config *cfg)
             goto out;
         }
     }
+    /* Handled from here on: one that came meanwhile is delivered now, to the loop. */
+    pthread_sigmask(SIG_SETMASK, &unblocked, NULL);
     for (size_t i = 0; i < m->proxy.nworkers; i++) {
         if (worker_start(m->proxy.workers[i], err, sizeof(err)) < 0) {
             log_msg(LOG_ERROR, "%s", err);
@@ -344,6 +354,9 @@ serve(struct main_ctx *m, struct config *cfg)
         m->hsrv = handover_listen(m->lp.base, m->handover, &ops, err, sizeof(err));
         if (m->hsrv == NULL)
             log_msg(LOG_ERROR, "%s; the next portier cannot take over from this one", err);
+        else
+            log_msg(LOG_INFO, "handover: a successor started with -x %s takes over from here",
+                    m->handover);
     }
     while ((rc = loop_turn(&m->lp, true)) == 0)
         ;
@@ -351,6 +364,7 @@ serve(struct main_ctx *m, struct config *cfg)
         log_msg(LOG_ERROR, "the main event loop failed");
     rc = 0;
 out:
+    pthread_sigmask(SIG_SETMASK, &unblocked, NULL);
     for (size_t i = 0; m->proxy.workers != NULL && i < m->proxy.nworkers; i++)
         worker_join_free(m->proxy.workers[i]);
     for (size_t i = 0; i < 4; i++) {

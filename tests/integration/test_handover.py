@@ -123,6 +123,13 @@ class Load:
             t.join(15)
 
 
+def admin_up():
+    try:
+        return healthz().endswith(b"\r\n\r\nok\n")
+    except OSError:
+        return False  # not listening yet: the admin listener opens after the public ones
+
+
 def healthz():
     with socket.create_connection(ADMIN, timeout=2) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -163,6 +170,8 @@ def test_portier_is_replaced_ten_times_under_load_without_a_failed_request(
         with Load() as load:
             wait_until(lambda: load.ok >= 50, 10, "requests through the first portier")
             for gen in range(1, 11):
+                # The one before listens at sock for its successor once its own takeover ended.
+                old.wait_for_output("takes over from here", timeout=10)
                 new = start(portier_bin, tmp_path, started, gen, workers[gen], sock)
                 new.wait_for_output("handover: took the listening sockets", timeout=10)
                 result = procs.wait(old, timeout=15)
@@ -187,7 +196,7 @@ def test_without_a_running_portier_x_is_an_ordinary_start(portier_bin, tmp_path,
     started: List[procs.Proc] = []
     with stopping(started):
         p = start(portier_bin, tmp_path, started, 0, 2, sock, first=True)
-        wait_until(lambda: os.path.exists(sock) and healthz().endswith(b"ok\n"), 10, "admin")
+        wait_until(lambda: os.path.exists(sock) and admin_up(), 10, "admin")
         assert "handover: took" not in p.stderr()
         with socket.create_connection(PORTIER, timeout=2):
             pass
@@ -206,7 +215,7 @@ def test_a_second_portier_without_x_is_still_refused(portier_bin, tmp_path, pods
         assert r.returncode == 1, r.stderr
         assert "Address already in use" in r.stderr, r.stderr
         assert first.running()
-        assert healthz().endswith(b"ok\n")
+        wait_until(admin_up, 10, "admin")
 
 
 def test_the_admin_listener_goes_along_after_a_reload_dropped_it_from_the_config(

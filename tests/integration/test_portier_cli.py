@@ -651,6 +651,19 @@ def test_a_start_serves_admin_and_says_where(portier_bin, start_portier, tmp_pat
     assert data.endswith(b"\r\n\r\nok\n"), data
 
 
+def test_a_sigterm_the_moment_portier_listens_is_a_clean_stop(portier_bin, tmp_path):
+    """The public listeners accept (in the kernel) before portier's signal handlers are in place;
+    a SIGTERM in that window must still be a drain and exit 0, not the default action's death."""
+    addr = ("127.0.0.1", 28252)
+    cfg = tmp_path / "early.yaml"
+    cfg.write_text(minimal_config(addr) + 'admin: "127.0.0.1:28256"\n')
+    for i in range(5):
+        p = procs.start([str(portier_bin), "-c", str(cfg)], wait_for=addr, log_dir=str(tmp_path),
+                        name=f"early-{i}")
+        r = procs.stop(p)
+        assert r.returncode == 0, (r.returncode, r.stderr)
+
+
 def test_an_admin_address_in_use_stops_the_start_with_a_message(portier_bin, tmp_path):
     """Another socket on the admin address: portier says so and exits 1 rather than serving
     without the health endpoints its probes need."""
