@@ -349,7 +349,6 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    h->lp->turn_events++;
     if (h->handshaking) {
         handshake(h);
         return;

@@ -103,7 +103,6 @@ loop_turn(struct loop *lp, bool wait)
 {
     int rc;
 
-    lp->turn_events = 0;
     /* Frees queued outside any callback (between turns, at start-up) must not wait for an event
      * that may never come. */
     reap(lp);

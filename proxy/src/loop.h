@@ -40,7 +40,6 @@ struct upconn_pool;
 struct loop {
     struct event_base *base;  /* owned */
     struct loop_snap *snap;   /* owned: the runtime for requests that start now */
-    unsigned turn_events;     /* reads and accepts in this turn of the loop */
     struct loop_defer *defer; /* frees waiting for the end of the turn */
     struct {
         uint64_t ms;

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,7 +137,6 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
             }
             return;
         }
-        w->lp.turn_events++;
         conn_accept(&w->lp, fd, (struct sockaddr *)&peer, len, l->port, l->tls != 0);
     }
 }
@@ -199,32 +197,13 @@ grace_cb(evutil_socket_t fd, short what, void *arg)
     loop_exit(&w->lp);
 }
 
-/*
- * Under load, a worker pauses briefly between turns of its event loop. While it sleeps rather than
- * waits in epoll, the wrk, apps and other peers that write to it need not wake it (a wake-up across
- * CPUs costs the writer an interrupt, in a VM a costly one), and what arrives meanwhile is taken in
- * one turn, whose writes then reach those peers in bursts: fewer wake-ups on the CPU that runs
- * them. A turn with a single read or accept (a lone client) polls again at once: only turns that
- * already found several things ready are followed by a pause. (What it gains and costs, and at
- * which loads, is measured in bench/results/, not here.)
- */
-#define BUSY_TURN_EVENTS 2
-#define BUSY_PAUSE_NS 25000
-
 static void
 worker_loop(struct worker *w)
 {
-    const struct timespec pause = {0, BUSY_PAUSE_NS};
     int rc;
 
-    /* The default timer slack (50 us) would stretch the pause threefold. */
-    if (prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL) < 0)
-        log_msg(LOG_WARN, "worker %d: timer slack: %s", w->id, strerror(errno));
-    while ((rc = loop_turn(&w->lp, true)) == 0) {
-        /* Its only failure here would be EINTR, and a worker blocks every signal. */
-        if (w->lp.turn_events >= BUSY_TURN_EVENTS)
-            (void)clock_nanosleep(CLOCK_MONOTONIC, 0, &pause, NULL);
-    }
+    while ((rc = loop_turn(&w->lp, true)) == 0)
+        ;
     if (rc < 0)
         log_msg(LOG_ERROR, "worker %d: the event loop failed", w->id);
 }
