@@ -59,7 +59,7 @@ import backend
 import httpc
 import procs
 from conftest import REPO, accepts, assert_alive, dnsmasq_at, stopping, wait_until
-from test_browser import chromium_session
+from test_browser import CHROMIUM_BASE_ARGS, chromium_session
 
 PUBLIC = ("127.0.0.90", 28900)
 PUBLIC_TLS = ("127.0.0.90", 28943)
@@ -1453,17 +1453,7 @@ def test_sigterm_closes_the_admin_listener_with_the_public_ones(backends, px):
 
 # As test_browser.py, but every name resolves to nothing and the admin address is used as such
 # (host-resolver rules apply to IP literals too, hence the EXCLUDE).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-    "--disable-features=HttpsUpgrades",
+CHROMIUM_ARGS = CHROMIUM_BASE_ARGS + [
     "--hide-scrollbars",
     "--window-size=1280,900",
     f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {ADMIN[0]}",

@@ -60,7 +60,7 @@ services:
 # without --no-sandbox it will not start as root, nor where user namespaces are off. The resolver
 # rules send app2.com to portier, port included (the Host header stays "app2.com"), and fail every
 # other name; --no-proxy-server ignores any http_proxy in the environment.
-CHROMIUM_ARGS = [
+CHROMIUM_BASE_ARGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -73,6 +73,8 @@ CHROMIUM_ARGS = [
     # Chromium tries https:// first for an http:// URL; on portier's plain port that is a TLS
     # ClientHello, which portier answers (and logs) as a 400 before Chromium falls back.
     "--disable-features=HttpsUpgrades",
+]
+CHROMIUM_ARGS = CHROMIUM_BASE_ARGS + [
     f"--host-resolver-rules=MAP app2.com {PORTIER[0]}:{PORTIER[1]}, MAP * ~NOTFOUND",
 ]
 
