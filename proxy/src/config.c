@@ -229,6 +229,13 @@ ld_strdup(struct loader *ld, const char *s)
     return p;
 }
 
+/* Whether a and b are the same string, or both NULL. */
+static bool
+str_equal(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 /* Nodes. */
 
 static const char *
@@ -844,23 +851,45 @@ parse_path(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     return parse_string(ld, key, n, dst);
 }
 
-/* A route as the router compares it: the host, and the path without its trailing '/'s. */
+/*
+ * A route as the router compares it: the host (NULL for any host), whether the path is exact, and
+ * the path, a prefix without its trailing '/'s.
+ */
 struct route_key {
     const char *host; /* borrowed from the route */
     const char *path; /* borrowed from the route */
     size_t plen;
-    size_t index; /* in config.routes */
+    bool exact;
+    size_t index; /* in config.routes (config_extend(): base's routes, then x's) */
 };
 
-/* Orders routes by host, then prefix, then position in the file. */
+static struct route_key
+route_key_of(const struct config_route *r, size_t index)
+{
+    size_t plen;
+
+    assert(r->path != NULL); /* a route without one has been refused or left out */
+    plen = strlen(r->path);
+    while (!r->exact && plen > 0 && r->path[plen - 1] == '/')
+        plen--;
+    return (struct route_key){r->host, r->path, plen, r->exact, index};
+}
+
+/* Orders route keys by host (any host first), exactness, path, then index. */
 static int
 route_key_cmp(const void *a, const void *b)
 {
     const struct route_key *x = a, *y = b;
-    int c = strcmp(x->host, y->host);
+    int c;
 
+    if (x->host == NULL || y->host == NULL)
+        c = (x->host != NULL) - (y->host != NULL);
+    else
+        c = strcmp(x->host, y->host);
     if (c != 0)
         return c;
+    if (x->exact != y->exact)
+        return x->exact ? 1 : -1;
     if ((c = memcmp(x->path, y->path, x->plen < y->plen ? x->plen : y->plen)) != 0)
         return c;
     if (x->plen != y->plen)
@@ -871,7 +900,7 @@ route_key_cmp(const void *a, const void *b)
 static bool
 route_key_same(const struct route_key *x, const struct route_key *y)
 {
-    return strcmp(x->host, y->host) == 0 && x->plen == y->plen &&
+    return str_equal(x->host, y->host) && x->exact == y->exact && x->plen == y->plen &&
            memcmp(x->path, y->path, x->plen) == 0;
 }
 
@@ -894,13 +923,10 @@ routes_unique(struct loader *ld, yaml_node_t *n, const char *key)
         return -1;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct config_route *r = &cfg->routes[i];
-        size_t plen = r->path != NULL ? strlen(r->path) : 0;
 
-        if (r->host == NULL || r->path == NULL)
-            continue;
-        while (plen > 0 && r->path[plen - 1] == '/')
-            plen--;
-        keys[m++] = (struct route_key){r->host, r->path, plen, i};
+        /* A route with an error (no host, a bad path) has been reported already. */
+        if (r->host != NULL && r->path != NULL)
+            keys[m++] = route_key_of(r, i);
     }
     qsort(keys, m, sizeof(*keys), route_key_cmp);
     for (size_t i = 1, first = 0; i < m; i++) {
@@ -965,6 +991,9 @@ parse_routes(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
         }
         if (r->host != NULL)
             r->wildcard = r->host[0] == '*';
+        /* A file's paths are prefixes, and its wildcards match any depth below the suffix. */
+        r->exact = false;
+        r->one_label = false;
     }
     if (routes_unique(ld, n, key) < 0)
         rc = -1;
@@ -1506,6 +1535,198 @@ parse_log_format(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
     return 0;
 }
 
+/* kubernetes. */
+
+static bool
+is_lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* RFC 1123 labels as Kubernetes names them: lowercase letters, digits and '-', 1 to 63 of them,
+ * starting and ending with a letter or digit. */
+static bool
+dns_label_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > MAX_LABEL || !is_lower_alnum(s[0]) || !is_lower_alnum(s[len - 1]))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!is_lower_alnum(s[i]) && s[i] != '-')
+            return false;
+    return true;
+}
+
+/* A DNS-1123 subdomain: such labels joined by '.', at most 253 bytes (an object's name). */
+static bool
+dns_subdomain_valid(const char *s)
+{
+    const char *dot;
+
+    if (strlen(s) > MAX_HOST)
+        return false;
+    for (; (dot = strchr(s, '.')) != NULL; s = dot + 1)
+        if (!dns_label_valid(s, (size_t)(dot - s)))
+            return false;
+    return dns_label_valid(s, strlen(s));
+}
+
+/* An IngressClass is an object, so the class an Ingress names is an object's name. */
+static int
+parse_ingress_class(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    const char *s = scalar(ld, n, "kubernetes.ingress_class");
+
+    (void)key;
+    if (s == NULL)
+        return -1;
+    if (!dns_subdomain_valid(s)) {
+        node_error(ld, n,
+                   "kubernetes.ingress_class: \"%s\" is not a DNS-1123 subdomain (at most 253 "
+                   "lowercase letters, digits, '-' and '.', each label starting and ending with a "
+                   "letter or digit)",
+                   s);
+        return -1;
+    }
+    return parse_string(ld, "kubernetes.ingress_class", n, dst);
+}
+
+static int
+parse_namespaces(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    struct config_kubernetes *k = dst;
+    int rc = 0;
+
+    (void)key;
+    k->namespaces =
+        list_alloc(ld, n, "kubernetes.namespaces", sizeof(*k->namespaces), &k->nnamespaces);
+    if (n->type != YAML_SEQUENCE_NODE || ld->oom)
+        return -1;
+    for (size_t i = 0; i < k->nnamespaces; i++) {
+        yaml_node_t *item = seq_item(ld, n, i);
+        const char *s = scalar(ld, item, "kubernetes.namespaces");
+        size_t j = 0;
+
+        if (s == NULL) {
+            rc = -1;
+            continue;
+        }
+        if (!dns_label_valid(s, strlen(s))) {
+            node_error(ld, item,
+                       "kubernetes.namespaces: \"%s\" is not a DNS-1123 label (1 to 63 lowercase "
+                       "letters, digits and '-', starting and ending with a letter or digit)",
+                       s);
+            rc = -1;
+            continue;
+        }
+        while (j < i && (k->namespaces[j] == NULL || strcmp(k->namespaces[j], s) != 0))
+            j++;
+        if (j < i) {
+            node_error(ld, item, "kubernetes.namespaces: \"%s\" is already in the list", s);
+            rc = -1;
+            continue;
+        }
+        if ((k->namespaces[i] = ld_strdup(ld, s)) == NULL)
+            return -1;
+    }
+    return rc;
+}
+
+/*
+ * Why s is not "https://IP:PORT" (IPv6 in brackets, nothing after the port), or NULL when it is.
+ * The provider connects to the address as written: a host name would need a lookup at start and
+ * a certificate checked against that name, which in-cluster configs never need.
+ */
+static const char *
+kube_server_problem(const char *s, char *buf, size_t cap)
+{
+    const char *rest = s + strlen("https://"), *colon, *host_end;
+    char host[INET6_ADDRSTRLEN], msg[MSG_MAX];
+    struct sockaddr_storage ss;
+    socklen_t len;
+    uint8_t ip[16];
+    int family;
+
+    if (strncmp(s, "https://", strlen("https://")) != 0)
+        return "";
+    if (rest[strcspn(rest, "/?#")] != '\0')
+        return " (nothing may follow the port)";
+    if (rest[0] == '[') {
+        host_end = strchr(rest, ']');
+        if (host_end == NULL)
+            return " (IPv6 as [IP]:PORT)";
+        colon = host_end[1] == ':' ? host_end + 1 : NULL;
+        if (colon == NULL && host_end[1] != '\0')
+            return " (IPv6 as [IP]:PORT)";
+        rest++;
+        family = AF_INET6;
+    } else {
+        colon = strrchr(rest, ':');
+        if (colon != NULL && memchr(rest, ':', (size_t)(colon - rest)) != NULL)
+            return " (IPv6 as [IP]:PORT)";
+        host_end = colon != NULL ? colon : rest + strlen(rest);
+        family = AF_INET;
+    }
+    if (host_end == rest)
+        return " (no IP)";
+    if ((size_t)(host_end - rest) >= sizeof(host)) {
+        snprintf(buf, cap, " (not an IP address; host names are not looked up)");
+        return buf;
+    }
+    memcpy(host, rest, (size_t)(host_end - rest));
+    host[host_end - rest] = '\0';
+    if (inet_pton(family, host, ip) != 1) {
+        snprintf(buf, cap, " (\"%s\" is not an IP address; host names are not looked up)", host);
+        return buf;
+    }
+    if (colon == NULL)
+        return " (no port)";
+    if (addr_parse(s + strlen("https://"), &ss, &len, msg, sizeof(msg)) < 0)
+        return " (a port from 1 to 65535)";
+    return NULL;
+}
+
+static int
+parse_kube_server(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    const char *s = scalar(ld, n, "kubernetes.server"), *why;
+    char buf[MSG_MAX];
+
+    (void)key;
+    if (s == NULL)
+        return -1;
+    if ((why = kube_server_problem(s, buf, sizeof(buf))) != NULL) {
+        node_error(ld, n, "kubernetes.server: \"%s\" must be https://IP:PORT%s", s, why);
+        return -1;
+    }
+    return parse_string(ld, "kubernetes.server", n, dst);
+}
+
+/* token_file, ca_file: paths, opened by the provider (the token again for each request). */
+static int
+parse_kube_path(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    char what[64];
+
+    snprintf(what, sizeof(what), "kubernetes.%s", key);
+    return parse_string(ld, what, n, dst);
+}
+
+static const struct key kubernetes_keys[] = {
+    {"ingress_class", parse_ingress_class, offsetof(struct config_kubernetes, ingress_class)},
+    {"namespaces", parse_namespaces, 0},
+    {"server", parse_kube_server, offsetof(struct config_kubernetes, server)},
+    {"token_file", parse_kube_path, offsetof(struct config_kubernetes, token_file)},
+    {"ca_file", parse_kube_path, offsetof(struct config_kubernetes, ca_file)},
+    {NULL, NULL, 0},
+};
+
+/* kubernetes: the provider is on when the key is there; check_kubernetes() fills the defaults. */
+static int
+parse_kubernetes(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
+{
+    return parse_mapping(ld, n, kubernetes_keys, dst, key);
+}
+
 /* default_service: only recorded; check_default_service() finds it among the services. */
 static int
 parse_default_service(struct loader *ld, const char *key, yaml_node_t *n, void *dst)
@@ -1528,10 +1749,35 @@ static const struct key top_keys[] = {
     {"limits", parse_limits, offsetof(struct config, limits)},
     {"access_log", parse_access_log, 0},
     {"access_log_format", parse_log_format, offsetof(struct config, access_log_format)},
+    {"kubernetes", parse_kubernetes, offsetof(struct config, kubernetes)},
     {NULL, NULL, 0},
 };
 
 /* Cross-checks, once the whole file is parsed; root is the top-level mapping or NULL. */
+
+/*
+ * `kubernetes:` turns the provider on even when null (every key inside commented out): a provider
+ * that silently stayed off would serve none of the Ingresses.
+ */
+static void
+check_kubernetes(struct loader *ld, yaml_node_t *root)
+{
+    struct config_kubernetes *k = &ld->cfg->kubernetes;
+
+    for (yaml_node_pair_t *p = root != NULL ? root->data.mapping.pairs.start : NULL;
+         p != NULL && p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *key = yaml_document_get_node(ld->doc, p->key);
+        if (key->type != YAML_SCALAR_NODE ||
+            strcmp((const char *)key->data.scalar.value, "kubernetes") != 0)
+            continue;
+        k->enabled = true;
+        k->line = (unsigned)key->start_mark.line + 1;
+        k->col = (unsigned)key->start_mark.column + 1;
+        if (k->ingress_class == NULL)
+            k->ingress_class = ld_strdup(ld, "portier");
+        return;
+    }
+}
 
 static void
 check_listen(struct loader *ld, yaml_node_t *root)
@@ -1553,7 +1799,8 @@ check_listen(struct loader *ld, yaml_node_t *root)
     }
     for (size_t i = 0; listen != NULL && i < cfg->nlisteners; i++) {
         yaml_node_t *tls = mapping_get(ld, seq_item(ld, listen, i), "tls");
-        if (cfg->listeners[i].tls && cfg->ncerts == 0)
+        /* The provider's certificates come from Ingresses' Secrets, maybe none at start. */
+        if (cfg->listeners[i].tls && cfg->ncerts == 0 && !cfg->kubernetes.enabled)
             node_error(ld, tls, "tls: true needs tls.certificates");
     }
     for (size_t i = 0; cfg->admin != NULL && cfg->admin->spec != NULL && i < cfg->nlisteners; i++) {
@@ -1821,6 +2068,7 @@ load_document(struct loader *ld)
         parse_mapping(ld, root, top_keys, ld->cfg, "config");
     if (ld->oom)
         return;
+    check_kubernetes(ld, root);
     check_listen(ld, root);
     check_routes(ld, root);
 }
@@ -1926,6 +2174,49 @@ addr_fini(struct config_addr *a)
 }
 
 static void
+cert_fini(struct config_cert *c)
+{
+    free(c->cert);
+    free(c->key);
+    free(c->cert_pem);
+    free(c->key_pem);
+}
+
+static void
+route_fini(struct config_route *r)
+{
+    free(r->host);
+    free(r->path);
+    free(r->service_name);
+}
+
+/* Also a provider's service, whose servers may be NULL with nservers 0. */
+static void
+service_fini(struct config_service *svc)
+{
+    for (size_t j = 0; j < svc->nservers; j++)
+        addr_fini(&svc->servers[j]);
+    free(svc->servers);
+    free(svc->name);
+    free(svc->dns);
+    free(svc->dns_name);
+    free(svc->health.path);
+}
+
+static void
+kubernetes_fini(struct config_kubernetes *k)
+{
+    free(k->ingress_class);
+    for (size_t i = 0; i < k->nnamespaces; i++)
+        free(k->namespaces[i]);
+    free(k->namespaces);
+    free(k->server);
+    free(k->token_file);
+    free(k->ca_file);
+}
+
+/* Frees cfg, complete or not: every array is as long as its count, or zeroed past what is set. */
+static void
 config_free(struct config *cfg)
 {
     for (size_t i = 0; i < cfg->nlisteners; i++)
@@ -1934,27 +2225,14 @@ config_free(struct config *cfg)
     if (cfg->admin != NULL)
         addr_fini(cfg->admin);
     free(cfg->admin);
-    for (size_t i = 0; i < cfg->ncerts; i++) {
-        free(cfg->certs[i].cert);
-        free(cfg->certs[i].key);
-    }
+    for (size_t i = 0; i < cfg->ncerts; i++)
+        cert_fini(&cfg->certs[i]);
     free(cfg->certs);
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        free(cfg->routes[i].host);
-        free(cfg->routes[i].path);
-        free(cfg->routes[i].service_name);
-    }
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        route_fini(&cfg->routes[i]);
     free(cfg->routes);
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        struct config_service *svc = &cfg->services[i];
-        for (size_t j = 0; j < svc->nservers; j++)
-            addr_fini(&svc->servers[j]);
-        free(svc->servers);
-        free(svc->name);
-        free(svc->dns);
-        free(svc->dns_name);
-        free(svc->health.path);
-    }
+    for (size_t i = 0; i < cfg->nservices; i++)
+        service_fini(&cfg->services[i]);
     free(cfg->services);
     for (size_t i = 0; i < cfg->nresolvers; i++)
         addr_fini(&cfg->resolvers[i]);
@@ -1963,8 +2241,26 @@ config_free(struct config *cfg)
         free(cfg->trusted_proxies[i].spec);
     free(cfg->trusted_proxies);
     free(cfg->access_log_path);
+    kubernetes_fini(&cfg->kubernetes);
     free(cfg->path);
     free((struct config_holder *)cfg);
+}
+
+void
+config_extra_free(struct config_extra *x)
+{
+    if (x == NULL)
+        return;
+    for (size_t i = 0; i < x->nroutes; i++)
+        route_fini(&x->routes[i]);
+    free(x->routes);
+    for (size_t i = 0; i < x->nservices; i++)
+        service_fini(&x->services[i]);
+    free(x->services);
+    for (size_t i = 0; i < x->ncerts; i++)
+        cert_fini(&x->certs[i]);
+    free(x->certs);
+    memset(x, 0, sizeof(*x));
 }
 
 /* References. */
@@ -2055,15 +2351,360 @@ listen_equal(const struct config *a, const struct config *b)
     return true;
 }
 
+static bool
+namespaces_equal(const struct config_kubernetes *a, const struct config_kubernetes *b)
+{
+    if (a->nnamespaces != b->nnamespaces)
+        return false;
+    /* Each list is distinct, so the same count and every one of a in b is the same set. */
+    for (size_t i = 0; i < a->nnamespaces; i++) {
+        size_t j = 0;
+        while (j < b->nnamespaces && strcmp(a->namespaces[i], b->namespaces[j]) != 0)
+            j++;
+        if (j == b->nnamespaces)
+            return false;
+    }
+    return true;
+}
+
+/* The provider's watches are opened once, at start; its ingress_class applies to each change. */
+static bool
+kubernetes_restart_equal(const struct config_kubernetes *a, const struct config_kubernetes *b)
+{
+    return a->enabled == b->enabled && str_equal(a->server, b->server) &&
+           str_equal(a->token_file, b->token_file) && str_equal(a->ca_file, b->ca_file) &&
+           namespaces_equal(a, b);
+}
+
 int
 config_needs_restart(const struct config *old, const struct config *new, char *what, size_t len)
 {
-    bool admin = (old->admin == NULL) != (new->admin == NULL) ||
-                 (old->admin != NULL && !addr_equal(old->admin, new->admin));
-    bool listen = !listen_equal(old, new), workers = old->workers != new->workers;
+    const char *keys[4];
+    size_t n = 0, used = 0;
 
-    snprintf(what, len, "%s%s%s%s%s", listen ? "listen" : "",
-             listen && (workers || admin) ? ", " : "", workers ? "workers" : "",
-             workers && admin ? ", " : "", admin ? "admin" : "");
-    return listen || workers || admin;
+    if (!listen_equal(old, new))
+        keys[n++] = "listen";
+    if (old->workers != new->workers)
+        keys[n++] = "workers";
+    if ((old->admin == NULL) != (new->admin == NULL) ||
+        (old->admin != NULL && !addr_equal(old->admin, new->admin)))
+        keys[n++] = "admin";
+    if (!kubernetes_restart_equal(&old->kubernetes, &new->kubernetes))
+        keys[n++] = "kubernetes";
+    if (len > 0)
+        what[0] = '\0';
+    for (size_t i = 0; i < n && used < len; i++) {
+        snprintf(what + used, len - used, "%s%s", i > 0 ? ", " : "", keys[i]);
+        used += strlen(what + used);
+    }
+    return n > 0;
+}
+
+/* Providers' additions. */
+
+static bool
+cert_equal(const struct config_cert *a, const struct config_cert *b)
+{
+    return str_equal(a->cert, b->cert) && str_equal(a->key, b->key) &&
+           str_equal(a->cert_pem, b->cert_pem) && str_equal(a->key_pem, b->key_pem);
+}
+
+static bool
+route_equal(const struct config_route *a, const struct config_route *b)
+{
+    return str_equal(a->host, b->host) && a->wildcard == b->wildcard &&
+           a->one_label == b->one_label && str_equal(a->path, b->path) && a->exact == b->exact &&
+           a->service == b->service && str_equal(a->service_name, b->service_name) &&
+           a->redirect_https == b->redirect_https && a->hsts_ms == b->hsts_ms;
+}
+
+static bool
+service_equal(const struct config_service *a, const struct config_service *b)
+{
+    if (!str_equal(a->name, b->name) || a->kube != b->kube || a->nservers != b->nservers ||
+        !str_equal(a->dns, b->dns) || !str_equal(a->health.path, b->health.path) ||
+        a->health.interval_ms != b->health.interval_ms ||
+        a->health.timeout_ms != b->health.timeout_ms)
+        return false;
+    for (size_t i = 0; i < a->nservers; i++)
+        if (!addr_equal(&a->servers[i], &b->servers[i]))
+            return false;
+    return true;
+}
+
+bool
+config_extra_equal(const struct config_extra *a, const struct config_extra *b)
+{
+    if (a->nroutes != b->nroutes || a->nservices != b->nservices || a->ncerts != b->ncerts ||
+        a->default_service != b->default_service)
+        return false;
+    for (size_t i = 0; i < a->nroutes; i++)
+        if (!route_equal(&a->routes[i], &b->routes[i]))
+            return false;
+    for (size_t i = 0; i < a->nservices; i++)
+        if (!service_equal(&a->services[i], &b->services[i]))
+            return false;
+    for (size_t i = 0; i < a->ncerts; i++)
+        if (!cert_equal(&a->certs[i], &b->certs[i]))
+            return false;
+    return true;
+}
+
+/*
+ * Copies. Each takes src's values, then gives every pointer its own copy, clearing them all
+ * before the first allocation: a copy that memory cut short holds only what it owns, and the
+ * usual _fini() frees it.
+ */
+
+static int
+str_copy(char **dst, const char *src)
+{
+    *dst = NULL;
+    return src != NULL && (*dst = strdup(src)) == NULL ? -1 : 0;
+}
+
+static int
+addr_copy(struct config_addr *dst, const struct config_addr *src)
+{
+    *dst = *src;
+    return str_copy(&dst->spec, src->spec);
+}
+
+static int
+cert_copy(struct config_cert *dst, const struct config_cert *src)
+{
+    *dst = *src;
+    dst->key = dst->cert_pem = dst->key_pem = NULL;
+    return str_copy(&dst->cert, src->cert) < 0 || str_copy(&dst->key, src->key) < 0 ||
+                   str_copy(&dst->cert_pem, src->cert_pem) < 0 ||
+                   str_copy(&dst->key_pem, src->key_pem) < 0
+               ? -1
+               : 0;
+}
+
+/* shift: how many services come before those src's index counts. */
+static int
+route_copy(struct config_route *dst, const struct config_route *src, size_t shift)
+{
+    *dst = *src;
+    dst->path = dst->service_name = NULL;
+    dst->service += shift;
+    return str_copy(&dst->host, src->host) < 0 || str_copy(&dst->path, src->path) < 0 ||
+                   str_copy(&dst->service_name, src->service_name) < 0
+               ? -1
+               : 0;
+}
+
+static int
+service_copy(struct config_service *dst, const struct config_service *src)
+{
+    *dst = *src;
+    dst->servers = NULL;
+    dst->nservers = 0;
+    dst->dns = dst->dns_name = dst->health.path = NULL;
+    if (str_copy(&dst->name, src->name) < 0 || str_copy(&dst->dns, src->dns) < 0 ||
+        str_copy(&dst->dns_name, src->dns_name) < 0 ||
+        str_copy(&dst->health.path, src->health.path) < 0)
+        return -1;
+    if (src->nservers > 0 && (dst->servers = calloc(src->nservers, sizeof(*dst->servers))) == NULL)
+        return -1;
+    for (size_t i = 0; i < src->nservers; i++)
+        if (addr_copy(&dst->servers[dst->nservers++], &src->servers[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static int
+kubernetes_copy(struct config_kubernetes *dst, const struct config_kubernetes *src)
+{
+    *dst = *src;
+    dst->namespaces = NULL;
+    dst->nnamespaces = 0;
+    dst->server = dst->token_file = dst->ca_file = NULL;
+    if (str_copy(&dst->ingress_class, src->ingress_class) < 0 ||
+        str_copy(&dst->server, src->server) < 0 ||
+        str_copy(&dst->token_file, src->token_file) < 0 ||
+        str_copy(&dst->ca_file, src->ca_file) < 0)
+        return -1;
+    if (src->nnamespaces > 0 &&
+        (dst->namespaces = calloc(src->nnamespaces, sizeof(*dst->namespaces))) == NULL)
+        return -1;
+    for (size_t i = 0; i < src->nnamespaces; i++)
+        if (str_copy(&dst->namespaces[dst->nnamespaces++], src->namespaces[i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* calloc() for an array that may be empty (NULL then); running out of memory sets *oom. */
+static void *
+items_new(size_t n, size_t size, bool *oom)
+{
+    void *p = n > 0 ? calloc(n, size) : NULL;
+
+    if (n > 0 && p == NULL)
+        *oom = true;
+    return p;
+}
+
+/*
+ * Copies base into cfg, but for its routes, services and certificates, which config_extend()
+ * copies with x's. cfg holds base's values and no pointer of base's (all are NULL), so a copy cut
+ * short frees as usual.
+ */
+static int
+config_copy_settings(struct config *cfg, const struct config *base)
+{
+    bool oom = false;
+
+    if (str_copy(&cfg->path, base->path) < 0 ||
+        str_copy(&cfg->access_log_path, base->access_log_path) < 0 ||
+        kubernetes_copy(&cfg->kubernetes, &base->kubernetes) < 0)
+        return -1;
+    cfg->listeners = items_new(base->nlisteners, sizeof(*cfg->listeners), &oom);
+    for (size_t i = 0; !oom && i < base->nlisteners; i++) {
+        struct config_listener *l = &cfg->listeners[cfg->nlisteners++];
+        *l = base->listeners[i];
+        oom = addr_copy(&l->addr, &base->listeners[i].addr) < 0;
+    }
+    if (!oom && base->admin != NULL)
+        oom = (cfg->admin = calloc(1, sizeof(*cfg->admin))) == NULL ||
+              addr_copy(cfg->admin, base->admin) < 0;
+    if (!oom)
+        cfg->resolvers = items_new(base->nresolvers, sizeof(*cfg->resolvers), &oom);
+    for (size_t i = 0; !oom && i < base->nresolvers; i++)
+        oom = addr_copy(&cfg->resolvers[cfg->nresolvers++], &base->resolvers[i]) < 0;
+    if (!oom)
+        cfg->trusted_proxies =
+            items_new(base->ntrusted_proxies, sizeof(*cfg->trusted_proxies), &oom);
+    for (size_t i = 0; !oom && i < base->ntrusted_proxies; i++) {
+        struct config_cidr *c = &cfg->trusted_proxies[cfg->ntrusted_proxies++];
+        *c = base->trusted_proxies[i];
+        oom = str_copy(&c->spec, base->trusted_proxies[i].spec) < 0;
+    }
+    return oom ? -1 : 0;
+}
+
+static void err_append(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Appends to the text in err, as much as fits. */
+static void
+err_append(char *err, size_t errlen, const char *fmt, ...)
+{
+    size_t used = errlen > 0 ? strlen(err) : 0;
+    va_list ap;
+
+    if (used + 1 >= errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err + used, errlen - used, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * Sets drop[i] for each route i of x that the router would take for one before it: one of base's
+ * (the file's wins) or an earlier one of x's, with a line in err for each. Sorting keeps this
+ * O(n log n) for many routes. Returns 0, or -1 when memory ran out.
+ */
+static int
+extra_routes_drop(const struct config *base, const struct config_extra *x, bool *drop, char *err,
+                  size_t errlen)
+{
+    size_t nb = base->nroutes, n = nb + x->nroutes;
+    struct route_key *keys;
+
+    if (x->nroutes == 0)
+        return 0;
+    if ((keys = calloc(n, sizeof(*keys))) == NULL)
+        return -1;
+    for (size_t i = 0; i < nb; i++)
+        keys[i] = route_key_of(&base->routes[i], i);
+    for (size_t i = 0; i < x->nroutes; i++)
+        keys[nb + i] = route_key_of(&x->routes[i], nb + i);
+    qsort(keys, n, sizeof(*keys), route_key_cmp);
+    for (size_t i = 1, first = 0; i < n; i++) {
+        const struct route_key *k = &keys[i];
+
+        if (!route_key_same(k, &keys[first])) {
+            first = i;
+            continue;
+        }
+        /* Within a group, lower indexes sort first; base's routes are distinct already. */
+        assert(k->index >= nb);
+        drop[k->index - nb] = true;
+        err_append(err, errlen,
+                   keys[first].index < nb
+                       ? "%s: kubernetes route %s %s is also in the file; the file's wins\n"
+                       : "%s: kubernetes route %s %s is there twice; the first wins\n",
+                   base->path, k->host != NULL ? k->host : "(any host)", k->path);
+    }
+    free(keys);
+    return 0;
+}
+
+struct config *
+config_extend(const struct config *base, const struct config_extra *x, char *err, size_t errlen)
+{
+    struct config_holder *h = calloc(1, sizeof(*h));
+    struct config *cfg = h != NULL ? &h->cfg : NULL;
+    size_t nb = base->nservices;
+    bool *drop = NULL, oom = false;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (h == NULL)
+        goto fail;
+    atomic_init(&h->refs, 1);
+    /* base's values, then every pointer cleared before anything is copied (config_free()). */
+    *cfg = *base;
+    cfg->path = cfg->access_log_path = NULL;
+    cfg->listeners = NULL;
+    cfg->admin = NULL;
+    cfg->certs = NULL;
+    cfg->routes = NULL;
+    cfg->services = NULL;
+    cfg->resolvers = NULL;
+    cfg->trusted_proxies = NULL;
+    cfg->nlisteners = cfg->ncerts = cfg->nroutes = cfg->nservices = cfg->nresolvers =
+        cfg->ntrusted_proxies = 0;
+    memset(&cfg->kubernetes, 0, sizeof(cfg->kubernetes));
+    assert(x->default_service < (int)x->nservices);
+    if (cfg->default_service < 0 && x->default_service >= 0)
+        cfg->default_service = x->default_service + (int)nb;
+    if (config_copy_settings(cfg, base) < 0)
+        goto fail;
+
+    cfg->certs = items_new(base->ncerts + x->ncerts, sizeof(*cfg->certs), &oom);
+    for (size_t i = 0; !oom && i < base->ncerts + x->ncerts; i++) {
+        const struct config_cert *c =
+            i < base->ncerts ? &base->certs[i] : &x->certs[i - base->ncerts];
+        oom = cert_copy(&cfg->certs[cfg->ncerts++], c) < 0;
+    }
+    if (!oom)
+        cfg->services = items_new(nb + x->nservices, sizeof(*cfg->services), &oom);
+    for (size_t i = 0; !oom && i < nb + x->nservices; i++) {
+        const struct config_service *s = i < nb ? &base->services[i] : &x->services[i - nb];
+        oom = service_copy(&cfg->services[cfg->nservices++], s) < 0;
+    }
+    if (!oom)
+        drop = items_new(x->nroutes, sizeof(*drop), &oom);
+    if (!oom)
+        oom = extra_routes_drop(base, x, drop, err, errlen) < 0;
+    if (!oom)
+        cfg->routes = items_new(base->nroutes + x->nroutes, sizeof(*cfg->routes), &oom);
+    for (size_t i = 0; !oom && i < base->nroutes; i++)
+        oom = route_copy(&cfg->routes[cfg->nroutes++], &base->routes[i], 0) < 0;
+    for (size_t i = 0; !oom && i < x->nroutes; i++) {
+        assert(x->routes[i].service < x->nservices);
+        if (!drop[i])
+            oom = route_copy(&cfg->routes[cfg->nroutes++], &x->routes[i], nb) < 0;
+    }
+    free(drop);
+    if (!oom)
+        return cfg;
+fail:
+    if (cfg != NULL)
+        config_free(cfg);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
 }

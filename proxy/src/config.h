@@ -43,18 +43,24 @@ struct config_listener {
     unsigned tls_line, tls_col; /* where tls was set (1-based); 0 when it was not */
 };
 
-/* Paths only: nothing here opens them; tls.c (and portier -t) do. */
+/* Paths, or PEM text a provider got (a Kubernetes Secret): nothing here opens the paths; tls.c
+ * (and portier -t) do. */
 struct config_cert {
-    char *cert; /* owned */
-    char *key;  /* owned */
+    char *cert;     /* owned: a path, or with cert_pem set a name for messages ("secret ns/x") */
+    char *key;      /* owned: a path, or with key_pem set a name for messages */
+    char *cert_pem; /* owned: the certificate chain's PEM text, or NULL to read the cert file */
+    char *key_pem;  /* owned: the key's PEM text, or NULL to read the key file */
     /* Where each path was written (1-based), so checks of the files can point at it. */
     unsigned cert_line, cert_col, key_line, key_col;
 };
 
 struct config_route {
-    char *host;          /* owned: lowercase, trailing dot removed; "*.example.com" if wildcard */
+    char *host;          /* owned: lowercase, trailing dot removed; "*.example.com" if wildcard;
+                          * NULL for a route that matches any host (only a provider makes one) */
     bool wildcard;       /* host starts with "*.": matches names below the suffix, not the suffix */
+    bool one_label;      /* a wildcard that matches one label only, as Kubernetes' "*.a.com" */
     char *path;          /* owned: a prefix starting with "/", as written; "/" by default */
+    bool exact;          /* path must equal the request's path (Kubernetes' pathType Exact) */
     size_t service;      /* index into config.services */
     char *service_name;  /* owned: the same name as config.services[service].name */
     bool redirect_https; /* plain-HTTP requests get 308 to the https:// URL */
@@ -70,7 +76,8 @@ struct config_health_check {
     uint64_t timeout_ms;  /* min(2s, interval) unless set; never more than interval_ms */
 };
 
-/* Exactly one of servers (a non-empty static list) and dns is set. */
+/* Exactly one of servers (a non-empty static list) and dns is set; a provider's service (kube)
+ * has neither or servers only: its list is what the provider saw and may be empty (503). */
 struct config_service {
     char *name;                  /* owned: [A-Za-z0-9._-]+ */
     struct config_addr *servers; /* owned array of nservers; NULL for a dns service */
@@ -79,6 +86,7 @@ struct config_service {
     char *dns_name;    /* owned: the name part of dns, as written (case and trailing dot kept) */
     uint16_t dns_port; /* the port part of dns; 0 for a static service */
     struct config_health_check health;
+    bool kube; /* made by the Kubernetes provider (name "namespace/service:port") */
 };
 
 /* A trusted proxy network; a bare address is a /32 or /128. */
@@ -87,6 +95,20 @@ struct config_cidr {
     int family;       /* AF_INET or AF_INET6 */
     uint8_t addr[16]; /* network address with the host bits cleared; IPv4 uses the first 4 */
     unsigned prefix;  /* 0-32 for IPv4, 0-128 for IPv6 */
+};
+
+/* The Kubernetes provider's settings (`kubernetes:`); present when enabled is true. In a pod,
+ * server, token_file and ca_file default to the service account's (KUBERNETES_SERVICE_HOST and
+ * _PORT, /var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt}). */
+struct config_kubernetes {
+    bool enabled;
+    char *ingress_class; /* owned: "portier" unless set */
+    char **namespaces;   /* owned, distinct; none = every namespace */
+    size_t nnamespaces;
+    char *server;       /* owned: "https://IP:PORT" as written, or NULL (from the environment) */
+    char *token_file;   /* owned: or NULL (the service account's) */
+    char *ca_file;      /* owned: or NULL (the service account's) */
+    unsigned line, col; /* where `kubernetes:` was written, for messages */
 };
 
 /* All in milliseconds. Every one but shutdown_grace is at least 1. */
@@ -123,8 +145,8 @@ struct config {
     struct config_cert *certs; /* owned; the first is the default certificate */
     size_t ncerts;
 
-    struct config_route *routes; /* owned; no two with the same host and path (trailing '/'
-                                  * ignored, as the router compares them) */
+    struct config_route *routes; /* owned; no two with the same host, path (trailing '/' ignored
+                                  * for prefixes, as the router compares them) and exactness */
     size_t nroutes;
     int default_service; /* index into services, or -1 (unknown hosts get 404) */
 
@@ -143,7 +165,41 @@ struct config {
     enum config_access_log access_log; /* CONFIG_ACCESS_LOG_STDOUT by default */
     char *access_log_path; /* owned; set only for CONFIG_ACCESS_LOG_FILE; < 4096 bytes */
     enum config_log_format access_log_format;
+
+    struct config_kubernetes kubernetes;
 };
+
+/*
+ * What a provider adds to a file's config: its routes (service an index into services here), its
+ * services (kube set) and its certificates (PEM), and the default service when the file names none
+ * (index into services, or -1). The owner frees it with config_extra_free().
+ */
+struct config_extra {
+    struct config_route *routes;
+    size_t nroutes;
+    struct config_service *services;
+    size_t nservices;
+    struct config_cert *certs;
+    size_t ncerts;
+    int default_service;
+};
+
+/* Frees what x holds (each array and every string in it) and zeroes it; x itself is the caller's.
+ */
+void config_extra_free(struct config_extra *x);
+
+/* Whether a and b would make the same config (same routes, services, servers in order, certs). */
+bool config_extra_equal(const struct config_extra *a, const struct config_extra *b);
+
+/*
+ * A new config: a deep copy of base with x's routes, services and certificates after base's own
+ * (x's route and default indexes moved past base's services). A route of x with the same host,
+ * path and exactness as one of base's is left out (the file wins), with a line for it in err.
+ * base's default_service, when set, wins over x's. Returns the config holding one reference, or
+ * NULL when memory ran out. Neither base nor x is changed.
+ */
+struct config *config_extend(const struct config *base, const struct config_extra *x, char *err,
+                             size_t errlen);
 
 /*
  * Reads and checks the YAML file at path. Returns a config holding one reference, or NULL with
@@ -184,8 +240,9 @@ bool config_trusted_proxy(const struct config *cfg, const struct sockaddr *sa);
 
 /*
  * Compares the parts a reload cannot change: listen (the set of addresses and their tls flags),
- * workers and admin. Returns 1 if they differ and writes the differing keys ("listen, workers")
- * into what, or 0 if a reload can apply new in place of old (what then holds "").
+ * workers, admin and kubernetes (but its ingress_class). Returns 1 if they differ and writes the
+ * differing keys ("listen, workers") into what, or 0 if a reload can apply new in place of old
+ * (what then holds "").
  */
 int config_needs_restart(const struct config *old, const struct config *new, char *what,
                          size_t len);

@@ -19,12 +19,14 @@ struct router_path {
     char *prefix;
     size_t len;
     int target;
+    bool exact; /* prefix is the whole path (kept with any trailing '/') */
 };
 
 /* The routes of one host: paths points into router.paths, longest prefix first. */
 struct router_host {
     char *name; /* owned; NULL for the host-less group */
     size_t len;
+    bool one_label;                  /* a wildcard matching names one label below it only */
     const struct router_path *paths; /* borrowed from router.paths */
     size_t npaths;
 };
@@ -48,6 +50,7 @@ struct router_entry {
     char *prefix; /* owned until moved into router.paths */
     size_t plen;
     int target;
+    bool exact, one_label;
     size_t index; /* in the caller's array, for messages */
 };
 
@@ -242,7 +245,7 @@ entry_path(struct router_entry *e, const char *path, char *err, size_t errlen)
             return -1;
         }
     }
-    while (len > 0 && path[len - 1] == '/')
+    while (!e->exact && len > 0 && path[len - 1] == '/')
         len--;
     if ((e->prefix = malloc(len + 1)) == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -276,15 +279,20 @@ entry_cmp(const void *pa, const void *pb)
         return c;
     if (a->kind == ROUTER_K_WILD && (c = cmp_len_bytes(b->name, b->nlen, a->name, a->nlen)) != 0)
         return c;
+    if (a->kind == ROUTER_K_WILD && a->one_label != b->one_label)
+        return a->one_label ? -1 : 1;
     if ((c = cmp_len_bytes(b->prefix, b->plen, a->prefix, a->plen)) != 0)
         return c;
+    if (a->exact != b->exact)
+        return a->exact ? -1 : 1;
     return a->index < b->index ? -1 : a->index > b->index;
 }
 
 static bool
 same_host(const struct router_entry *a, const struct router_entry *b)
 {
-    return a->kind == b->kind && cmp_len_bytes(a->name, a->nlen, b->name, b->nlen) == 0;
+    return a->kind == b->kind && a->one_label == b->one_label &&
+           cmp_len_bytes(a->name, a->nlen, b->name, b->nlen) == 0;
 }
 
 /* Turns the sorted entries into r's groups, moving each prefix into r->paths. */
@@ -295,7 +303,7 @@ build_groups(struct router *r, struct router_entry *ents, size_t n)
 
     for (size_t i = 0; i < n; i++) {
         struct router_entry *e = &ents[i];
-        r->paths[i] = (struct router_path){e->prefix, e->plen, e->target};
+        r->paths[i] = (struct router_path){e->prefix, e->plen, e->target, e->exact};
         e->prefix = NULL;
         r->npaths++;
         if (i > 0 && same_host(e, &ents[i - 1])) {
@@ -310,6 +318,7 @@ build_groups(struct router *r, struct router_entry *ents, size_t n)
                 return -1;
             memcpy(h->name, e->name, e->nlen + 1);
             h->len = e->nlen;
+            h->one_label = e->one_label;
         }
         h->paths = &r->paths[i];
         h->npaths = 1;
@@ -342,6 +351,7 @@ router_new(const struct router_route *routes, size_t n, int default_target, char
     for (size_t i = 0; i < n; i++) {
         ents[i].index = i;
         ents[i].target = routes[i].target;
+        ents[i].exact = routes[i].exact;
         if (routes[i].target < 0) {
             snprintf(err, errlen, "routes[%zu]: target %d is not a target index", i,
                      routes[i].target);
@@ -350,11 +360,13 @@ router_new(const struct router_route *routes, size_t n, int default_target, char
         if (entry_host(&ents[i], routes[i].host, err, errlen) < 0 ||
             entry_path(&ents[i], routes[i].path, err, errlen) < 0)
             goto fail;
+        /* Only a wildcard has labels to count. */
+        ents[i].one_label = routes[i].one_label && ents[i].kind == ROUTER_K_WILD;
     }
     if (n > 0)
         qsort(ents, n, sizeof(*ents), entry_cmp);
     for (size_t i = 1; i < n; i++) {
-        if (same_host(&ents[i], &ents[i - 1]) &&
+        if (same_host(&ents[i], &ents[i - 1]) && ents[i].exact == ents[i - 1].exact &&
             cmp_len_bytes(ents[i].prefix, ents[i].plen, ents[i - 1].prefix, ents[i - 1].plen) ==
                 0) {
             snprintf(err, errlen, "routes[%zu]: same host and path as routes[%zu]", ents[i].index,
@@ -402,6 +414,11 @@ match_path(const struct router_host *h, const char *path, size_t len)
 {
     for (size_t i = 0; i < h->npaths; i++) {
         const struct router_path *p = &h->paths[i];
+        if (p->exact) {
+            if (p->len == len && len > 0 && memcmp(p->prefix, path, len) == 0)
+                return p->target;
+            continue;
+        }
         if (p->len == 0)
             return p->target; /* "/" matches every path, even "*" or an empty one */
         if (p->len <= len && memcmp(p->prefix, path, p->len) == 0 &&
@@ -448,6 +465,7 @@ router_lookup(const struct router *r, const char *host, size_t host_len, const c
             h = &r->wild[i];
             /* The suffix starts with its dot, so "example.com" itself is not below it. */
             if (host_len > h->len && memcmp(host + host_len - h->len, h->name, h->len) == 0 &&
+                (!h->one_label || memchr(host, '.', host_len - h->len) == NULL) &&
                 (s = match_path(h, path, path_len)) >= 0)
                 return s;
         }

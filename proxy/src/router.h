@@ -5,6 +5,7 @@
 #ifndef ROUTER_H
 #define ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The longest host router_normalize_host() accepts, port and NUL not counted (RFC 1035 2.3.4). */
@@ -21,7 +22,10 @@
 struct router_route {
     const char *host;
     const char *path;
-    int target; /* >= 0: an index into the caller's targets */
+    int target;     /* >= 0: an index into the caller's targets */
+    bool exact;     /* path must equal the request's path, byte for byte (a trailing '/' too) */
+    bool one_label; /* a wildcard host matches names one label below its suffix only
+                     * ("*.a.com": "x.a.com", not "y.x.a.com"), as Kubernetes' do */
 };
 
 struct router;
@@ -48,8 +52,10 @@ void router_free(struct router *r);
  *
  * The order, first match wins:
  *   1. the exact host, its longest path prefix that matches on a segment boundary ("/api" matches
- *      "/api", "/api/" and "/api/x", not "/apiary"; "/" matches every path);
- *   2. the wildcard hosts that match, longest suffix first, each with its longest matching prefix;
+ *      "/api", "/api/" and "/api/x", not "/apiary"; "/" matches every path); an exact path of the
+ *      same length goes before a prefix;
+ *   2. the wildcard hosts that match, longest suffix first (one-label ones before the others of
+ *      the same suffix), each with its longest matching prefix;
  *   3. the routes without a host, longest matching prefix;
  *   4. the default target.
  * A host whose routes have no matching path falls through to the next step rather than answering

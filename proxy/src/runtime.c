@@ -50,7 +50,7 @@ runtime_new(struct config *cfg, char *err, size_t errlen)
     }
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct config_route *r = &cfg->routes[i];
-        routes[i] = (struct router_route){r->host, r->path, (int)i};
+        routes[i] = (struct router_route){r->host, r->path, (int)i, r->exact, r->one_label};
         rt->targets[i] = (struct runtime_target){(int)r->service, r->redirect_https, r->hsts_ms};
     }
     rt->targets[cfg->nroutes] = (struct runtime_target){cfg->default_service, false, 0};

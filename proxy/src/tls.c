@@ -102,7 +102,9 @@ tls_error(char *err, size_t errlen, const struct config *cfg, unsigned line, uns
     ERR_clear_error();
     if (used + 1 >= errlen)
         return;
-    used += (size_t)snprintf(err + used, errlen - used, "%s:%u:%u: ", cfg->path, line, col);
+    /* A provider's certificate (line 0) was written in no file. */
+    if (line > 0)
+        used += (size_t)snprintf(err + used, errlen - used, "%s:%u:%u: ", cfg->path, line, col);
     if (used + 1 >= errlen)
         return;
     va_start(ap, fmt);
@@ -120,15 +122,21 @@ tls_error(char *err, size_t errlen, const struct config *cfg, unsigned line, uns
  * Loading a certificate entry
  */
 
-/* Opens path for reading, saying why not in err. */
+/* Opens path for reading, or the PEM text a provider gave, saying why not in err. */
 static BIO *
 open_pem(const struct config *cfg, unsigned line, unsigned col, const char *what, size_t i,
-         const char *path, char *err, size_t errlen)
+         const char *path, const char *pem, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f;
     BIO *bio;
 
-    if (f == NULL) {
+    if (pem != NULL) {
+        if ((bio = BIO_new_mem_buf(pem, -1)) == NULL)
+            tls_error(err, errlen, cfg, line, col, "tls.certificates[%zu].%s: out of memory", i,
+                      what);
+        return bio;
+    }
+    if ((f = fopen(path, "r")) == NULL) {
         int e = errno;
         ERR_clear_error();
         tls_error(err, errlen, cfg, line, col, "tls.certificates[%zu].%s: cannot read %s: %s", i,
@@ -168,7 +176,8 @@ static int
 load_cert(const struct config *cfg, size_t i, struct loaded *l, char *err, size_t errlen)
 {
     const struct config_cert *c = &cfg->certs[i];
-    BIO *bio = open_pem(cfg, c->cert_line, c->cert_col, "cert", i, c->cert, err, errlen);
+    BIO *bio =
+        open_pem(cfg, c->cert_line, c->cert_col, "cert", i, c->cert, c->cert_pem, err, errlen);
     X509 *x;
 
     if (bio == NULL)
@@ -202,7 +211,7 @@ static int
 load_key(const struct config *cfg, size_t i, struct loaded *l, char *err, size_t errlen)
 {
     const struct config_cert *c = &cfg->certs[i];
-    BIO *bio = open_pem(cfg, c->key_line, c->key_col, "key", i, c->key, err, errlen);
+    BIO *bio = open_pem(cfg, c->key_line, c->key_col, "key", i, c->key, c->key_pem, err, errlen);
     int encrypted = 0;
 
     if (bio == NULL)
@@ -396,6 +405,21 @@ warn_entry(const struct config *cfg, size_t i, const struct loaded *l, char *err
                   "routed, and there is no default_service",
                   i, c->cert, n > 0 ? names[0] : "it has none", n > 1 ? ", ..." : "");
     names_free(names, n);
+}
+
+int
+tls_cert_check(const struct config_cert *c, char *err, size_t errlen)
+{
+    /* load_entry() reads the certificate from a config; this one holds c alone. */
+    const struct config one = {.path = "", .certs = (struct config_cert *)c, .ncerts = 1};
+    struct loaded l;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    if (load_entry(&one, 0, &l, err, errlen) > 0)
+        return -1;
+    loaded_free(&l);
+    return 0;
 }
 
 int

@@ -28,6 +28,12 @@ struct tls_store;
 int tls_check(const struct config *cfg, char *err, size_t errlen);
 
 /*
+ * Checks one certificate as tls_store_new() would load it (a provider's PEM text, before it goes
+ * into a config): returns 0, or -1 with one line saying what is wrong in err.
+ */
+int tls_cert_check(const struct config_cert *c, char *err, size_t errlen);
+
+/*
  * Loads cfg's certificates into server contexts. Returns the store, owned by the caller until
  * tls_store_free(), or NULL with the first problem in err. A config without certificates gives
  * NULL with err "".

@@ -766,6 +766,9 @@ UNIT_CONFIG_ERRORS = [
     ("admin-port-only", 'admin: "9180"\n'),
     ("admin-is-listener", 'listen:\n  - address: "127.0.0.1:8080"\nadmin: "127.0.0.1:8080"\n'),
     ("tls-without-certificates", 'listen:\n  - address: ":443"\n    tls: true\n'),
+    ("kubernetes-bad",
+     'kubernetes: {ingress_class: "A_b", namespaces: [apps, apps, "-x"], server: "http://x:1",'
+     ' token_file: "", ca_file: "", extra: 1}\n'),
     ("certificate-without-key", "tls:\n  certificates:\n    - cert: a.crt\n"),
     ("certificates-empty", 'tls:\n  certificates: []\nlisten:\n  - {address: ":443", tls: yes}\n'),
     ("tls-unknown-key", "tls: {certificate: []}\n"),
@@ -848,6 +851,11 @@ UNIT_CONFIG_VALUES = [
      'listen:\n  - address: "[::]:443"\n    tls: yes\n  - {address: ":80", tls: False}\n'
      "tls: {certificates: [{cert: a.crt, key: a.key}, {cert: b.crt, key: b.key}]}\n"),
     ("ipv6", 'listen:\n  - address: "[::1]:8080"\nadmin: "[::1]:9180"\n'),
+    ("kubernetes",
+     'listen: [{address: ":443", tls: true}]\nkubernetes:\n  ingress_class: portier\n'
+     '  namespaces: [apps, kube-system]\n  server: "https://[::1]:6443"\n'
+     "  token_file: /run/token\n  ca_file: /run/ca.crt\n"),
+    ("kubernetes-null", "kubernetes:\n"),
     ("routes",
      "routes:\n  - {host: App1.COM., service: b}\n  - {host: \"*.Example.com\", service: a}\n"
      "  - {host: app1.com, path: /api, service: a}\n"
@@ -875,7 +883,7 @@ UNIT_CONFIG_VALUES = [
      '"2001:db8::/33"]\n'),
 ]
 
-# DESIGN.md's example as it stands, with the keys still to come (unknown to config.c today).
+# DESIGN.md's example as it stands (kubernetes: included, as config.c knows it now).
 DESIGN_EXAMPLE = """\
 listen:                         # one or more listeners
   - address: "0.0.0.0:80"       # host:port ("[::]:80" for IPv6)

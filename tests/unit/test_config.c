@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "config.h"
 #include "util.h"
 
@@ -338,6 +339,104 @@ static const struct error_case error_cases[] = {
      "7:12: routes: host \"a.com\" with path \"/api//\" is already routed (as \"/api\": a "
      "trailing '/' makes no difference)\n"},
 
+    /* kubernetes. */
+    {"kubernetes: [portier]\n", "1:13: kubernetes: expected a mapping, not a list\n"},
+    {"kubernetes: on\n", "1:13: kubernetes: expected a mapping, not a single value\n"},
+    {"kubernetes:\n  ingress_clas: portier\n  namespace: [apps]\n",
+     "2:3: unknown key \"ingress_clas\" in kubernetes\n"
+     "3:3: unknown key \"namespace\" in kubernetes\n"},
+    {"kubernetes:\n  ca_file: /a\n  ca_file: /b\n",
+     "3:3: duplicate key \"ca_file\" in kubernetes\n"},
+    {"kubernetes:\n  ingress_class: Portier\n",
+     "2:18: kubernetes.ingress_class: \"Portier\" is not a DNS-1123 subdomain (at most 253 "
+     "lowercase letters, digits, '-' and '.', each label starting and ending with a letter or "
+     "digit)\n"},
+    {"kubernetes: {ingress_class: \"\"}\nx: [{kubernetes: {ingress_class: -a}}]\n",
+     "1:29: kubernetes.ingress_class: \"\" is not a DNS-1123 subdomain (at most 253 lowercase "
+     "letters, digits, '-' and '.', each label starting and ending with a letter or digit)\n"
+     "2:1: unknown key \"x\" in config\n"},
+    {"kubernetes: {ingress_class: a.}\n",
+     "1:29: kubernetes.ingress_class: \"a.\" is not a DNS-1123 subdomain (at most 253 lowercase "
+     "letters, digits, '-' and '.', each label starting and ending with a letter or digit)\n"},
+    {"kubernetes: {ingress_class: a..b}\n",
+     "1:29: kubernetes.ingress_class: \"a..b\" is not a DNS-1123 subdomain (at most 253 "
+     "lowercase letters, digits, '-' and '.', each label starting and ending with a letter or "
+     "digit)\n"},
+    {"kubernetes: {ingress_class: a-.b}\n",
+     "1:29: kubernetes.ingress_class: \"a-.b\" is not a DNS-1123 subdomain (at most 253 "
+     "lowercase letters, digits, '-' and '.', each label starting and ending with a letter or "
+     "digit)\n"},
+    {"kubernetes: {ingress_class: [a]}\n",
+     "1:29: kubernetes.ingress_class: expected a single value, not a list\n"},
+    {"kubernetes: {namespaces: apps}\n",
+     "1:26: kubernetes.namespaces: expected a list, not a single value\n"},
+    {"kubernetes:\n  namespaces: [apps, web, apps, \"\", Apps, a.b, -a, a-, a_b, [x]]\n",
+     "2:27: kubernetes.namespaces: \"apps\" is already in the list\n"
+     "2:33: kubernetes.namespaces: \"\" is not a DNS-1123 label (1 to 63 lowercase letters, "
+     "digits and '-', starting and ending with a letter or digit)\n"
+     "2:37: kubernetes.namespaces: \"Apps\" is not a DNS-1123 label (1 to 63 lowercase letters, "
+     "digits and '-', starting and ending with a letter or digit)\n"
+     "2:43: kubernetes.namespaces: \"a.b\" is not a DNS-1123 label (1 to 63 lowercase letters, "
+     "digits and '-', starting and ending with a letter or digit)\n"
+     "2:48: kubernetes.namespaces: \"-a\" is not a DNS-1123 label (1 to 63 lowercase letters, "
+     "digits and '-', starting and ending with a letter or digit)\n"
+     "2:52: kubernetes.namespaces: \"a-\" is not a DNS-1123 label (1 to 63 lowercase letters, "
+     "digits and '-', starting and ending with a letter or digit)\n"
+     "2:56: kubernetes.namespaces: \"a_b\" is not a DNS-1123 label (1 to 63 lowercase letters, "
+     "digits and '-', starting and ending with a letter or digit)\n"
+     "2:61: kubernetes.namespaces: expected a single value, not a list\n"},
+    {"kubernetes:\n"
+     "  server: \"http://10.0.0.1:6443\"\n"
+     "k2: {server: \"https://kubernetes.default.svc:443\"}\n",
+     "2:11: kubernetes.server: \"http://10.0.0.1:6443\" must be https://IP:PORT\n"
+     "3:1: unknown key \"k2\" in config\n"},
+    {"kubernetes: {server: \"https://kubernetes.default.svc:443\"}\n",
+     "1:22: kubernetes.server: \"https://kubernetes.default.svc:443\" must be https://IP:PORT "
+     "(\"kubernetes.default.svc\" is not an IP address; host names are not looked up)\n"},
+    {"kubernetes: {server: \"https://10.0.0.1\"}\n",
+     "1:22: kubernetes.server: \"https://10.0.0.1\" must be https://IP:PORT (no port)\n"},
+    {"kubernetes: {server: \"https://[fd00::1]\"}\n",
+     "1:22: kubernetes.server: \"https://[fd00::1]\" must be https://IP:PORT (no port)\n"},
+    {"kubernetes: {server: \"https://10.0.0.1:6443/\"}\n",
+     "1:22: kubernetes.server: \"https://10.0.0.1:6443/\" must be https://IP:PORT (nothing may "
+     "follow the port)\n"},
+    {"kubernetes: {server: \"https://10.0.0.1:6443/api?x#y\"}\n",
+     "1:22: kubernetes.server: \"https://10.0.0.1:6443/api?x#y\" must be https://IP:PORT "
+     "(nothing may follow the port)\n"},
+    {"kubernetes: {server: \"https://fd00::1:6443\"}\n",
+     "1:22: kubernetes.server: \"https://fd00::1:6443\" must be https://IP:PORT (IPv6 as "
+     "[IP]:PORT)\n"},
+    {"kubernetes: {server: \"https://[fd00::1:6443\"}\n",
+     "1:22: kubernetes.server: \"https://[fd00::1:6443\" must be https://IP:PORT (IPv6 as "
+     "[IP]:PORT)\n"},
+    {"kubernetes: {server: \"https://[10.0.0.1]:6443\"}\n",
+     "1:22: kubernetes.server: \"https://[10.0.0.1]:6443\" must be https://IP:PORT "
+     "(\"10.0.0.1\" is not an IP address; host names are not looked up)\n"},
+    {"kubernetes: {server: \"https://:6443\"}\n",
+     "1:22: kubernetes.server: \"https://:6443\" must be https://IP:PORT (no IP)\n"},
+    {"kubernetes: {server: \"https://\"}\n",
+     "1:22: kubernetes.server: \"https://\" must be https://IP:PORT (no IP)\n"},
+    {"kubernetes: {server: \"https://10.0.0.1:0\"}\n",
+     "1:22: kubernetes.server: \"https://10.0.0.1:0\" must be https://IP:PORT (a port from 1 to "
+     "65535)\n"},
+    {"kubernetes: {server: \"https://10.0.0.1:65536\"}\n",
+     "1:22: kubernetes.server: \"https://10.0.0.1:65536\" must be https://IP:PORT (a port from 1 "
+     "to 65535)\n"},
+    {"kubernetes: {server: \"https://10.0.0.1:\"}\n",
+     "1:22: kubernetes.server: \"https://10.0.0.1:\" must be https://IP:PORT (a port from 1 to "
+     "65535)\n"},
+    {"kubernetes: {server: \"HTTPS://10.0.0.1:6443\"}\n",
+     "1:22: kubernetes.server: \"HTTPS://10.0.0.1:6443\" must be https://IP:PORT\n"},
+    {"kubernetes: {server: \"https://10.0.0.256:6443\"}\n",
+     "1:22: kubernetes.server: \"https://10.0.0.256:6443\" must be https://IP:PORT "
+     "(\"10.0.0.256\" is not an IP address; host names are not looked up)\n"},
+    {"kubernetes: {token_file: \"\", ca_file: \"\"}\n",
+     "1:26: kubernetes.token_file: must not be empty\n"
+     "1:39: kubernetes.ca_file: must not be empty\n"},
+    {"kubernetes: {token_file: [a], ca_file: {a: b}}\n",
+     "1:26: kubernetes.token_file: expected a single value, not a list\n"
+     "1:40: kubernetes.ca_file: expected a single value, not a mapping\n"},
+
     /* Several at once, reported in file order whichever check found them. */
     {"routes:\n  - host: app1.com\n    service: nope\ndefault_service: gone\nlistn: 1\n"
      "services:\n  s1: {servers: []}\nworkers: 0\n",
@@ -401,6 +500,23 @@ dump_addr(char *out, size_t cap, const char *what, const struct config_addr *a, 
 #define OUT out + strlen(out), cap - strlen(out)
 
 static void
+dump_kubernetes(const struct config_kubernetes *k, char *out, size_t cap)
+{
+    if (!k->enabled) {
+        assert_null(k->ingress_class);
+        snprintf(OUT, "kubernetes off\n");
+        return;
+    }
+    snprintf(OUT, "kubernetes %s at %u:%u\n", k->ingress_class, k->line, k->col);
+    snprintf(OUT, "  namespaces");
+    for (size_t i = 0; i < k->nnamespaces; i++)
+        snprintf(OUT, " %s", k->namespaces[i]);
+    snprintf(OUT, "\n  server %s\n  token_file %s\n  ca_file %s\n",
+             k->server != NULL ? k->server : "-", k->token_file != NULL ? k->token_file : "-",
+             k->ca_file != NULL ? k->ca_file : "-");
+}
+
+static void
 dump(const struct config *cfg, char *out, size_t cap)
 {
     static const char *const logs[] = {"stdout", "off", "file"};
@@ -415,12 +531,20 @@ dump(const struct config *cfg, char *out, size_t cap)
     if (cfg->admin != NULL)
         dump_addr(out, cap, "admin", cfg->admin, "");
     snprintf(OUT, "workers %u\n", cfg->workers);
-    for (size_t i = 0; i < cfg->ncerts; i++)
-        snprintf(OUT, "cert %s %s\n", cfg->certs[i].cert, cfg->certs[i].key);
+    for (size_t i = 0; i < cfg->ncerts; i++) {
+        const struct config_cert *c = &cfg->certs[i];
+        snprintf(OUT, "cert %s %s", c->cert, c->key);
+        if (c->cert_pem != NULL || c->key_pem != NULL)
+            snprintf(OUT, " pem %s %s", c->cert_pem != NULL ? c->cert_pem : "-",
+                     c->key_pem != NULL ? c->key_pem : "-");
+        snprintf(OUT, "\n");
+    }
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct config_route *r = &cfg->routes[i];
-        snprintf(OUT, "route %s %s -> %zu %s%s%s", r->host, r->path, r->service, r->service_name,
-                 r->wildcard ? " wildcard" : "", r->redirect_https ? " redirect_https" : "");
+        snprintf(OUT, "route %s %s -> %zu %s%s%s%s%s", r->host != NULL ? r->host : "(any)", r->path,
+                 r->service, r->service_name, r->wildcard ? " wildcard" : "",
+                 r->one_label ? " one_label" : "", r->exact ? " exact" : "",
+                 r->redirect_https ? " redirect_https" : "");
         if (r->hsts_ms > 0)
             snprintf(OUT, " hsts=%llu", (unsigned long long)r->hsts_ms);
         snprintf(OUT, "\n");
@@ -429,7 +553,7 @@ dump(const struct config *cfg, char *out, size_t cap)
     snprintf(OUT, "default_service %d\n", cfg->default_service);
     for (size_t i = 0; i < cfg->nservices; i++) {
         const struct config_service *s = &cfg->services[i];
-        snprintf(OUT, "service %s\n", s->name);
+        snprintf(OUT, "service %s%s\n", s->name, s->kube ? " kube" : "");
         for (size_t j = 0; j < s->nservers; j++)
             dump_addr(out, cap, "  server", &s->servers[j], "");
         if (s->dns != NULL)
@@ -438,7 +562,8 @@ dump(const struct config *cfg, char *out, size_t cap)
             snprintf(OUT, "  health %s %llu %llu\n", s->health.path,
                      (unsigned long long)s->health.interval_ms,
                      (unsigned long long)s->health.timeout_ms);
-        assert_true((s->nservers > 0) != (s->dns != NULL));
+        assert_true(s->kube ? s->dns == NULL : (s->nservers > 0) != (s->dns != NULL));
+        assert_true((s->nservers > 0) == (s->servers != NULL));
     }
     for (size_t i = 0; i < cfg->nresolvers; i++)
         dump_addr(out, cap, "resolver", &cfg->resolvers[i], "");
@@ -458,6 +583,7 @@ dump(const struct config *cfg, char *out, size_t cap)
     snprintf(OUT, "access_log %s %s\n", logs[cfg->access_log],
              cfg->access_log_path != NULL ? cfg->access_log_path : "-");
     snprintf(OUT, "access_log_format %s\n", formats[cfg->access_log_format]);
+    dump_kubernetes(&cfg->kubernetes, out, cap);
     assert_true(strlen(out) + 1 < cap);
 }
 
@@ -491,7 +617,8 @@ static const char defaults[] = "listen 0.0.0.0:80 = 0.0.0.0 80\n"
                                "timeouts 10000 60000 60000 2000 60000 10000\n"
                                "limits 16384 0 10000\n"
                                "access_log stdout -\n"
-                               "access_log_format combined\n";
+                               "access_log_format combined\n"
+                               "kubernetes off\n";
 
 static const struct value_case value_cases[] = {
     /* Empty, or as good as: every default. */
@@ -668,6 +795,36 @@ static const struct value_case value_cases[] = {
      "trusted fd00::/8 = fd00::/8\n"
      "trusted 2001:db8::1/33 = 2001:db8::/33\n"
      "trusted 0.0.0.0/0 = 0.0.0.0/0\n"},
+
+    /* kubernetes: on when the key is there, even with every key inside commented out. */
+    {"kubernetes: {}\n", "kubernetes portier at 1:1\n  namespaces\n  server -\n  token_file -\n"
+                         "  ca_file -\n"},
+    {"workers: 2\nkubernetes:\n", "kubernetes portier at 2:1\n  namespaces\n  server -\n"},
+    {"workers: 2\nkubernetes:\n#  ingress_class: nginx\n", "kubernetes portier at 2:1\n"},
+    {"kubernetes: {ingress_class: ~, namespaces: [], server: null}\n",
+     "kubernetes portier at 1:1\n  namespaces\n  server -\n"},
+    {"workers: 1\n"
+     "kubernetes:\n"
+     "  ingress_class: nginx.example-1.com\n"
+     "  namespaces: [apps, web-1, \"0\"]\n"
+     "  server: \"https://10.96.0.1:443\"\n"
+     "  token_file: /var/run/token\n"
+     "  ca_file: ca.crt\n",
+     "kubernetes nginx.example-1.com at 2:1\n"
+     "  namespaces apps web-1 0\n"
+     "  server https://10.96.0.1:443\n"
+     "  token_file /var/run/token\n"
+     "  ca_file ca.crt\n"},
+    {"kubernetes: {server: \"https://[fd00::1]:6443\", ingress_class: a}\n",
+     "kubernetes a at 1:1\n  namespaces\n  server https://[fd00::1]:6443\n"},
+    {"kubernetes: {server: \"https://[::ffff:10.0.0.1]:1\"}\n",
+     "  server https://[::ffff:10.0.0.1]:1\n"},
+    /* A TLS listener's certificates may all come from Ingresses' Secrets. */
+    {"listen: [{address: \":443\", tls: true}]\nkubernetes: {}\n"
+     "services: {s: {servers: [\"127.0.0.1:1\"]}}\n"
+     "routes: [{host: a.com, path: /a/, service: s, redirect_https: true}]\n",
+     "listen :443 = 0.0.0.0 443 tls\nroute a.com /a/ -> 0 s redirect_https\n"
+     "kubernetes portier at 2:1\n"},
 
     /* YAML's own features work as YAML says. */
     {"services:\n  a: {servers: &s [\"10.0.0.9:80\"]}\n  b: {servers: *s}\n",
@@ -969,10 +1126,14 @@ test_file_size_limit(void **state)
     free(t.p);
 }
 
+/* 63 bytes: the longest DNS label. */
+#define LABEL_63 "abcdefghijklmnopqrstuvwxyz0123456789-abcdefghijklmnopqrstuvwxyz"
+
 /* Lists past what a start could use, and strings past what their consumers hold. */
 static void
 test_count_and_length_limits(void **state)
 {
+    char want[512];
     struct text t = {0};
     struct config *cfg;
 
@@ -1014,6 +1175,29 @@ test_count_and_length_limits(void **state)
     config_unref(cfg);
     text_add(&t, "h");
     assert_parse_errors(&t, "5:13: path: longer than 1024 bytes\n");
+
+    /* An object's name is at most 253 bytes, a namespace's 63. */
+    t.len = 0;
+    text_add(&t, "kubernetes:\n  namespaces: [%s]\n  ingress_class: ", LABEL_63);
+    for (int i = 0; i < 4; i++)
+        text_add(&t, "%s%.*s", i > 0 ? "." : "", i < 3 ? 63 : 61, LABEL_63);
+    cfg = config_parse("t.yaml", t.p, t.len, err, sizeof(err));
+    assert_non_null(cfg);
+    assert_int_equal(strlen(cfg->kubernetes.namespaces[0]), 63);
+    assert_int_equal(strlen(cfg->kubernetes.ingress_class), 253);
+    config_unref(cfg);
+    text_add(&t, "c");
+    snprintf(want, sizeof(want),
+             "3:18: kubernetes.ingress_class: \"%s\" is not a DNS-1123 subdomain (at most 253 "
+             "lowercase letters, digits, '-' and '.', each label starting and ending with a letter "
+             "or digit)\n",
+             t.p + t.len - 254);
+    assert_parse_errors(&t, want);
+    t.len = 0;
+    text_add(&t, "kubernetes:\n  namespaces: [%sx]\n", LABEL_63);
+    assert_parse_errors(&t, "2:16: kubernetes.namespaces: \"" LABEL_63
+                            "x\" is not a DNS-1123 label (1 to 63 lowercase letters, digits and "
+                            "'-', starting and ending with a letter or digit)\n");
     free(t.p);
 }
 
@@ -1114,6 +1298,27 @@ static const struct restart_case restart_cases[] = {
     {"", "listen: [{address: \":81\"}]\nworkers: 3\nadmin: \"127.0.0.1:1\"\n", 1,
      "listen, workers, admin"},
     {"", "listen: [{address: \":81\"}]\nadmin: \"127.0.0.1:1\"\n", 1, "listen, admin"},
+    /* The provider's watches are opened at start; its ingress class applies to the next change. */
+    {"", "kubernetes: {}\n", 1, "kubernetes"},
+    {"", "kubernetes:\n", 1, "kubernetes"},
+    {"kubernetes: {}\n", "kubernetes: {ingress_class: nginx}\n", 0, ""},
+    {"kubernetes: {}\n", "kubernetes: {namespaces: []}\n", 0, ""},
+    {"kubernetes: {namespaces: [a, b]}\n", "kubernetes: {namespaces: [b, a]}\n", 0, ""},
+    {"kubernetes: {namespaces: [a, b]}\n", "kubernetes: {namespaces: [a]}\n", 1, "kubernetes"},
+    {"kubernetes: {namespaces: [a, b]}\n", "kubernetes: {namespaces: [a, c]}\n", 1, "kubernetes"},
+    {"kubernetes: {}\n", "kubernetes: {namespaces: [a]}\n", 1, "kubernetes"},
+    {"kubernetes: {server: \"https://10.0.0.1:443\"}\n",
+     "kubernetes: {server: \"https://10.0.0.1:443\", ingress_class: b}\n", 0, ""},
+    {"kubernetes: {}\n", "kubernetes: {server: \"https://10.0.0.1:443\"}\n", 1, "kubernetes"},
+    {"kubernetes: {server: \"https://10.0.0.1:443\"}\n",
+     "kubernetes: {server: \"https://10.0.0.2:443\"}\n", 1, "kubernetes"},
+    {"kubernetes: {}\n", "kubernetes: {token_file: /t}\n", 1, "kubernetes"},
+    {"kubernetes: {token_file: /t}\n", "kubernetes: {token_file: /u}\n", 1, "kubernetes"},
+    {"kubernetes: {}\n", "kubernetes: {ca_file: /c}\n", 1, "kubernetes"},
+    {"kubernetes: {ca_file: /c}\n", "kubernetes: {ca_file: /d}\n", 1, "kubernetes"},
+    {"workers: 2\nkubernetes: {}\n", "", 1, "workers, kubernetes"},
+    {"", "listen: [{address: \":81\"}]\nworkers: 3\nadmin: \"127.0.0.1:1\"\nkubernetes: {}\n", 1,
+     "listen, workers, admin, kubernetes"},
 };
 
 static void
@@ -1132,9 +1337,374 @@ test_needs_restart(void **state)
         assert_int_equal(config_needs_restart(a, b, what, sizeof(what)), c->want);
         assert_string_equal(what, c->what);
         assert_int_equal(config_needs_restart(b, a, what, sizeof(what)), c->want);
+        assert_string_equal(what, c->what);
+        /* A short buffer holds what fits. */
+        assert_int_equal(config_needs_restart(a, b, what, 9), c->want);
+        assert_true(strlen(what) < 9 && strncmp(what, c->what, strlen(what)) == 0);
         config_unref(a);
         config_unref(b);
     }
+}
+
+/* Providers' additions: a config_extra built as a provider builds one, every string owned. */
+
+static char *
+xstrdup(const char *s)
+{
+    char *p;
+
+    if (s == NULL)
+        return NULL;
+    p = strdup(s);
+    assert_non_null(p);
+    return p;
+}
+
+/* Makes room for one more zeroed item at the end of the array p of n. */
+static void *
+grow(void *p, size_t n, size_t size)
+{
+    p = realloc(p, (n + 1) * size);
+    assert_non_null(p);
+    memset((char *)p + n * size, 0, size);
+    return p;
+}
+
+/* Adds a provider's service; servers is a space-separated list of addresses, maybe empty. */
+static size_t
+extra_service(struct config_extra *x, const char *name, const char *servers)
+{
+    struct config_service *svc;
+    char list[256], msg[256], *save = NULL;
+
+    x->services = grow(x->services, x->nservices, sizeof(*x->services));
+    svc = &x->services[x->nservices];
+    svc->name = xstrdup(name);
+    svc->kube = true;
+    snprintf(list, sizeof(list), "%s", servers);
+    for (char *t = strtok_r(list, " ", &save); t != NULL; t = strtok_r(NULL, " ", &save)) {
+        struct config_addr *a;
+        svc->servers = grow(svc->servers, svc->nservers, sizeof(*svc->servers));
+        a = &svc->servers[svc->nservers++];
+        assert_int_equal(addr_parse(t, &a->ss, &a->len, msg, sizeof(msg)), 0);
+        a->spec = xstrdup(t);
+    }
+    return x->nservices++;
+}
+
+/* Adds a route; host NULL matches any host, and a wildcard matches one label (Kubernetes'). */
+static void
+extra_route(struct config_extra *x, const char *host, const char *path, bool exact, size_t service)
+{
+    struct config_route *r;
+
+    x->routes = grow(x->routes, x->nroutes, sizeof(*x->routes));
+    r = &x->routes[x->nroutes++];
+    r->host = xstrdup(host);
+    r->wildcard = r->one_label = host != NULL && host[0] == '*';
+    r->path = xstrdup(path);
+    r->exact = exact;
+    r->service = service;
+    r->service_name = xstrdup(x->services[service].name);
+}
+
+static void
+extra_cert(struct config_extra *x, const char *name, const char *cert_pem, const char *key_pem)
+{
+    struct config_cert *c;
+
+    x->certs = grow(x->certs, x->ncerts, sizeof(*x->certs));
+    c = &x->certs[x->ncerts++];
+    c->cert = xstrdup(name);
+    c->key = xstrdup(name);
+    c->cert_pem = xstrdup(cert_pem);
+    c->key_pem = xstrdup(key_pem);
+}
+
+static void
+assert_dump_contains(const struct config *cfg, const char *block)
+{
+    char got[8192];
+
+    dump(cfg, got, sizeof(got));
+    if (strstr(got, block) == NULL) {
+        print_error("no\n%sin%s", block, got);
+        fail();
+    }
+}
+
+/* A file's config using every key, to be copied. */
+static const char extend_base[] =
+    "listen: [{address: \":80\"}, {address: \"[::]:443\", tls: true}]\n"
+    "admin: \"127.0.0.1:9180\"\n"
+    "workers: 3\n"
+    "tls: {certificates: [{cert: a.crt, key: a.key}]}\n"
+    "routes:\n"
+    "  - {host: a.com, path: /api, service: s1}\n"
+    "  - {host: \"*.b.com\", service: s2, redirect_https: true, hsts: 1d}\n"
+    "services:\n"
+    "  s1: {servers: [\"10.0.0.1:80\", \"[fd00::1]:8080\"]}\n"
+    "  s2: {dns: \"s2.local:80\", health_check: {path: /h, interval: 1s}}\n"
+    "resolvers: [10.0.0.53]\n"
+    "trusted_proxies: [10.0.0.0/8]\n"
+    "timeouts: {client_idle: 5s, tls_handshake: 3s, shutdown_grace: 0s}\n"
+    "limits: {max_body_bytes: 1m, max_connections: 50}\n"
+    "access_log: /var/log/a.log\n"
+    "access_log_format: json\n"
+    "kubernetes:\n"
+    "  ingress_class: web\n"
+    "  namespaces: [apps, web]\n"
+    "  server: \"https://10.96.0.1:443\"\n"
+    "  token_file: /t\n"
+    "  ca_file: /c\n";
+
+/* With nothing to add, the copy is base, and outlives it. */
+static void
+test_extend_copies_base(void **state)
+{
+    struct config_extra none = {.default_service = -1};
+    struct config *base, *ext;
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    char want[8192], got[8192], what[64];
+
+    (void)state;
+    base = config_parse("t.yaml", extend_base, strlen(extend_base), err, sizeof(err));
+    assert_non_null(base);
+    strcpy(err, "x");
+    ext = config_extend(base, &none, err, sizeof(err));
+    assert_non_null(ext);
+    assert_string_equal(err, "");
+    dump(base, want, sizeof(want));
+    assert_true(strstr(want, "kubernetes web at 17:1\n  namespaces apps web\n") != NULL);
+    assert_ptr_not_equal(ext->routes, base->routes);
+    assert_ptr_not_equal(ext->services[0].servers, base->services[0].servers);
+    assert_ptr_not_equal(ext->kubernetes.namespaces, base->kubernetes.namespaces);
+    assert_int_equal(ext->listeners[1].tls_line, base->listeners[1].tls_line);
+    assert_int_equal(ext->certs[0].key_col, base->certs[0].key_col);
+    assert_int_equal(config_needs_restart(base, ext, what, sizeof(what)), 0);
+    config_unref(base);
+    /* Read after base is gone: ASan finds anything still shared. */
+    dump(ext, got, sizeof(got));
+    assert_string_equal(got, want);
+    assert_string_equal(ext->path, "t.yaml");
+    inet_pton(AF_INET, "10.1.2.3", &sin.sin_addr);
+    assert_true(config_trusted_proxy(ext, (const struct sockaddr *)&sin));
+    assert_int_equal(config_service_index(ext, "s2"), 1);
+    assert_int_equal(ext->services[1].dns_port, 80);
+    assert_string_equal(ext->services[1].dns_name, "s2.local");
+    assert_int_equal(ext->listeners[1].addr.len, sizeof(struct sockaddr_in6));
+    config_ref(ext);
+    config_unref(ext);
+    config_unref(ext);
+
+    /* A config with nothing optional: NULL arrays copy as NULL. */
+    base = config_parse("u.yaml", "", 0, err, sizeof(err));
+    assert_non_null(base);
+    ext = config_extend(base, &none, err, sizeof(err));
+    assert_non_null(ext);
+    dump(base, want, sizeof(want));
+    config_unref(base);
+    dump(ext, got, sizeof(got));
+    assert_string_equal(got, want);
+    assert_null(ext->admin);
+    assert_null(ext->routes);
+    assert_null(ext->kubernetes.ingress_class);
+    config_unref(ext);
+}
+
+/* x's after base's, x's indexes moved; a route the file has already is the file's. */
+static void
+test_extend_adds(void **state)
+{
+    struct config_extra x = {.default_service = -1};
+    struct config *base, *ext;
+    size_t web, api;
+
+    (void)state;
+    web = extra_service(&x, "apps/web:80", "10.1.0.1:8080 [fd00::2]:8080");
+    api = extra_service(&x, "apps/api:http", "");
+    extra_route(&x, "a.com", "/api/", false, api); /* the file's /api */
+    extra_route(&x, "a.com", "/api", true, web);   /* Exact: not the file's prefix */
+    extra_route(&x, NULL, "/", false, api);
+    extra_route(&x, "*.b.com", "/", false, web); /* the file's, one label or not */
+    extra_route(&x, "*.b.com", "/x", false, web);
+    extra_route(&x, NULL, "/", false, web);     /* twice in x: the first wins */
+    extra_route(&x, "c.com", "/x/", true, web); /* Exact paths as written */
+    extra_route(&x, "c.com", "/x", true, api);
+    extra_route(&x, "c.com", "/x//", false, web);
+    extra_route(&x, "c.com", "/x", false, api); /* twice in x, as the router compares prefixes */
+    extra_cert(&x, "secret apps/tls", "CERT", "KEY");
+    x.default_service = (int)api;
+
+    base = config_parse("t.yaml", extend_base, strlen(extend_base), err, sizeof(err));
+    assert_non_null(base);
+    ext = config_extend(base, &x, err, sizeof(err));
+    config_unref(base);
+    config_extra_free(&x);
+    assert_non_null(ext);
+    assert_string_equal(err,
+                        "t.yaml: kubernetes route (any host) / is there twice; the first wins\n"
+                        "t.yaml: kubernetes route *.b.com / is also in the file; the file's wins\n"
+                        "t.yaml: kubernetes route a.com /api/ is also in the file; the file's "
+                        "wins\n"
+                        "t.yaml: kubernetes route c.com /x is there twice; the first wins\n");
+    assert_int_equal(ext->nroutes, 8);
+    assert_int_equal(ext->nservices, 4);
+    assert_int_equal(ext->ncerts, 2);
+    assert_dump_contains(ext, "cert a.crt a.key\ncert secret apps/tls secret apps/tls pem CERT "
+                              "KEY\n");
+    assert_dump_contains(ext, "route a.com /api -> 0 s1\n"
+                              "route *.b.com / -> 1 s2 wildcard redirect_https hsts=86400000\n"
+                              "route a.com /api -> 2 apps/web:80 exact\n"
+                              "route (any) / -> 3 apps/api:http\n"
+                              "route *.b.com /x -> 2 apps/web:80 wildcard one_label\n"
+                              "route c.com /x/ -> 2 apps/web:80 exact\n"
+                              "route c.com /x -> 3 apps/api:http exact\n"
+                              "route c.com /x// -> 2 apps/web:80\n"
+                              "default_service 3\n"
+                              "service s1\n");
+    assert_dump_contains(ext, "service apps/web:80 kube\n"
+                              "  server 10.1.0.1:8080 = 10.1.0.1 8080\n"
+                              "  server [fd00::2]:8080 = fd00::2 8080\n"
+                              "service apps/api:http kube\n"
+                              "resolver ");
+    assert_null(ext->services[3].servers);
+    assert_int_equal(config_service_index(ext, "apps/api:http"), 3);
+    config_unref(ext);
+}
+
+static void
+test_extend_default_service(void **state)
+{
+    static const char with[] = "services: {a: {servers: [\"10.0.0.1:80\"]}, "
+                               "b: {servers: [\"10.0.0.2:80\"]}}\ndefault_service: b\n";
+    static const char without[] = "services: {a: {servers: [\"10.0.0.1:80\"]}}\n";
+    struct config_extra x = {.default_service = -1};
+    struct config *base, *ext;
+
+    (void)state;
+    extra_service(&x, "ns/s:80", "10.1.0.1:80");
+    extra_service(&x, "ns/t:80", "");
+
+    /* The file's default_service wins over an Ingress's defaultBackend. */
+    x.default_service = 0;
+    base = config_parse("t.yaml", with, strlen(with), err, sizeof(err));
+    assert_non_null(base);
+    ext = config_extend(base, &x, err, sizeof(err));
+    assert_non_null(ext);
+    assert_int_equal(ext->default_service, 1);
+    config_unref(ext);
+    config_unref(base);
+
+    /* Without one, x's, past the file's services. */
+    x.default_service = 1;
+    base = config_parse("t.yaml", without, strlen(without), err, sizeof(err));
+    assert_non_null(base);
+    ext = config_extend(base, &x, err, sizeof(err));
+    assert_non_null(ext);
+    assert_int_equal(ext->default_service, 2);
+    assert_string_equal(ext->services[ext->default_service].name, "ns/t:80");
+    config_unref(ext);
+
+    /* Neither: none. */
+    x.default_service = -1;
+    ext = config_extend(base, &x, err, sizeof(err));
+    assert_non_null(ext);
+    assert_int_equal(ext->default_service, -1);
+    assert_int_equal(ext->nservices, 3);
+    assert_int_equal(ext->nroutes, 0);
+    config_unref(ext);
+    config_unref(base);
+    config_extra_free(&x);
+}
+
+/* Every field config_extra_equal() compares, changed one at a time, and put back. */
+#define DIFFERS(change, restore)                                                                   \
+    do {                                                                                           \
+        change;                                                                                    \
+        assert_false(config_extra_equal(&a, &b));                                                  \
+        assert_false(config_extra_equal(&b, &a));                                                  \
+        restore;                                                                                   \
+        assert_true(config_extra_equal(&a, &b));                                                   \
+    } while (0)
+#define DIFFERS_STR(field, value)                                                                  \
+    do {                                                                                           \
+        char *saved_ = (field);                                                                    \
+        DIFFERS((field) = (char *)(value), (field) = saved_);                                      \
+    } while (0)
+
+static void
+extra_sample(struct config_extra *x)
+{
+    size_t s0, s1;
+
+    memset(x, 0, sizeof(*x));
+    s0 = extra_service(x, "ns/a:80", "10.0.0.1:80 [fd00::1]:80");
+    s1 = extra_service(x, "ns/b:http", "");
+    extra_route(x, "a.com", "/", false, s0);
+    extra_route(x, NULL, "/x", true, s1);
+    extra_route(x, "*.a.com", "/", false, s1);
+    extra_cert(x, "secret ns/t", "CERT", "KEY");
+    extra_cert(x, "secret ns/u", NULL, NULL);
+    x->default_service = 1;
+}
+
+static void
+test_extra_equal(void **state)
+{
+    struct config_extra a, b, zero = {0}, zero2 = {0};
+    struct sockaddr_in *sin;
+
+    (void)state;
+    assert_true(config_extra_equal(&zero, &zero2));
+    extra_sample(&a);
+    extra_sample(&b);
+    assert_true(config_extra_equal(&a, &b));
+    assert_false(config_extra_equal(&a, &zero));
+
+    DIFFERS(b.nroutes--, b.nroutes++);
+    DIFFERS(b.nservices--, b.nservices++);
+    DIFFERS(b.ncerts--, b.ncerts++);
+    DIFFERS(b.default_service = -1, b.default_service = 1);
+
+    DIFFERS_STR(b.routes[0].host, "b.com");
+    DIFFERS_STR(b.routes[0].host, NULL);
+    DIFFERS_STR(b.routes[1].host, "a.com");
+    DIFFERS(b.routes[2].wildcard = false, b.routes[2].wildcard = true);
+    DIFFERS(b.routes[2].one_label = false, b.routes[2].one_label = true);
+    DIFFERS_STR(b.routes[0].path, "/a");
+    DIFFERS(b.routes[1].exact = false, b.routes[1].exact = true);
+    DIFFERS(b.routes[0].service = 1, b.routes[0].service = 0);
+    DIFFERS(b.routes[0].redirect_https = true, b.routes[0].redirect_https = false);
+    DIFFERS(b.routes[0].hsts_ms = 1, b.routes[0].hsts_ms = 0);
+
+    DIFFERS_STR(b.services[0].name, "ns/c:80");
+    DIFFERS(b.services[1].kube = false, b.services[1].kube = true);
+    DIFFERS(b.services[0].nservers--, b.services[0].nservers++);
+    sin = (struct sockaddr_in *)&b.services[0].servers[0].ss;
+    DIFFERS(sin->sin_port ^= 1, sin->sin_port ^= 1);
+    DIFFERS(sin->sin_addr.s_addr ^= 1, sin->sin_addr.s_addr ^= 1);
+    DIFFERS(b.services[0].servers[1].ss.ss_family = AF_INET,
+            b.services[0].servers[1].ss.ss_family = AF_INET6);
+    DIFFERS(b.services[0].servers[0].len--, b.services[0].servers[0].len++);
+    DIFFERS_STR(b.services[1].dns, "b.local:80");
+    DIFFERS_STR(b.services[1].health.path, "/h");
+
+    DIFFERS_STR(b.certs[0].cert, "secret ns/v");
+    DIFFERS_STR(b.certs[0].key, "secret ns/v");
+    DIFFERS_STR(b.certs[0].cert_pem, "CERT2");
+    DIFFERS_STR(b.certs[0].key_pem, NULL);
+    DIFFERS_STR(b.certs[1].cert_pem, "CERT");
+    DIFFERS_STR(b.certs[1].key_pem, "KEY");
+
+    config_extra_free(&a);
+    config_extra_free(&b);
+    assert_true(config_extra_equal(&a, &zero));
+    assert_int_equal(b.default_service, 0);
+    assert_null(b.routes);
+    /* A zeroed one, and NULL, free as nothing. */
+    config_extra_free(&zero);
+    config_extra_free(NULL);
 }
 
 struct trust_case {
@@ -1320,6 +1890,10 @@ main(void)
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_service_index),
         cmocka_unit_test(test_needs_restart),
+        cmocka_unit_test(test_extend_copies_base),
+        cmocka_unit_test(test_extend_adds),
+        cmocka_unit_test(test_extend_default_service),
+        cmocka_unit_test(test_extra_equal),
         cmocka_unit_test(test_trusted_proxy),
         cmocka_unit_test(test_util_durations),
         cmocka_unit_test(test_util_sizes),

@@ -142,21 +142,21 @@ run_lookups(const struct router *r, const struct lookup_case *cases, size_t n)
 }
 
 static const struct router_route routes[] = {
-    {"app1.com", NULL, 1},
-    {"app2.com", "/", 2},
-    {"app2.com", "/api", 20},
-    {"app2.com", "/api/v2/", 21},
-    {"app2.com", "/API/static", 22},
-    {"*.example.com", "/", 30},
-    {"*.b.example.com", "/", 31},
-    {"*.b.example.com", "/admin", 32},
-    {"exact.example.com", "/only", 33},
-    {"*.c.example.com", "/only", 34},
-    {"Upper.ORG.", "/", 40},
-    {"[::1]", "/", 41},
-    {"127.0.0.1", "/", 42},
-    {"deep.org", "/a/b/c", 43},
-    {"deep.org", "/a", 44},
+    {"app1.com", NULL, 1, false, false},
+    {"app2.com", "/", 2, false, false},
+    {"app2.com", "/api", 20, false, false},
+    {"app2.com", "/api/v2/", 21, false, false},
+    {"app2.com", "/API/static", 22, false, false},
+    {"*.example.com", "/", 30, false, false},
+    {"*.b.example.com", "/", 31, false, false},
+    {"*.b.example.com", "/admin", 32, false, false},
+    {"exact.example.com", "/only", 33, false, false},
+    {"*.c.example.com", "/only", 34, false, false},
+    {"Upper.ORG.", "/", 40, false, false},
+    {"[::1]", "/", 41, false, false},
+    {"127.0.0.1", "/", 42, false, false},
+    {"deep.org", "/a/b/c", 43, false, false},
+    {"deep.org", "/a", 44, false, false},
 };
 
 static void
@@ -258,10 +258,10 @@ static void
 test_lookup_hostless(void **state)
 {
     const struct router_route rs[] = {
-        {"app1.com", "/app", 1},
-        {"*.example.com", "/", 2},
-        {NULL, "/static", 3},
-        {"", "/static/big", 4},
+        {"app1.com", "/app", 1, false, false},
+        {"*.example.com", "/", 2, false, false},
+        {NULL, "/static", 3, false, false},
+        {"", "/static/big", 4, false, false},
     };
     const struct lookup_case cases[] = {
         {"app1.com", "/app/x", 1},
@@ -281,6 +281,39 @@ test_lookup_hostless(void **state)
         fail_msg("router_new: %s", err);
     run_lookups(r, cases, sizeof(cases) / sizeof(cases[0]));
     router_free(r);
+}
+
+/* Kubernetes' rules: Exact paths (a trailing '/' significant, before a Prefix of the same length)
+ * and wildcards one label deep, beside the config's any-depth ones. */
+static void
+test_lookup_exact_and_one_label(void **state)
+{
+    const struct router_route rs[] = {
+        {"k.com", "/foo", 1, true, false},   {"k.com", "/foo", 2, false, false},
+        {"k.com", "/foo/", 3, true, false},  {"k.com", "/", 4, true, false},
+        {"k.com", "/bar", 5, false, false},  {"*.one.com", "/", 6, false, true},
+        {"*.one.com", "/", 7, false, false}, {"*.deep.com", "/", 8, false, true},
+    };
+    const struct lookup_case cases[] = {
+        {"k.com", "/foo", 1},     {"k.com", "/foo?q", 1}, {"k.com", "/foo/", 3},
+        {"k.com", "/foo/x", 2},   {"k.com", "/foox", 9},  {"k.com", "/", 4},
+        {"k.com", "/bar/", 5},    {"k.com", "/baz", 9},   {"a.one.com", "/x", 6},
+        {"b.a.one.com", "/x", 7}, {"one.com", "/", 9},    {"a.deep.com", "/", 8},
+        {"b.a.deep.com", "/", 9},
+    };
+    char err[256] = "";
+    struct router *r = router_new(rs, sizeof(rs) / sizeof(rs[0]), 9, err, sizeof(err));
+
+    (void)state;
+    if (r == NULL)
+        fail_msg("router_new: %s", err);
+    run_lookups(r, cases, sizeof(cases) / sizeof(cases[0]));
+    router_free(r);
+    /* The same path twice is a duplicate only with the same exactness. */
+    const struct router_route dup[] = {{"a.com", "/x", 0, true, false},
+                                       {"a.com", "/x", 1, true, false}};
+    assert_null(router_new(dup, 2, -1, err, sizeof(err)));
+    assert_string_equal(err, "routes[1]: same host and path as routes[0]");
 }
 
 /* No routes at all: everything goes to the default service, or nowhere. */
@@ -314,7 +347,7 @@ test_lookup_many_hosts(void **state)
     (void)state;
     for (int i = 0; i < N; i++) {
         snprintf(names[i], sizeof(names[i]), "host%d.%s", i * 7919 % 1000, i % 2 ? "com" : "io");
-        rs[i] = (struct router_route){names[i], NULL, i};
+        rs[i] = (struct router_route){names[i], NULL, i, false, false};
     }
     struct router *r = router_new(rs, N, -1, err, sizeof(err));
     if (r == NULL)
@@ -335,34 +368,39 @@ static void
 test_new_errors(void **state)
 {
     const struct bad_case cases[] = {
-        {{"app 1.com", "/", 0}, "routes[1]: host \"app 1.com\" is not a valid host name"},
-        {{"app1.com:8080", "/", 0}, "routes[1]: host \"app1.com:8080\" must not have a port"},
-        {{"*.example.com:80", "/", 0}, "routes[1]: host \"*.example.com:80\" must not have a port"},
-        {{"*", "/", 0}, "routes[1]: host \"*\": a wildcard is only allowed as a first label"},
-        {{"*.", "/", 0}, "routes[1]: host \"*.\": a wildcard is only allowed"},
-        {{"a.*.com", "/", 0}, "routes[1]: host \"a.*.com\": a wildcard is only allowed"},
-        {{"*example.com", "/", 0}, "routes[1]: host \"*example.com\": a wildcard"},
-        {{"*.*.com", "/", 0}, "routes[1]: host \"*.*.com\": a wildcard"},
-        {{"*.[::1]", "/", 0}, "routes[1]: host \"*.[::1]\": a wildcard"},
-        {{".", "/", 0}, "routes[1]: host \".\" is not a valid host name"},
-        {{"app1.com", "api", 0}, "routes[1]: path \"api\" must start with '/'"},
-        {{"app1.com", "", 0}, "routes[1]: path \"\" must start with '/'"},
-        {{"app1.com", "/a?b", 0}, "routes[1]: path \"/a?b\" may not contain"},
-        {{"app1.com", "/a#b", 0}, "routes[1]: path \"/a#b\" may not contain"},
-        {{"app1.com", "/a b", 0}, "routes[1]: path \"/a b\" may not contain"},
-        {{"app1.com", "/a\x01", 0}, "routes[1]: path"},
-        {{"app1.com", "/", -1}, "routes[1]: target -1 is not a target index"},
-        {{"ok.com", "/", 1}, "routes[1]: same host and path as routes[0]"},
-        {{"OK.com.", NULL, 1}, "routes[1]: same host and path as routes[0]"},
-        {{"ok.com", "/x", 1}, NULL},
-        {{"*.ok.com", "/", 1}, NULL},
-        {{NULL, "/", 1}, NULL},
+        {{"app 1.com", "/", 0, false, false},
+         "routes[1]: host \"app 1.com\" is not a valid host name"},
+        {{"app1.com:8080", "/", 0, false, false},
+         "routes[1]: host \"app1.com:8080\" must not have a port"},
+        {{"*.example.com:80", "/", 0, false, false},
+         "routes[1]: host \"*.example.com:80\" must not have a port"},
+        {{"*", "/", 0, false, false},
+         "routes[1]: host \"*\": a wildcard is only allowed as a first label"},
+        {{"*.", "/", 0, false, false}, "routes[1]: host \"*.\": a wildcard is only allowed"},
+        {{"a.*.com", "/", 0, false, false},
+         "routes[1]: host \"a.*.com\": a wildcard is only allowed"},
+        {{"*example.com", "/", 0, false, false}, "routes[1]: host \"*example.com\": a wildcard"},
+        {{"*.*.com", "/", 0, false, false}, "routes[1]: host \"*.*.com\": a wildcard"},
+        {{"*.[::1]", "/", 0, false, false}, "routes[1]: host \"*.[::1]\": a wildcard"},
+        {{".", "/", 0, false, false}, "routes[1]: host \".\" is not a valid host name"},
+        {{"app1.com", "api", 0, false, false}, "routes[1]: path \"api\" must start with '/'"},
+        {{"app1.com", "", 0, false, false}, "routes[1]: path \"\" must start with '/'"},
+        {{"app1.com", "/a?b", 0, false, false}, "routes[1]: path \"/a?b\" may not contain"},
+        {{"app1.com", "/a#b", 0, false, false}, "routes[1]: path \"/a#b\" may not contain"},
+        {{"app1.com", "/a b", 0, false, false}, "routes[1]: path \"/a b\" may not contain"},
+        {{"app1.com", "/a\x01", 0, false, false}, "routes[1]: path"},
+        {{"app1.com", "/", -1, false, false}, "routes[1]: target -1 is not a target index"},
+        {{"ok.com", "/", 1, false, false}, "routes[1]: same host and path as routes[0]"},
+        {{"OK.com.", NULL, 1, false, false}, "routes[1]: same host and path as routes[0]"},
+        {{"ok.com", "/x", 1, false, false}, NULL},
+        {{"*.ok.com", "/", 1, false, false}, NULL},
+        {{NULL, "/", 1, false, false}, NULL},
     };
     char err[256];
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        const struct router_route rs[] = {{"ok.com", "/", 0}, cases[i].route};
+        const struct router_route rs[] = {{"ok.com", "/", 0, false, false}, cases[i].route};
         err[0] = '\0';
         struct router *r = router_new(rs, 2, -1, err, sizeof(err));
         if (cases[i].want == NULL) {
@@ -377,7 +415,8 @@ test_new_errors(void **state)
             fail_msg("case %zu: want \"%s\", got \"%s\"", i, cases[i].want, err);
     }
     /* Trailing slashes are ignored, so these two are the same route. */
-    const struct router_route dup[] = {{"a.com", "/api", 0}, {"a.com", "/api//", 1}};
+    const struct router_route dup[] = {{"a.com", "/api", 0, false, false},
+                                       {"a.com", "/api//", 1, false, false}};
     assert_null(router_new(dup, 2, -1, err, sizeof(err)));
     assert_string_equal(err, "routes[1]: same host and path as routes[0]");
     assert_null(router_new(NULL, 0, -2, err, sizeof(err)));
@@ -389,7 +428,7 @@ static void
 test_new_copies(void **state)
 {
     char host[] = "app1.com", path[] = "/api";
-    struct router_route rs[] = {{host, path, 1}};
+    struct router_route rs[] = {{host, path, 1, false, false}};
     char err[256];
 
     (void)state;
@@ -407,15 +446,11 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_normalize_host),
-        cmocka_unit_test(test_normalize_host_cap),
-        cmocka_unit_test(test_lookup),
-        cmocka_unit_test(test_lookup_no_default),
-        cmocka_unit_test(test_lookup_hostless),
-        cmocka_unit_test(test_lookup_empty),
-        cmocka_unit_test(test_lookup_many_hosts),
-        cmocka_unit_test(test_new_errors),
-        cmocka_unit_test(test_new_copies),
+        cmocka_unit_test(test_normalize_host),  cmocka_unit_test(test_normalize_host_cap),
+        cmocka_unit_test(test_lookup),          cmocka_unit_test(test_lookup_no_default),
+        cmocka_unit_test(test_lookup_hostless), cmocka_unit_test(test_lookup_exact_and_one_label),
+        cmocka_unit_test(test_lookup_empty),    cmocka_unit_test(test_lookup_many_hosts),
+        cmocka_unit_test(test_new_errors),      cmocka_unit_test(test_new_copies),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
