@@ -486,6 +486,21 @@ half_init_tls(struct half *h, struct loop *lp, int fd, SSL *ssl, half_cb cb, voi
     return 0;
 }
 
+int
+half_start_tls(struct half *h, SSL *ssl)
+{
+    if (SSL_set_fd(ssl, h->fd) != 1) {
+        ERR_clear_error();
+        return -1;
+    }
+    h->ssl = ssl;
+    h->handshaking = 1;
+    h->sniffed = 1; /* the client speaks first: nothing to look at */
+    /* The socket is writable: the ClientHello goes from write_cb, never from inside this call. */
+    event_add(&h->wev, NULL);
+    return 0;
+}
+
 const char *
 half_error_str(const struct half *h)
 {

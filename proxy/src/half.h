@@ -76,6 +76,14 @@ int half_init(struct half *h, struct loop *lp, int fd, bool connecting, half_cb 
  */
 int half_init_tls(struct half *h, struct loop *lp, int fd, SSL *ssl, half_cb cb, void *owner);
 
+/*
+ * Starts TLS as the client on h, connected and plain with nothing buffered, taking ssl (in the
+ * connect state, its server name and checks set; freed with the half). HALF_CONNECTED says when
+ * the handshake is over (HALF_ERROR when it failed); write only after that. Returns 0, or -1 (ssl
+ * then still belongs to the caller).
+ */
+int half_start_tls(struct half *h, SSL *ssl);
+
 /* Why h failed: the TLS reason or the errno text. */
 const char *half_error_str(const struct half *h);
 
