@@ -14,6 +14,7 @@ pkg_modules=(
     "libevent_pthreads:libevent-dev"
     "openssl:libssl-dev"
     "yaml-0.1:libyaml-dev"
+    "jansson:libjansson-dev"
     "cmocka:libcmocka-dev"
 )
 # command -> Debian package: the build's first, then the tests'.
