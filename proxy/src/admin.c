@@ -1,5 +1,6 @@
 /* The admin listener: Prometheus metrics, health, readiness and the status page (docs/admin.md). */
 #include "admin.h"
+#include "kube.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -116,13 +117,23 @@ problems(const struct admin *a, struct evbuffer *out, bool json)
     int64_t now = loop_mono_ms();
     int n = 0;
 
+    if (a->view->kube != NULL && *a->view->kube != NULL && !kube_synced(*a->view->kube)) {
+        static const char line[] = "kubernetes: the API server has not been read yet";
+        if (json)
+            put_json(out, line);
+        else
+            evbuffer_add_printf(out, "%s\n", line);
+        n++;
+    }
     for (size_t i = 0; i < rt->cfg->nservices; i++) {
         char line[256];
         const char *name = rt->cfg->services[i].name;
         struct balancer_set *set;
         size_t size, up = 0;
 
-        if (!service_routed(rt->cfg, i))
+        /* An Ingress's service without endpoints is its app's trouble, not portier's: as other
+         * ingress controllers, portier stays ready and answers 503 for it. */
+        if (!service_routed(rt->cfg, i) || rt->cfg->services[i].kube)
             continue;
         set = balancer_acquire(rt->balancers[i]);
         size = balancer_set_size(set);
@@ -428,7 +439,10 @@ status_source(struct evbuffer *b, const struct admin *a, size_t i)
     enum stats_dns last;
     double when;
 
-    evbuffer_add_printf(b, "\"source\":\"%s\",\"dns\":", svc->dns != NULL ? "dns" : "static");
+    evbuffer_add_printf(b, "\"source\":\"%s\",\"dns\":",
+                        svc->dns != NULL ? "dns"
+                        : svc->kube      ? "kubernetes"
+                                         : "static");
     if (svc->dns != NULL)
         put_json(b, svc->dns);
     else

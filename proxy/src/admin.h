@@ -22,6 +22,7 @@ struct admin_view {
     unsigned workers;
     struct runtime *const *rt;
     struct discovery *const *disc;
+    struct kube *const *kube; /* the Kubernetes provider, or NULL */
 };
 
 struct admin;

@@ -19,6 +19,7 @@
 #include "discovery.h"
 #include "handover.h"
 #include "health.h"
+#include "kube.h"
 #include "log.h"
 #include "loop.h"
 #include "runtime.h"
@@ -67,6 +68,7 @@ struct main_ctx {
     struct loop lp;               /* the main thread's loop: signals, discovery, health checks */
     struct discovery *disc;       /* owned: feeds the current runtime's dns services */
     struct health *health;        /* owned: probes the current runtime's servers, or NULL */
+    struct kube *kube;            /* owned: the Kubernetes provider, or NULL */
     struct admin *admin;          /* owned: the admin listener, or NULL */
     const char *handover;         /* -x PATH, or NULL */
     const char *admin_spec;       /* the admin address served (a reload cannot change it) */
@@ -119,13 +121,59 @@ reload_counted(bool ok)
     }
 }
 
+/*
+ * Serves cfg to every request that starts from now on (requests in flight finish on the runtime
+ * they began with): a reload's config, or one the Kubernetes provider extended. Returns false,
+ * with the running config kept, when cfg cannot be served.
+ */
+static bool
+runtime_apply(struct main_ctx *m, struct config *cfg, const char *who)
+{
+    char err[CONFIG_ERR_SIZE];
+    struct runtime *rt = runtime_new(cfg, err, sizeof(err));
+
+    if (rt == NULL) {
+        log_msg(LOG_ERROR, "%s: %s, keeping the running config", who, err);
+        return false;
+    }
+    struct discovery *disc = discovery_start(m->lp.base, rt, m->proxy.rt, err, sizeof(err));
+    if (disc == NULL) {
+        log_msg(LOG_ERROR, "%s: %s, keeping the running config", who, err);
+        runtime_unref(rt);
+        return false;
+    }
+    discovery_stop(m->disc);
+    m->disc = disc;
+    /* The new prober starts from the old one's verdicts, so a server known to be down stays out
+     * of rotation across the reload. */
+    struct health *health = health_start(&m->lp, rt, m->health);
+    health_stop(m->health);
+    m->health = health;
+    loop_set_runtime(&m->lp, rt);
+    pthread_mutex_lock(&m->proxy.lock);
+    struct runtime *old = m->proxy.rt;
+    m->proxy.rt = rt;
+    pthread_mutex_unlock(&m->proxy.lock);
+    runtime_unref(old);
+    for (size_t i = 0; i < m->proxy.nworkers; i++)
+        worker_notify(m->proxy.workers[i], WORKER_RELOAD);
+    return true;
+}
+
+/* The Kubernetes provider's new config (upward from kube.c). */
+static void
+kube_apply(void *arg, struct config *cfg)
+{
+    runtime_apply(arg, cfg, "kubernetes");
+    config_unref(cfg);
+}
+
 /* SIGHUP: a new config applies to new requests; a bad one is logged and the old one kept. */
 static bool
 reload_apply(struct main_ctx *m)
 {
     char err[CONFIG_ERR_SIZE], what[128];
     struct config *cfg = config_load(m->path, err, sizeof(err));
-    struct runtime *rt;
 
     if (cfg == NULL) {
         log_msg(LOG_ERROR, "reload: %s has errors, keeping the running config:", m->path);
@@ -139,39 +187,19 @@ reload_apply(struct main_ctx *m)
         return false;
     }
     log_lines(LOG_WARN, err); /* the warnings, if any */
-    rt = runtime_new(cfg, err, sizeof(err));
-    if (rt == NULL) {
-        log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
+    bool restart = config_needs_restart(m->proxy.rt->cfg, cfg, what, sizeof(what));
+    /* With the provider, the file is its base: it serves the file extended with the cluster's. */
+    if (m->kube != NULL) {
+        kube_set_base(m->kube, cfg);
+    } else if (!runtime_apply(m, cfg, "reload")) {
         config_unref(cfg);
         return false;
     }
-    struct discovery *disc = discovery_start(m->lp.base, rt, m->proxy.rt, err, sizeof(err));
-    if (disc == NULL) {
-        log_msg(LOG_ERROR, "reload: %s, keeping the running config", err);
-        runtime_unref(rt);
-        config_unref(cfg);
-        return false;
-    }
-    discovery_stop(m->disc);
-    m->disc = disc;
-    /* The new prober starts from the old one's verdicts, so a server known to be down stays out
-     * of rotation across the reload. */
-    struct health *health = health_start(&m->lp, rt, m->health);
-    health_stop(m->health);
-    m->health = health;
-    loop_set_runtime(&m->lp, rt);
-    if (config_needs_restart(m->proxy.rt->cfg, cfg, what, sizeof(what)))
+    if (restart)
         log_msg(LOG_WARN, "reload: a change of %s needs a restart; the rest applies now", what);
     if (access_log_apply(cfg, err, sizeof(err)) < 0)
         log_msg(LOG_ERROR, "reload: %s; the access log is unchanged", err);
     config_unref(cfg);
-    pthread_mutex_lock(&m->proxy.lock);
-    struct runtime *old = m->proxy.rt;
-    m->proxy.rt = rt;
-    pthread_mutex_unlock(&m->proxy.lock);
-    runtime_unref(old);
-    for (size_t i = 0; i < m->proxy.nworkers; i++)
-        worker_notify(m->proxy.workers[i], WORKER_RELOAD);
     log_msg(LOG_INFO, "reload: %s applied", m->path);
     return true;
 }
@@ -293,6 +321,15 @@ serve(struct main_ctx *m, struct config *cfg)
     /* Listeners open only once dns services have servers, or a short while has passed. */
     discovery_wait_first(m->disc, 3000);
     m->health = health_start(&m->lp, m->proxy.rt, NULL);
+    if (cfg->kubernetes.enabled) {
+        m->kube = kube_start(&m->lp, cfg, kube_apply, m, err, sizeof(err));
+        if (m->kube == NULL) {
+            log_msg(LOG_ERROR, "%s", err);
+            goto out;
+        }
+        /* Listeners open with the cluster's routes, or the file's alone after a while. */
+        kube_wait_first(m->kube, 5000);
+    }
     if (m->handover != NULL && handover_receive(m->handover, &ho, err, sizeof(err)) < 0) {
         log_msg(LOG_ERROR, "%s", err);
         goto out;
@@ -325,7 +362,8 @@ serve(struct main_ctx *m, struct config *cfg)
         }
     }
     if (cfg->admin != NULL) {
-        m->view = (struct admin_view){PORTIER_VERSION, m->path, n, &m->proxy.rt, &m->disc};
+        m->view =
+            (struct admin_view){PORTIER_VERSION, m->path, n, &m->proxy.rt, &m->disc, &m->kube};
         m->admin_spec = cfg->admin->spec; /* cfg outlives serve() */
         m->admin =
             admin_start(m->lp.base, cfg->admin, handover_take(ho, HANDOVER_ADMIN, cfg->admin->spec),
@@ -375,6 +413,7 @@ out:
     handover_free(ho);
     handover_stop(m->hsrv);
     admin_stop(m->admin);
+    kube_stop(m->kube);
     health_stop(m->health);
     discovery_stop(m->disc);
     loop_fini(&m->lp);
