@@ -116,7 +116,7 @@ def validate() -> Callable[[List[dict]], List[dict]]:
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory) -> Path:
     """A directory holding ca.crt, ca.key, server.crt and server.key as scripts/certs.sh makes them
-    (the pair vagrant/provision puts into the Secret portier-tls)."""
+    (the pair vagrant/provision puts into the Secret apps-tls, which the apps' Ingress names)."""
     d = tmp_path_factory.mktemp("certs")
     run(["bash", str(REPO / "scripts/certs.sh"), str(d)])
     return d

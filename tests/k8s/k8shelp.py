@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 IMAGE_NAMES = ["portier", "app1", "app2", "app3"]
 IMAGE_PREFIX = "localhost/portier/"
-# Where the DaemonSet mounts the Secret portier-tls, as the cluster config names the files.
-MOUNTED_CERT = "/etc/portier/tls/tls.crt"
-MOUNTED_KEY = "/etc/portier/tls/tls.key"
+# Where the kubelet mounts a pod's service account token and the cluster's CA, which portier's
+# Kubernetes provider reads in the pod.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 # What a calling make puts in the environment (its command-line variables too): none of it reaches
 # the VM's provision, so none of it reaches the offline one.
@@ -144,13 +144,6 @@ def dechunk(body: bytes) -> bytes:
         out += rest[:size]
         body = rest[size + 2 :]
     return out
-
-
-def with_certs(config_text: str, cert: Path, key: Path) -> str:
-    """The cluster config with its certificate and key read from cert and key instead of the
-    Secret's mount (which exists in the pod only)."""
-    assert MOUNTED_CERT in config_text and MOUNTED_KEY in config_text
-    return config_text.replace(MOUNTED_CERT, str(cert)).replace(MOUNTED_KEY, str(key))
 
 
 def provision_env(kubectl: str) -> Dict[str, str]:

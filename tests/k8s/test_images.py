@@ -20,9 +20,8 @@ import pytest
 from k8shelp import (
     IMAGE_NAMES,
     IMAGE_PREFIX,
-    MOUNTED_CERT,
-    MOUNTED_KEY,
     REPO,
+    SERVICE_ACCOUNT_DIR,
     containers,
     http_get,
     run,
@@ -120,19 +119,32 @@ def test_root_holds_the_binary_and_one_user(roots, name):
 
 
 def test_portier_checks_the_cluster_config_in_its_root(roots, objs, certs):
-    """`portier -t` on the rendered ConfigMap, mounted where the DaemonSet mounts it, with a
-    certificate where the Secret's lands, owned as the kubelet leaves it (root, group fsGroup,
-    0440)."""
+    """`portier -t` on the rendered ConfigMap, mounted where the DaemonSet mounts it, owned as the
+    kubelet leaves it (root, group fsGroup, 0440), with what the pod has besides: the service
+    account's token, CA and namespace where the kubelet mounts them, the API server's address in
+    KUBERNETES_SERVICE_HOST and _PORT, and PORTIER_NODE_IP. Nothing else of this machine is
+    reachable in the chroot."""
     root = roots["portier"]
     (cm,) = [o for k, o in objs.items() if k[0] == "ConfigMap"]
     etc = root / "etc/portier"
-    (etc / "tls").mkdir(parents=True)
-    (etc / "portier.yaml").write_text(cm["data"]["portier.yaml"])
-    for src, dst in (("server.crt", MOUNTED_CERT), ("server.key", MOUNTED_KEY)):
-        path = root / dst.lstrip("/")
-        shutil.copyfile(certs / src, path)
+    sa = root / SERVICE_ACCOUNT_DIR.lstrip("/")
+    etc.mkdir(parents=True)
+    sa.mkdir(parents=True)
+    files = {
+        etc / "portier.yaml": cm["data"]["portier.yaml"].encode(),
+        sa / "token": b"offline-test-token",
+        sa / "ca.crt": (certs / "ca.crt").read_bytes(),
+        sa / "namespace": b"portier",
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
         os.chown(path, 0, UID)
         path.chmod(0o440)
+    env = {
+        "KUBERNETES_SERVICE_HOST": "10.43.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "PORTIER_NODE_IP": "192.168.56.110",
+    }
     try:
         r = run(
             [
@@ -145,13 +157,14 @@ def test_portier_checks_the_cluster_config_in_its_root(roots, objs, certs):
                 "/etc/portier/portier.yaml",
             ],
             check=False,
-            env={},
+            env=env,
         )
         assert r.returncode == 0, r.stderr
         r = run([CHROOT, str(root), "/portier", "-v"], check=False, env={})
         assert r.returncode == 0 and r.stdout.startswith("portier "), r.stderr
     finally:
         shutil.rmtree(etc)
+        shutil.rmtree(root / "var")
 
 
 @pytest.mark.parametrize(

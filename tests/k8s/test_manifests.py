@@ -14,15 +14,12 @@ import yaml
 
 from k8shelp import (
     IMAGE_PREFIX,
-    MOUNTED_CERT,
-    MOUNTED_KEY,
     REPO,
     containers,
     duration_seconds,
     of_kind,
     pod_spec,
     run,
-    with_certs,
 )
 
 EXPECTED = {
@@ -35,6 +32,22 @@ EXPECTED = {
     ("Service", "apps", "app2"),
     ("Service", "apps", "app3"),
     ("DaemonSet", "portier", "portier"),
+    ("ServiceAccount", "portier", "portier"),
+    ("ClusterRole", "", "portier"),
+    ("ClusterRoleBinding", "", "portier"),
+    ("IngressClass", "", "portier"),
+    ("Ingress", "apps", "p2"),
+}
+# Kinds that belong to no namespace.
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "IngressClass"}
+# What portier may do with the API (k8s/portier/rbac.yaml), as (API group, resource, verb), and
+# nothing more: read what it routes by, write the status of the Ingresses it serves.
+READ = ("get", "list", "watch")
+GRANTS = {
+    *(("networking.k8s.io", r, v) for r in ("ingresses", "ingressclasses") for v in READ),
+    *(("", r, v) for r in ("services", "secrets") for v in READ),
+    *(("discovery.k8s.io", "endpointslices", v) for v in READ),
+    ("networking.k8s.io", "ingresses/status", "update"),
 }
 
 
@@ -72,7 +85,8 @@ def test_every_object_is_schema_valid(rendered, argocd_app, validate):
 
 def test_schema_check_catches_mistakes(objs, argocd_app, validate):
     """The check above is not vacuous: a typo'd field, a wrong type, a missing required field and
-    a value outside an enum are each reported, in core objects and in the Argo CD Application."""
+    a value outside an enum are each reported, in core objects, in the Ingress, IngressClass and
+    RBAC objects, and in the Argo CD Application."""
     dep = objs[("Deployment", "apps", "app2")]
     broken = []
     for mutate in (
@@ -86,6 +100,23 @@ def test_schema_check_catches_mistakes(objs, argocd_app, validate):
         d = copy.deepcopy(dep)
         mutate(d)
         broken.append(d)
+    for key, mutate in (
+        (("Ingress", "apps", "p2"), lambda o: o["spec"]["rules"][0]["http"]["paths"][0].update(
+            pathtype="Prefix")),
+        (("Ingress", "apps", "p2"), lambda o: o["spec"]["rules"][0]["http"]["paths"][0].update(
+            pathType="Prefixed")),
+        (("Ingress", "apps", "p2"), lambda o: o["spec"]["defaultBackend"]["service"]["port"].update(
+            number="8080")),
+        (("Ingress", "apps", "p2"), lambda o: o["spec"]["tls"][0].update(secret="apps-tls")),
+        (("IngressClass", "", "portier"), lambda o: o["spec"].update(controler="x")),
+        (("ClusterRole", "", "portier"), lambda o: o["rules"][0].update(verb=["get"])),
+        (("ClusterRole", "", "portier"), lambda o: o["rules"][0].pop("verbs")),
+        (("ClusterRoleBinding", "", "portier"), lambda o: o.pop("roleRef")),
+        (("ServiceAccount", "portier", "portier"), lambda o: o.update(automount=False)),
+    ):
+        o = copy.deepcopy(objs[key])
+        mutate(o)
+        broken.append(o)
     app = copy.deepcopy(argocd_app)
     app["spec"]["syncPolicy"]["automated"]["selfheal"] = True
     broken.append(app)
@@ -119,8 +150,10 @@ def test_every_workload_selector_matches_its_template(rendered):
 
 
 def test_service_ports_agree_with_container_ports(rendered):
-    """A headless Service has no virtual IP: clients connect to the pods at the Service's port
-    number, so it must equal the container port its targetPort names."""
+    """The Ingress names each Service port by number; portier connects to the pods at the port
+    their EndpointSlices carry, the container port the targetPort names. The same number for both
+    keeps 8080 meaning one thing (and app1.apps.svc.cluster.local:8080 still reaches a pod from
+    inside the cluster, a headless Service having no virtual IP)."""
     for svc in of_kind(rendered, "Service"):
         ns = svc["metadata"]["namespace"]
         (w,) = [
@@ -179,55 +212,46 @@ def test_images_are_tagged_with_the_version_never_latest(rendered, version):
             assert c["imagePullPolicy"] == "Never", image
 
 
-def test_configmap_passes_portier_check(objs, portier_bin, certs, tmp_path):
-    """`portier -t` on the ConfigMap, with a certificate where the Secret's would be (the chroot
-    check in test_images.py uses the very paths)."""
+def test_configmap_passes_portier_check(objs, portier_bin, tmp_path):
+    """`portier -t` on the ConfigMap as it is: it names no file (the certificates come from the
+    Ingresses' Secrets, the token and CA from the pod; the chroot check in test_images.py gives
+    it those)."""
     cm = configmap(objs)
     assert set(cm["data"]) == {"portier.yaml"}
     path = tmp_path / "portier.yaml"
-    text = with_certs(cm["data"]["portier.yaml"], certs / "server.crt", certs / "server.key")
-    path.write_text(text)
+    path.write_text(cm["data"]["portier.yaml"])
     r = run([str(portier_bin), "-t", "-c", str(path)], check=False)
     assert r.returncode == 0, r.stderr
 
 
-def test_config_cluster_yaml_is_the_configmap(objs, portier_bin, certs, tmp_path):
+def test_config_cluster_yaml_is_the_configmap(objs, portier_bin):
     """kustomize reads no file outside k8s/, so config/cluster.yaml is a link to the file it
-    reads; both name the same bytes, and `portier -t` accepts it under its documented name (a
-    copy, whose certificate is not the Secret's mount)."""
+    reads; both name the same bytes, and `portier -t` accepts it under its documented name, as
+    README says to check it."""
     link = REPO / "config/cluster.yaml"
     assert link.is_symlink()
     assert link.resolve() == (REPO / "k8s/portier/cluster.yaml").resolve()
     assert configmap(objs)["data"]["portier.yaml"] == link.read_text()
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config/cluster.yaml").write_text(
-        with_certs(link.read_text(), certs / "server.crt", certs / "server.key")
-    )
-    r = run([str(portier_bin), "-t", "-c", "config/cluster.yaml"], cwd=tmp_path, check=False)
+    r = run([str(portier_bin), "-t", "-c", "config/cluster.yaml"], cwd=REPO, check=False)
     assert r.returncode == 0, r.stderr
 
 
-def test_config_routes_to_the_headless_services(cluster_config, objs):
-    routes = {r["host"]: r["service"] for r in cluster_config["routes"]}
-    assert routes == {"app1.com": "app1", "app2.com": "app2"}
-    assert cluster_config["default_service"] == "app3"
-    for name, svc_cfg in cluster_config["services"].items():
-        host, _, port = svc_cfg["dns"].rpartition(":")
-        svc_name, ns, rest = host.split(".", 2)
-        assert rest == "svc.cluster.local", host
-        assert svc_name == name
-        svc = objs[("Service", ns, svc_name)]
-        assert svc["spec"]["clusterIP"] == "None"
-        assert int(port) in [p["port"] for p in svc["spec"]["ports"]], svc_cfg
-    assert (
-        cluster_config.get("resolvers", []) == []
-    ), "in the pod, resolv.conf names the cluster DNS"
+def test_config_routes_by_the_ingresses(cluster_config):
+    """The cluster config routes by the Ingresses of one class, in every namespace, and by nothing
+    of its own: no route, default service, service, certificate file or resolver that would stand
+    beside (or against) what the Ingresses say. HTTPS on 443 without a certificate of its own."""
+    assert cluster_config["kubernetes"] == {"ingress_class": "portier", "namespaces": []}
+    for key in ("routes", "default_service", "services", "tls", "resolvers"):
+        assert key not in cluster_config, f"{key}: the Ingresses say this now"
+    listen = {l["address"]: l.get("tls", False) for l in cluster_config["listen"]}
+    assert listen == {"0.0.0.0:80": False, "0.0.0.0:443": True}, listen
 
 
 def test_portier_daemonset(objs, cluster_config):
     ds = objs[("DaemonSet", "portier", "portier")]
     spec = pod_spec(ds)
     assert spec["hostNetwork"] is True
+    # Nothing portier routes by needs the cluster DNS; kept for a `dns:` service in the config.
     assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     (c,) = spec["containers"]
     # Rolled by surge: the new pod takes the old one's sockets over (portier -x), so no hostPort
@@ -275,9 +299,8 @@ def portier_volume(objs):
 
 
 def test_portier_mounts_the_generated_configmap(objs):
-    """One projected volume at /etc/portier (a second mount inside a read-only ConfigMap mount
-    would need a mountpoint the runtime cannot make), holding the ConfigMap under its generated
-    name: kubectl 1.20's kustomize renames it there only through k8s/kustomizeconfig.yaml."""
+    """One projected volume at /etc/portier holding the ConfigMap under its generated name:
+    kubectl 1.20's kustomize renames it there only through k8s/kustomizeconfig.yaml."""
     ds = objs[("DaemonSet", "portier", "portier")]
     (c,) = containers(ds)
     mount, projected = portier_volume(objs)
@@ -290,29 +313,194 @@ def test_portier_mounts_the_generated_configmap(objs):
     assert Path(config_path).name in configmap(objs)["data"]
 
 
-def test_portier_certificate_is_the_mounted_secret(objs, cluster_config):
-    """The cluster config's one certificate is the kubernetes.io/tls Secret portier-tls, mounted
-    where the config reads it, readable by portier's user and by nobody else."""
+def secret_volumes(spec):
+    """The Secrets a pod spec mounts: secret volumes and the secret sources of projected ones."""
+    out = []
+    for v in spec.get("volumes", []):
+        if "secret" in v:
+            out.append(v["secret"].get("secretName"))
+        for s in v.get("projected", {}).get("sources", []):
+            if "secret" in s:
+                out.append(s["secret"].get("name"))
+    return out
+
+
+def test_portier_mounts_no_secret(objs):
+    """The certificates come from the Ingresses' Secrets through the API: the DaemonSet mounts no
+    Secret (the service account's token is the kubelet's own volume, not in the manifest); its
+    one volume is the ConfigMap, readable by portier's user (through fsGroup) and nobody else."""
     spec = pod_spec(objs[("DaemonSet", "portier", "portier")])
+    assert secret_volumes(spec) == []
     mount, projected = portier_volume(objs)
-    (secret,) = [s["secret"] for s in projected["sources"] if "secret" in s]
-    assert secret["name"] == "portier-tls"
-    assert not secret.get("optional", False), "without its certificate, portier must not start"
-    # A kubernetes.io/tls Secret's keys, at the paths the config names.
-    files = {str(Path(mount["mountPath"]) / i["path"]): i for i in secret["items"]}
-    assert {p: i["key"] for p, i in files.items()} == {
-        MOUNTED_CERT: "tls.crt",
-        MOUNTED_KEY: "tls.key",
-    }
-    assert cluster_config["tls"]["certificates"] == [{"cert": MOUNTED_CERT, "key": MOUNTED_KEY}]
-    # The files belong to root and to fsGroup (the kubelet makes them so): group-readable, and
-    # that group is portier's own.
+    assert [list(s) for s in projected["sources"]] == [["configMap"]], projected["sources"]
+    # The file belongs to root and to fsGroup (the kubelet makes it so): group-readable, and that
+    # group is portier's own.
     sc = spec["securityContext"]
     assert sc["fsGroup"] == sc["runAsGroup"]
-    for path, item in files.items():
-        mode = item.get("mode", projected.get("defaultMode", 0o644))
-        assert mode & 0o040, f"{path}: mode {mode:o}, not readable by fsGroup"
-        assert mode & 0o227 == 0, f"{path}: mode {mode:o}, writable or readable by others"
+    mode = projected.get("defaultMode", 0o644)
+    assert mode & 0o040, f"mode {mode:o}, not readable by fsGroup"
+    assert mode & 0o227 == 0, f"mode {mode:o}, writable or readable by others"
+
+
+def test_portier_node_ip_comes_from_the_downward_api(objs):
+    """PORTIER_NODE_IP, the address portier writes into the status of the Ingresses it serves, is
+    the node's (status.hostIP: with the host's network, where portier listens), never a literal."""
+    ds = objs[("DaemonSet", "portier", "portier")]
+    assert pod_spec(ds)["hostNetwork"] is True
+    (c,) = containers(ds)
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert "PORTIER_NODE_IP" in env, env
+    var = env["PORTIER_NODE_IP"]
+    assert "value" not in var, var
+    assert set(var["valueFrom"]) == {"fieldRef"}, var
+    assert var["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP", var
+
+
+def test_portier_talks_to_the_api_as_its_service_account(objs):
+    """The pod runs as the ServiceAccount portier, whose token and CA the kubelet mounts (portier
+    reads them); no other workload gets a token, and the service links stay off (the kubelet
+    sets KUBERNETES_SERVICE_HOST and _PORT regardless)."""
+    for key, o in objs.items():
+        if key[0] not in ("Deployment", "DaemonSet"):
+            continue
+        spec = pod_spec(o)
+        assert spec["enableServiceLinks"] is False, key
+        if key == ("DaemonSet", "portier", "portier"):
+            assert spec["serviceAccountName"] == "portier"
+            assert ("ServiceAccount", key[1], "portier") in objs
+            assert spec["automountServiceAccountToken"] is True
+            (c,) = spec["containers"]
+            names = {e["name"] for e in c.get("env", [])}
+            assert not names & {"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"}, names
+        else:
+            assert spec["automountServiceAccountToken"] is False, key
+            assert spec.get("serviceAccountName", "default") == "default", key
+
+
+def rbac_grants(role):
+    """(API group, resource, verb) for every grant of a role's rules."""
+    out = set()
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, URLs
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                for v in rule["verbs"]:
+                    out.add((g, r, v))
+    return out
+
+
+def test_cluster_role_grants_exactly_what_portier_needs(rendered, objs):
+    """get, list and watch on Ingresses, IngressClasses, Services, Secrets and EndpointSlices,
+    update on ingresses/status, and nothing else: no wildcard, no create, patch or delete, no
+    other resource; and no other role in k8s/ that could add to it."""
+    role = objs[("ClusterRole", "", "portier")]
+    assert "aggregationRule" not in role
+    grants = rbac_grants(role)
+    assert not [g for g in grants if "*" in g], "a wildcard grants what is not listed"
+    assert grants == GRANTS, (sorted(grants - GRANTS), sorted(GRANTS - grants))
+    roles = of_kind(rendered, "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in roles) == [
+        ("ClusterRole", "portier"),
+        ("ClusterRoleBinding", "portier"),
+    ]
+
+
+def test_binding_ties_the_role_to_the_daemonsets_service_account(objs):
+    binding = objs[("ClusterRoleBinding", "", "portier")]
+    ref = binding["roleRef"]
+    assert ref == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "portier",
+    }
+    assert ("ClusterRole", "", ref["name"]) in objs
+    ds = objs[("DaemonSet", "portier", "portier")]
+    want = {
+        "kind": "ServiceAccount",
+        "name": pod_spec(ds)["serviceAccountName"],
+        "namespace": ds["metadata"]["namespace"],
+    }
+    assert binding["subjects"] == [want], binding["subjects"]
+    assert ("ServiceAccount", want["namespace"], want["name"]) in objs
+
+
+def service_port(objs, ns, backend):
+    """The port of the Service an Ingress backend names (by number or by name), or fails."""
+    svc = objs.get(("Service", ns, backend["service"]["name"]))
+    assert svc, f"no Service {ns}/{backend['service']['name']}"
+    want = backend["service"]["port"]
+    ports = [
+        p for p in svc["spec"]["ports"]
+        if ("number" in want and p["port"] == want["number"])
+        or ("name" in want and p.get("name") == want["name"])
+    ]
+    assert len(ports) == 1, f"Service {ns}/{svc['metadata']['name']} has no port {want}"
+    return ports[0]
+
+
+def test_ingress_routes_the_exercise(objs):
+    """app1.com to app1, app2.com to app2, any other Host to app3, every path, each to a
+    Service of the Ingress's namespace that has the port the backend names, whose pods serve it."""
+    ing = objs[("Ingress", "apps", "p2")]
+    ns = ing["metadata"]["namespace"]
+    routes = {}
+    for rule in ing["spec"]["rules"]:
+        (path,) = rule["http"]["paths"]
+        assert (path["path"], path["pathType"]) == ("/", "Prefix"), path
+        routes[rule["host"]] = path["backend"]
+    routes[None] = ing["spec"]["defaultBackend"]
+    assert {h: (b["service"]["name"], b["service"]["port"]) for h, b in routes.items()} == {
+        "app1.com": ("app1", {"number": 8080}),
+        "app2.com": ("app2", {"number": 8080}),
+        None: ("app3", {"number": 8080}),
+    }
+    for backend in routes.values():
+        port = service_port(objs, ns, backend)
+        (dep,) = [
+            o for k, o in objs.items()
+            if k[:2] == ("Deployment", ns)
+            and objs[("Service", ns, backend["service"]["name"])]["spec"]["selector"].items()
+            <= o["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        cports = {p["name"] for c in containers(dep) for p in c["ports"]}
+        assert port["targetPort"] in cports, (backend, cports)
+
+
+def test_ingress_class_is_portiers(rendered, objs, cluster_config):
+    """One IngressClass, portier's: its name is the config's ingress_class and the Ingress's
+    ingressClassName, and it is the default class (an Ingress without one is portier's)."""
+    (cls,) = of_kind(rendered, "IngressClass")
+    name = cls["metadata"]["name"]
+    assert name == cluster_config["kubernetes"]["ingress_class"]
+    for ing in of_kind(rendered, "Ingress"):
+        assert ing["spec"]["ingressClassName"] == name, ing["metadata"]["name"]
+        assert "kubernetes.io/ingress.class" not in ing["metadata"].get("annotations", {})
+    assert cls["spec"] == {"controller": "portier.dev/ingress-controller"}
+    annotations = cls["metadata"]["annotations"]
+    assert annotations["ingressclass.kubernetes.io/is-default-class"] == "true"
+
+
+def san_names(cert: Path):
+    out = run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"]).stdout
+    return set(re.findall(r"DNS:([^,\s]+)", out))
+
+
+def covers(names, host):
+    return host in names or ("." in host and "*." + host.split(".", 1)[1] in names)
+
+
+def test_ingress_tls_covers_its_hosts_with_the_vm_certificate(objs, certs):
+    """HTTPS for every Host the Ingress routes by name and for app3.com (the default backend's);
+    one Secret, whose certificate (scripts/certs.sh's, which vagrant/provision puts into it)
+    names them all. That provisioning makes this very Secret: test_vm.py."""
+    ing = objs[("Ingress", "apps", "p2")]
+    (tls,) = ing["spec"]["tls"]
+    assert tls["secretName"] == "apps-tls"
+    hosts = set(tls["hosts"])
+    assert {r["host"] for r in ing["spec"]["rules"]} | {"app3.com"} <= hosts, hosts
+    names = san_names(certs / "server.crt")
+    missing = [h for h in sorted(hosts) if not covers(names, h)]
+    assert missing == [], f"the certificate names {sorted(names)}"
 
 
 def k8s_files():
@@ -355,7 +543,8 @@ def test_apps_pods(rendered):
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
         assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-        # The pause before SIGTERM that lets the pod's DNS record go first, well within the grace.
+        # The pause before SIGTERM that lets the pod leave portier's rotation first (its endpoint
+        # turns not ready in the EndpointSlice portier watches), well within the grace.
         pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert 0 < pause < spec["terminationGracePeriodSeconds"], name
 
@@ -363,8 +552,11 @@ def test_apps_pods(rendered):
 def test_every_namespaced_object_is_in_a_rendered_namespace(rendered):
     namespaces = {o["metadata"]["name"] for o in of_kind(rendered, "Namespace")}
     for o in rendered:
-        if o["kind"] != "Namespace":
-            assert o["metadata"].get("namespace") in namespaces, o["metadata"]["name"]
+        what = f"{o['kind']} {o['metadata']['name']}"
+        if o["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in o["metadata"], what
+        else:
+            assert o["metadata"].get("namespace") in namespaces, what
 
 
 def test_argocd_application(argocd_app):

@@ -143,7 +143,8 @@ def test_server_k3s_settings():
 
 # ---------------------------------------------------------------------------------------------
 # HTTPS on the VM: the certificate is made once on the host, kept in vagrant/certs, and becomes the
-# Secret portier-tls before the DaemonSet that mounts it is applied.
+# Secret the apps' Ingress names, in the Ingress's namespace, before the Ingress is applied; portier
+# reads it from the API (and watches it: a new certificate needs no restart).
 
 
 def digests(d):
@@ -233,7 +234,8 @@ def test_make_up_makes_the_vm_certificate_once(fake_vagrant):
 def fake_k3s(tmp_path, kubectl):
     """A k3s whose kubectl keeps the one Secret applied in a file and answers as kubectl apply
     does (created, unchanged, configured); `create secret tls --dry-run=client` is Debian's kubectl
-    itself, which checks that the key matches the certificate. Every call is logged."""
+    itself, which checks that the key matches the certificate. Every call is logged; any call
+    but these fails (a restart among them)."""
     bindir = tmp_path / "k3sbin"
     bindir.mkdir()
     state, log = tmp_path / "secret.yaml", tmp_path / "k3s.log"
@@ -245,13 +247,13 @@ echo "$*" >> "{log}"
 case "$*" in
 "apply -f -")
     cat > "{state}.new"
-    if [ ! -f "{state}" ]; then echo "secret/portier-tls created"
-    elif cmp -s "{state}" "{state}.new"; then echo "secret/portier-tls unchanged"
-    else echo "secret/portier-tls configured"; fi
+    name=$(sed -n 's/^  name: //p' "{state}.new")
+    if [ ! -f "{state}" ]; then echo "secret/$name created"
+    elif cmp -s "{state}" "{state}.new"; then echo "secret/$name unchanged"
+    else echo "secret/$name configured"; fi
     mv "{state}.new" "{state}" ;;
-"apply -f {REPO}/k8s/namespaces.yaml") echo "namespace/portier unchanged" ;;
+"apply -f {REPO}/k8s/namespaces.yaml") printf 'namespace/%s unchanged\n' apps portier ;;
 *"create secret tls"*) exec "{kubectl}" "$@" ;;
-"-n portier rollout restart daemonset/portier") echo "daemonset.apps/portier restarted" ;;
 *) exit 1 ;;
 esac
 """
@@ -261,42 +263,43 @@ esac
     return env, state, log
 
 
-def test_tls_secret_from_the_kept_files(fake_k3s, tmp_path):
-    """deploy_tls_secret makes the kubernetes.io/tls Secret from vagrant/certs' files, after the
-    namespace; run again with the same files it changes nothing; with other files it replaces
-    the Secret and portier restarts onto it."""
+def test_tls_secret_from_the_kept_files(fake_k3s, tmp_path, objs):
+    """deploy_tls_secret makes, from vagrant/certs' files, the kubernetes.io/tls Secret the apps'
+    Ingress names, in the Ingress's namespace (a Secret elsewhere it could not name), after the
+    namespaces; run again with the same files it changes nothing; with other files it replaces
+    the Secret and restarts nothing (portier watches the Secret)."""
     env, state, log = fake_k3s
+    (ing,) = [o for k, o in objs.items() if k[0] == "Ingress"]
+    ((ns, name),) = {(ing["metadata"]["namespace"], t["secretName"]) for t in ing["spec"]["tls"]}
     certs = tmp_path / "certs"
     run(["bash", str(REPO / "scripts/certs.sh"), str(certs)])
     env["P2_TLS_DIR"] = str(certs)
-    step = "deploy_tls_secret; deploy_tls_roll; echo changed=$TLS_SECRET_CHANGED"
+    step = "deploy_tls_secret"
 
     out = lib_sh(step, **env).stdout
-    assert "secret/portier-tls created" in out and "changed=0" in out, out
+    assert f"secret/{name} created" in out, out
     secret = yaml.safe_load(state.read_text())
     assert secret["kind"] == "Secret" and secret["type"] == "kubernetes.io/tls"
-    assert secret["metadata"]["name"] == "portier-tls"
-    assert secret["metadata"]["namespace"] == "portier"
+    assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == (ns, name)
+    assert ("Namespace", "", ns) in objs
     for key, f in (("tls.crt", "server.crt"), ("tls.key", "server.key")):
         assert base64.b64decode(secret["data"][key]) == (certs / f).read_bytes()
     calls = log.read_text().splitlines()
     assert calls[0] == f"kubectl apply -f {REPO}/k8s/namespaces.yaml", calls
     # The two ends of one pipeline run at once: either may log first.
     assert "kubectl apply -f -" in calls[1:3], calls
-    assert any("create secret tls portier-tls" in c for c in calls[1:3]), calls
+    assert any(f"-n {ns} create secret tls {name} " in c for c in calls[1:3]), calls
 
     out = lib_sh(step, **env).stdout
-    assert "secret/portier-tls unchanged" in out and "changed=0" in out, out
-    assert "restart" not in log.read_text()
+    assert f"secret/{name} unchanged" in out and "certificate changed" not in out, out
 
     own_certificate(certs)
     out = lib_sh(step, **env).stdout
-    assert "secret/portier-tls configured" in out and "changed=1" in out, out
+    assert f"secret/{name} configured" in out and "certificate changed" in out, out
     assert base64.b64decode(yaml.safe_load(state.read_text())["data"]["tls.crt"]) == (
         certs / "server.crt"
     ).read_bytes()
-    last = log.read_text().splitlines()[-1]
-    assert last == "kubectl -n portier rollout restart daemonset/portier"
+    assert "restart" not in log.read_text()
 
 
 def test_tls_secret_needs_both_files(fake_k3s, tmp_path):
@@ -324,6 +327,8 @@ def test_vm_certificate_stays_on_the_host():
     for script in ("server.sh", "deploy.sh"):
         text = (PROVISION / script).read_text()
         assert text.index("deploy_tls_secret\n") < text.index("deploy_apply\n"), script
+    # The Secret portier's DaemonSet once mounted is no longer made.
+    assert "create secret tls portier-tls" not in (PROVISION / "lib.sh").read_text()
 
 
 @pytest.fixture
@@ -888,8 +893,7 @@ esac
 
 def daemonset_json(config_map):
     return json.dumps({"kind": "DaemonSet", "spec": {"template": {"spec": {"volumes": [
-        {"name": "config", "projected": {"sources": [{"configMap": {"name": config_map}},
-                                                     {"secret": {"name": "portier-tls"}}]}}]}}}})
+        {"name": "config", "projected": {"sources": [{"configMap": {"name": config_map}}]}}]}}}})
 
 
 def pods_json(*config_maps):
@@ -931,6 +935,109 @@ def test_deploy_prunes_the_unused_configs(fake_cluster):
 
 
 def test_deploy_prunes_after_the_rollout():
+    """What goes comes after the rollout (deploy_wait): the unused ConfigMaps, the Secret the
+    DaemonSet mounted before; and the check that portier serves the Ingress comes before."""
     for script in ("server.sh", "deploy.sh"):
         text = (PROVISION / script).read_text()
-        assert text.index("\ndeploy_wait\n") < text.index("\ndeploy_prune_configs\n"), script
+        wait = text.index("\ndeploy_wait\n")
+        assert wait < text.index("\ndeploy_wait_ingress\n"), script
+        assert wait < text.index("\ndeploy_prune_configs\n"), script
+        assert wait < text.index("\ndeploy_prune_old_secret\n"), script
+        assert text.index("\ndeploy_wait_ingress\n") < text.index("\ndeploy_hints\n"), script
+
+
+def test_provision_steps_are_defined():
+    """Every step the provision scripts call (a line that is a bare word) is a function of
+    lib.sh: a step removed there and left here would stop provisioning halfway, on the VM."""
+    lib = (PROVISION / "lib.sh").read_text()
+    defined = set(re.findall(r"^([a-z_][a-z0-9_]*)\(\) \{$", lib, re.M))
+    keywords = {"fi", "done", "esac", "then", "else", "do"}
+    for script in ("server.sh", "agent.sh", "images.sh", "deploy.sh"):
+        text = (PROVISION / script).read_text()
+        steps = set(re.findall(r"^([a-z_][a-z0-9_]*)$", text, re.M)) - keywords
+        assert steps, script
+        assert steps <= defined, (script, sorted(steps - defined))
+
+
+def test_vm_builds_with_every_library_portier_links():
+    """The VM builds the images itself: every pkg-config module the Makefile links (PKGS) has its
+    Debian package, as scripts/deps.sh maps it, in lib.sh's BUILD_PACKAGES (jansson, say)."""
+    make = (REPO / "Makefile").read_text()
+    modules = re.search(r"^PKGS\s*:=(.*)$", make, re.M).group(1).split()
+    deps = (REPO / "scripts/deps.sh").read_text()
+    block = re.search(r"^pkg_modules=\((.*?)^\)", deps, re.M | re.S).group(1)
+    package_of = dict(re.findall(r'^\s*"([^":]+):([^"]+)"$', block, re.M))
+    lib = (PROVISION / "lib.sh").read_text()
+    build = re.search(r"^BUILD_PACKAGES=\(([^)]*)\)", lib, re.M).group(1).split()
+    assert "jansson" in modules and modules, modules
+    missing = [(m, package_of.get(m)) for m in modules if package_of.get(m) not in build]
+    assert missing == [], missing
+
+
+@pytest.fixture
+def fake_ingress(tmp_path):
+    """A k3s kubectl that answers `get ingress` with the Ingress's status addresses: none for
+    the first $EMPTY_FOR calls (never any when negative), then 192.168.56.110. Logs every call."""
+    bindir, state, log = tmp_path / "ingbin", tmp_path / "ingstate", tmp_path / "ing.log"
+    bindir.mkdir()
+    (bindir / "k3s").write_text(f"""#!/bin/bash
+set -euo pipefail
+echo "$*" >> "{log}"
+n=$(cat "{state}" 2>/dev/null || echo 0); n=$((n + 1)); echo $n > "{state}"
+case "$*" in
+"kubectl -n apps get ingress p2 -o jsonpath={{.status.loadBalancer.ingress[*].ip}}")
+    [ "${{EMPTY_FOR:-0}}" -ge 0 ] && [ "$n" -gt "${{EMPTY_FOR:-0}}" ] && printf 192.168.56.110
+    exit 0 ;;
+*) exit 1 ;;
+esac
+""")
+    (bindir / "k3s").chmod(0o755)
+    env = dict(PATH=f"{bindir}:{os.environ['PATH']}", P2_WAIT_INTERVAL="0", P2_WAIT_TRIES="10")
+    return env, log
+
+
+def test_deploy_waits_until_portier_serves_the_ingress(fake_ingress, objs):
+    """After the rollout, provisioning waits until the apps' Ingress has an address in its status
+    (portier took it as its own and wrote it, as the ClusterRole lets it), and fails saying where
+    to look when that never happens: a portier that reads the API but does not serve the Ingress
+    is ready all the same."""
+    env, log = fake_ingress
+    assert ("Ingress", "apps", "p2") in objs  # the one lib.sh waits for
+    out = lib_sh("deploy_wait_ingress", EMPTY_FOR="3", **env).stdout
+    assert "portier serves the Ingress apps/p2 at 192.168.56.110" in out, out
+    assert len(log.read_text().splitlines()) == 4
+    log.unlink()
+    r = run(["bash", "-euo", "pipefail", "-c", f'. "{PROVISION}/lib.sh"; deploy_wait_ingress'],
+            env=dict(os.environ, P2_REPO=str(REPO), EMPTY_FOR="-1", **env), check=False)
+    assert r.returncode != 0, r.stdout
+    assert "no address in its status after 10 tries" in r.stderr, r.stderr
+    assert "logs daemonset/portier" in r.stderr and "auth can-i" in r.stderr, r.stderr
+    assert len(log.read_text().splitlines()) == 10
+
+
+def test_deploy_deletes_the_secret_portier_mounted_before(tmp_path):
+    """An earlier provision made the Secret portier-tls for the DaemonSet to mount; once the
+    rollout is done it is deleted (no unused copy of the key is left), quietly when it is not
+    there, and a failure to delete it is told but fails nothing."""
+    bindir, log = tmp_path / "bin", tmp_path / "k3s.log"
+    bindir.mkdir()
+    (bindir / "k3s").write_text(f"""#!/bin/bash
+echo "$*" >> "{log}"
+case "$*" in
+"kubectl -n portier delete secret portier-tls --ignore-not-found")
+    [ -n "${{DELETE_FAILS:-}}" ] && exit 1
+    [ -n "${{PRESENT:-}}" ] && echo 'secret "portier-tls" deleted'
+    exit 0 ;;
+*) exit 1 ;;
+esac
+""")
+    (bindir / "k3s").chmod(0o755)
+    env = dict(PATH=f"{bindir}:{os.environ['PATH']}")
+    out = lib_sh("deploy_prune_old_secret; echo done", PRESENT="1", **env).stdout
+    assert 'secret "portier-tls" deleted' in out and "done" in out, out
+    out = lib_sh("deploy_prune_old_secret; echo done", **env).stdout
+    assert out.strip() == "done", out
+    out = lib_sh("deploy_prune_old_secret; echo done", DELETE_FAILS="1", **env).stdout
+    assert "warning: could not delete" in out and out.rstrip().endswith("done"), out
+    assert log.read_text().splitlines() == [
+        "kubectl -n portier delete secret portier-tls --ignore-not-found"] * 3

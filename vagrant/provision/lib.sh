@@ -12,7 +12,8 @@
 #   P2_K3S_VERSION  the k3s release to install (the Vagrantfile pins one); empty: the stable channel
 #   P2_OFFLINE=1    stop before installing k3s (tests/k8s runs the steps up to there on a dev machine)
 #   P2_TLS_DIR      where server.crt and server.key are (default $P2_REPO/vagrant/certs)
-#   P2_WAIT_TRIES, P2_WAIT_INTERVAL  how long an agent waits for its portier pod: 150 tries, 2 s apart
+#   P2_WAIT_TRIES, P2_WAIT_INTERVAL  how long an agent waits for its portier pod, and the server for
+#                   portier to serve the apps' Ingress: 150 tries, 2 s apart
 
 P2_REPO=${P2_REPO:-/vagrant}
 P2_SERVER_IP=${P2_SERVER_IP:-192.168.56.110}
@@ -23,15 +24,25 @@ P2_OFFLINE=${P2_OFFLINE:-0}
 # shellcheck disable=SC2034 # written by server.sh and agent.sh
 K3S_CONFIG=/etc/rancher/k3s/config.yaml
 IMAGES_DIR=$P2_REPO/build/images
-# portier's HTTPS certificate and key. The host makes them once with scripts/certs.sh (make up and
-# make deploy do) into vagrant/certs, kept there across `make down` and `make up`, or puts a
-# certificate of its own there; rsync brings them here, without the CA's key.
+# The HTTPS certificate and key of the apps' Ingress (app1.com, app2.com, app3.com). The host makes
+# them once with scripts/certs.sh (make up and make deploy do) into vagrant/certs, kept there across
+# `make down` and `make up`, or puts a certificate of its own there; rsync brings them here, without
+# the CA's key.
 P2_TLS_DIR=${P2_TLS_DIR:-$P2_REPO/vagrant/certs}
+# The apps' Ingress (k8s/apps/ingress.yaml) and the kubernetes.io/tls Secret its tls names, which
+# must be in the Ingress's namespace: portier serves the certificate it holds.
+APPS_NAMESPACE=apps
+APPS_INGRESS=p2
+APPS_TLS_SECRET=apps-tls
+# The Secret that held portier's certificate when the DaemonSet mounted it, before portier read the
+# Ingresses' Secrets from the API: deleted once the rollout is done, if an earlier provision made it.
+OLD_TLS_SECRET=portier-tls
 
 # What `make images` needs inside the VM: the compiler, the static libraries (Debian ships the .a
-# files in the -dev packages), umoci and skopeo, setcap; curl fetches the k3s install script.
+# files in the -dev packages; jansson parses the API server's JSON), umoci and skopeo, setcap; curl
+# fetches the k3s install script.
 BUILD_PACKAGES=(ca-certificates curl gcc make pkg-config binutils libc6-dev libevent-dev libssl-dev
-    libyaml-dev libhttp-parser-dev umoci skopeo libcap2-bin)
+    libyaml-dev libjansson-dev libhttp-parser-dev umoci skopeo libcap2-bin)
 
 log() {
     printf '==> %s\n' "$*"
@@ -216,19 +227,21 @@ need_tls_files() {
     done
 }
 
-# deploy_tls_secret: the kubernetes.io/tls Secret portier-tls made or updated from $P2_TLS_DIR, before
-# the DaemonSet that mounts it is applied (its namespace first). Sets TLS_SECRET_CHANGED=1 when it
-# replaced a different Secret (the running pods still have the old one), else 0.
+# deploy_tls_secret: the kubernetes.io/tls Secret $APPS_TLS_SECRET made or updated from $P2_TLS_DIR
+# in the apps' namespace (made first), before the Ingress that names it is applied: portier finds
+# the certificate there at once, not a 404 of the Secret first. A replaced certificate needs no
+# restart: portier watches the Secret and serves the new one to the next TLS handshakes.
 deploy_tls_secret() {
     local out
     need_tls_files
     "${KUBECTL_K3S[@]}" apply -f "$P2_REPO/k8s/namespaces.yaml"
-    out=$("${KUBECTL_K3S[@]}" -n portier create secret tls portier-tls \
+    out=$("${KUBECTL_K3S[@]}" -n "$APPS_NAMESPACE" create secret tls "$APPS_TLS_SECRET" \
         --cert="$P2_TLS_DIR/server.crt" --key="$P2_TLS_DIR/server.key" --dry-run=client -o yaml |
         "${KUBECTL_K3S[@]}" apply -f -)
     printf '%s\n' "$out"
-    TLS_SECRET_CHANGED=0
-    case $out in *" configured"*) TLS_SECRET_CHANGED=1 ;; esac
+    case $out in
+    *" configured"*) log "the certificate changed: portier, watching the Secret, serves the new one" ;;
+    esac
 }
 
 # deploy_apply: k8s/ as kustomize renders it (kubectl apply says "unchanged" for what is).
@@ -257,15 +270,6 @@ deploy_restart() {
     fi
 }
 
-# deploy_tls_roll: new portier pods when deploy_tls_secret replaced the certificate, so that they
-# serve the new one (portier reads it at start; a kubelet refreshes the files only later).
-deploy_tls_roll() {
-    if [ "${TLS_SECRET_CHANGED:-0}" = 1 ]; then
-        log "the certificate changed: restarting portier"
-        "${KUBECTL_K3S[@]}" -n portier rollout restart daemonset/portier
-    fi
-}
-
 # deploy_wait: until every Deployment and the DaemonSet have rolled out and are ready.
 deploy_wait() {
     local d
@@ -274,6 +278,30 @@ deploy_wait() {
     done
     "${KUBECTL_K3S[@]}" -n portier rollout status daemonset/portier --timeout=300s
     "${KUBECTL_K3S[@]}" get pods -A -o wide
+}
+
+# deploy_wait_ingress: after deploy_wait, until portier serves the apps' Ingress: it writes the
+# node's address into the Ingress's status.loadBalancer.ingress once it serves it. A portier that
+# cannot read the API never gets ready, which deploy_wait already tells; one that reads it but does
+# not take the Ingress as its own (another class) or may not write its status is ready all the
+# same, answering 404 in the first case: this is where provisioning says so. P2_WAIT_TRIES tries
+# (150), P2_WAIT_INTERVAL seconds apart (2).
+deploy_wait_ingress() {
+    local addr i tries=${P2_WAIT_TRIES:-150} ing="$APPS_NAMESPACE/$APPS_INGRESS"
+    log "waiting for portier to serve the Ingress $ing (an address in its status)"
+    for ((i = 1; ; i++)); do
+        addr=$("${KUBECTL_K3S[@]}" -n "$APPS_NAMESPACE" get ingress "$APPS_INGRESS" \
+            -o jsonpath='{.status.loadBalancer.ingress[*].ip}' 2>/dev/null) || addr=""
+        if [ -n "$addr" ]; then
+            log "portier serves the Ingress $ing at $addr"
+            return 0
+        fi
+        [ "$i" -lt "$tries" ] || break
+        sleep "${P2_WAIT_INTERVAL:-2}"
+    done
+    die "the Ingress $ing has no address in its status after $tries tries: portier has not" \
+        "served it. See kubectl -n portier logs daemonset/portier, and whether portier may" \
+        "read it: kubectl auth can-i list ingresses -A --as=system:serviceaccount:portier:portier"
 }
 
 # deploy_prune_configs: once the DaemonSet has rolled out (deploy_wait), deletes the ConfigMaps
@@ -311,8 +339,8 @@ portier_admin_addr() {
 
 # wait_for_local_portier: on an agent (no kubeconfig there), until this node's portier pod (the
 # DaemonSet's, scheduled here once the node joined) runs and answers ready on its admin listener:
-# every routed service has a server up, seen from this node (cluster DNS and the apps' pods reached
-# across nodes). P2_WAIT_TRIES tries (150), P2_WAIT_INTERVAL seconds apart (2).
+# it has read the Ingresses, Services, EndpointSlices and Secrets from the API server, reached from
+# this node. P2_WAIT_TRIES tries (150), P2_WAIT_INTERVAL seconds apart (2).
 wait_for_local_portier() {
     local addr i tries=${P2_WAIT_TRIES:-150}
     addr=$(portier_admin_addr)
@@ -332,6 +360,20 @@ wait_for_local_portier() {
         "kubectl -n portier get pods -o wide and kubectl -n portier describe pods"
 }
 
+# deploy_prune_old_secret: once the DaemonSet has rolled out (deploy_wait), deletes the Secret
+# $OLD_TLS_SECRET in namespace portier, which an earlier provision made for the DaemonSet to mount
+# and nothing uses now: no copy of the key is left where nothing needs it. Not there: nothing to do.
+deploy_prune_old_secret() {
+    local out
+    # Housekeeping after the rollout: a failure here is told, not fatal.
+    if ! out=$("${KUBECTL_K3S[@]}" -n portier delete secret "$OLD_TLS_SECRET" --ignore-not-found); then
+        log "warning: could not delete the unused Secret portier/$OLD_TLS_SECRET" \
+            "(the next make deploy tries again)"
+        return 0
+    fi
+    [ -z "$out" ] || printf '%s\n' "$out"
+}
+
 # deploy_hints: what to type on the host.
 deploy_hints() {
     cat <<EOF
@@ -346,5 +388,6 @@ For a browser, add this line to /etc/hosts, then open http://app2.com/ (https://
 vagrant/certs/ca.crt is imported as an authority; README.md says how):
   $P2_SERVER_IP app1.com app2.com app3.com
 Pods: vagrant ssh -c 'kubectl get pods -A -o wide'
+The Ingress portier serves: vagrant ssh -c 'kubectl -n $APPS_NAMESPACE get ingress $APPS_INGRESS'
 EOF
 }

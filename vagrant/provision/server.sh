@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Provisions the k3s server: build packages, `make images`, k3s without Traefik on the private
-# network, the images imported (and pinned), the Secret portier-tls made from vagrant/certs, k8s/
-# applied, every Deployment and the DaemonSet waited for, portier's unused ConfigMaps deleted, and
-# the lines to try printed. Idempotent: `vagrant provision` again changes nothing and fails nothing
-# (a changed certificate restarts portier).
+# network, the images imported (and pinned), the apps' Ingress's Secret apps-tls made from
+# vagrant/certs, k8s/ applied, every Deployment and the DaemonSet waited for, then portier serving the
+# Ingress (its status names an address), portier's unused ConfigMaps and old Secret deleted, and the
+# lines to try printed. Idempotent: `vagrant provision` again changes nothing and fails nothing (a
+# changed certificate updates the Secret, which portier watches).
 #
 # With P2_OFFLINE=1 (and P2_REPO=<checkout>) it stops before installing k3s, after writing what it
 # would apply to build/k8s-rendered.yaml: tests/k8s runs it that way, so the images and manifests it
@@ -57,7 +58,8 @@ k3s_minor=$(k3s --version | sed -n 's/^k3s version v1\.\([0-9]*\)\..*/\1/p')
 import_images
 deploy_tls_secret
 deploy_apply
-deploy_tls_roll
 deploy_wait
+deploy_wait_ingress
 deploy_prune_configs
+deploy_prune_old_secret
 deploy_hints
