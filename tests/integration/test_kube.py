@@ -12,7 +12,8 @@ What is tested, one test each: routing from the rendered Ingress, HTTPS with the
 certificate by SNI, scaling app2 3 -> 5 -> 2 under load without a failed request, and to 0 and
 back, a not-ready endpoint leaving the rotation, an Ingress edit, a Secret replaced, the API server going away and
 coming back, compaction (410, re-list), token rotation, Ingress status, two Ingresses claiming a
-host, other classes, and portier started before the API server.
+host, other classes, portier started before the API server, the API server found from the pod's
+environment, and a SIGHUP that adds file routes beside the Ingress's.
 
 Timing: what portier promises "within a second" (it applies a change KUBE_SETTLE_MS after the
 event) is measured from the change to the first request that shows it, and asserted to take at
@@ -29,6 +30,7 @@ every load is bounded in requests and seconds, every socket operation times out.
 import http.client
 import json
 import os
+import signal
 import socket
 import ssl
 import threading
@@ -139,6 +141,7 @@ class Kube:
     proc: procs.Proc
     api: kubeapi.ApiServer
     token_file: Path
+    config: Path
 
     def errors(self) -> str:
         return self.proc.stderr()
@@ -151,7 +154,10 @@ class Kube:
         os.replace(tmp, self.token_file)
 
 
-def kube_config(api: kubeapi.ApiServer, token_file: Path) -> str:
+def kube_config(api: kubeapi.ApiServer, token_file: Path, server: bool = True,
+                extra: str = "") -> str:
+    """portier's config; without server, the API server comes from the pod's environment."""
+    server_line = f'  server: "{api.url}"\n' if server else ""
     return f"""
 listen:
   - address: "{PLAIN[0]}:{PLAIN[1]}"
@@ -161,10 +167,9 @@ admin: "{ADMIN[0]}:{ADMIN[1]}"
 workers: 2
 kubernetes:
   ingress_class: portier
-  server: "{api.url}"
-  token_file: {token_file}
+{server_line}  token_file: {token_file}
   ca_file: {api.ca_file}
-"""
+{extra}"""
 
 
 @pytest.fixture
@@ -174,17 +179,23 @@ def start_kube(portier_bin, tmp_path, api):
     on SIGTERM, no sanitizer report)."""
     started: List[procs.Proc] = []
 
-    def _start(api_first: bool = True, wait_routes: bool = True) -> Kube:
+    def _start(api_first: bool = True, wait_routes: bool = True, env_server: bool = False,
+               extra: str = "") -> Kube:
+        """env_server: the API server from KUBERNETES_SERVICE_HOST and _PORT, as in a pod;
+        extra: YAML appended to the config."""
         if api_first and not api.running:
             api.start()
         token_file = tmp_path / "token"
         token_file.write_text(TOKEN)
         cfg = tmp_path / "portier.yaml"
-        cfg.write_text(kube_config(api, token_file))
-        p = procs.start([str(portier_bin), "-c", str(cfg)], env={"PORTIER_NODE_IP": NODE_IP},
+        cfg.write_text(kube_config(api, token_file, server=not env_server, extra=extra))
+        env = {"PORTIER_NODE_IP": NODE_IP}
+        if env_server:
+            env.update(KUBERNETES_SERVICE_HOST=API[0], KUBERNETES_SERVICE_PORT=str(API[1]))
+        p = procs.start([str(portier_bin), "-c", str(cfg)], env=env,
                         wait_for=PLAIN, timeout=START_S, log_dir=str(tmp_path), name="portier")
         started.append(p)
-        k = Kube(p, api, token_file)
+        k = Kube(p, api, token_file, cfg)
         if wait_routes:
             wait_until(lambda: pod_of("app1.com") == "app1-pod", WAIT_S,
                        f"app1.com routes to app1-pod; portier's stderr:\n{k.errors()}")
@@ -618,3 +629,48 @@ def test_portier_started_before_the_api_server(start_kube, api):
                f"app1.com routes once the API server is up; stderr:\n{kube.errors()}")
     assert pod_of("app2.com").startswith("app2-pod-")
     assert pod_of("x.example") == "app3-pod"
+
+
+def test_the_api_server_from_the_pod_environment(start_kube, api):
+    """Without kubernetes.server, portier finds the API server as a pod does, from
+    KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT, and routes by the Ingress."""
+    kube = start_kube(env_server=True)
+    assert pod_of("app2.com").startswith("app2-pod-")
+    assert "from https://127.0.0.130:29300" in kube.errors()
+
+
+FILE_ROUTES = f"""
+routes:
+  - host: file.example
+    service: file-app1
+  - host: app2.com
+    service: file-app1
+services:
+  file-app1:
+    servers: ["{APP1_POD[2][0]}:{APP1_POD[2][1]}"]
+"""
+
+
+def test_a_reload_keeps_the_ingresses_and_adds_the_files_routes(start_kube, api):
+    """SIGHUP with routes added to the file: they serve beside the Ingress's at once (no API
+    round trip), the file's app2.com winning over the Ingress's (a warning names it), and the
+    provider goes on following the API server afterwards."""
+    kube = start_kube()
+    assert pod_of("file.example") == "app3-pod"
+    kube.config.write_text(kube.config.read_text() + FILE_ROUTES)
+    os.kill(kube.proc.pid, signal.SIGHUP)
+    wait_until(lambda: pod_of("file.example") == "app1-pod", WAIT_S,
+               f"file.example routes after SIGHUP; stderr:\n{kube.errors()}")
+    assert pod_of("app2.com") == "app1-pod"
+    assert pod_of("app1.com") == "app1-pod"
+    assert pod_of("x.example") == "app3-pod"
+    assert "kubernetes route app2.com / is also in the file" in kube.errors()
+    # Still following: an Ingress edit after the reload applies.
+    ing = api.get("Ingress", "apps", "p2")
+    ing["spec"]["rules"].append({"host": "late.example", "http": {"paths": [
+        {"path": "/", "pathType": "Prefix",
+         "backend": {"service": {"name": "app1", "port": {"number": 8080}}}}]}})
+    api.apply(ing)
+    wait_until(lambda: pod_of("late.example") == "app1-pod", WAIT_S,
+               f"late.example routes; stderr:\n{kube.errors()}")
+    assert_alive(kube)
