@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +58,31 @@ def split_listen(listen: str):
     """ "ip:port" or "[ipv6]:port" to (host, port)."""
     host, port = listen.rsplit(":", 1)
     return host.strip("[]"), int(port)
+
+
+class BackgroundThreads:
+    """Client threads that run for the length of a `with` block: started on entry; on exit
+    stop_event is set and each thread joined (join_s at most), and one still running fails the
+    test. Each target loops until stop_event is set or its own bound (seconds, requests) runs
+    out, so every load stops by itself."""
+
+    def __init__(self, targets, join_s: float = 15.0):
+        """targets: (function, args) pairs, one thread each."""
+        self.stop_event = threading.Event()
+        self.join_s = join_s
+        self.threads = [threading.Thread(target=fn, args=args, daemon=True)
+                        for fn, args in targets]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(self.join_s)
+        assert not any(t.is_alive() for t in self.threads), "background clients did not stop"
 
 
 def stop_all(started: List[procs.Proc]) -> List[str]:

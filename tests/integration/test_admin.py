@@ -58,7 +58,8 @@ import pytest
 import backend
 import httpc
 import procs
-from conftest import REPO, accepts, assert_alive, dnsmasq_at, stopping, wait_until
+from conftest import (REPO, BackgroundThreads, accepts, assert_alive, dnsmasq_at, stopping,
+                      wait_until)
 from test_browser import CHROMIUM_BASE_ARGS, chromium_session
 
 PUBLIC = ("127.0.0.90", 28900)
@@ -771,15 +772,14 @@ def run_load(plans, per_conn=10) -> Tally:
     return tally
 
 
-class Background:
+class Background(BackgroundThreads):
     """Traffic until stopped (at most max_s seconds or max_requests requests): threads cycling
     through their jobs, each pausing gap seconds between requests."""
 
     def __init__(self, plans, gap=0.01, max_s=90.0, max_requests=50000):
         self.tally = Tally()
-        self.stop_event = threading.Event()
         self.gap, self.max_s, self.max_requests = gap, max_s, max_requests
-        self.threads = [threading.Thread(target=self._run, args=(p,), daemon=True) for p in plans]
+        super().__init__([(self._run, (p,)) for p in plans], join_s=10.0)
 
     def _run(self, plan):
         c = Client(self.tally, per_conn=50)
@@ -793,17 +793,6 @@ class Background:
                 self.stop_event.wait(self.gap)
         finally:
             c.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_event.set()
-        for t in self.threads:
-            t.join(10)
-        assert not any(t.is_alive() for t in self.threads), "background clients did not stop"
 
 
 def malformed(tally: Tally):

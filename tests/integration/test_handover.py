@@ -23,7 +23,7 @@ from typing import List
 import pytest
 
 import procs
-from conftest import stopping, wait_until
+from conftest import BackgroundThreads, stopping, wait_until
 
 PORTIER = ("127.0.0.110", 29101)
 ADMIN = ("127.0.0.110", 29102)
@@ -47,7 +47,7 @@ access_log: off
 """
 
 
-class Load:
+class Load(BackgroundThreads):
     """n keep-alive and n new-connection clients, until stopped (60 s at most)."""
 
     def __init__(self, n=4):
@@ -55,9 +55,7 @@ class Load:
         self.resent = 0
         self.failures: List[str] = []
         self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.keep_alive, daemon=True) for _ in range(n)]
-        self.threads += [threading.Thread(target=self.one_per_conn, daemon=True) for _ in range(n)]
+        super().__init__([(self.keep_alive, ())] * n + [(self.one_per_conn, ())] * n)
 
     def count(self, failure=None, resent=False):
         with self.lock:
@@ -69,7 +67,7 @@ class Load:
                 self.ok += 1
 
     def running(self, deadline):
-        return not self.stop.is_set() and time.monotonic() < deadline
+        return not self.stop_event.is_set() and time.monotonic() < deadline
 
     def keep_alive(self):
         deadline = time.monotonic() + 60
@@ -112,15 +110,6 @@ class Load:
             finally:
                 conn.close()
 
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
 
 
 def admin_up():

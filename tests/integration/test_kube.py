@@ -44,7 +44,7 @@ import pytest
 import httpc
 import kubeapi
 import procs
-from conftest import assert_alive, start_pod, stopping, wait_until
+from conftest import BackgroundThreads, assert_alive, start_pod, stopping, wait_until
 
 API = ("127.0.0.130", 29300)
 PLAIN = ("127.0.0.131", 29331)
@@ -272,7 +272,7 @@ def tls_cn(ctx: ssl.SSLContext, sni: str) -> Optional[str]:
         return None
 
 
-class Load:
+class Load(BackgroundThreads):
     """Requests for host through portier from two threads (one keep-alive connection, one new
     connection per request) until stopped, bounded by max_requests each and max_seconds; records
     (start, end, pod) of each answer and every failure."""
@@ -285,9 +285,7 @@ class Load:
         self.seen = []  # (monotonic start, monotonic end, pod)
         self.failures = []
         self.lock = threading.Lock()
-        self.stop_event = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(ka,), daemon=True)
-                        for ka in (True, False)]
+        super().__init__([(self._run, (True,)), (self._run, (False,))])
 
     def _one(self, conn):
         t0 = time.monotonic()
@@ -323,16 +321,6 @@ class Load:
             time.sleep(0.005)
         if conn is not None:
             conn.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_event.set()
-        for t in self.threads:
-            t.join(10)
 
     def first_answer(self, pod: str, after: float) -> Optional[float]:
         with self.lock:
