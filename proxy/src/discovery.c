@@ -15,6 +15,7 @@
 
 #include "discovery.h"
 #include "log.h"
+#include "loop.h"
 #include "stats.h"
 
 /* A failed round is retried soon, but not in a tight loop. */
@@ -265,41 +266,22 @@ fail:
     return NULL;
 }
 
-static int
-all_answered(const struct discovery *d)
+static bool
+all_answered(const void *arg)
 {
+    const struct discovery *d = arg;
+
     for (size_t i = 0; i < d->nsvcs; i++) {
         if (!d->svcs[i].answered)
-            return 0;
+            return false;
     }
-    return 1;
-}
-
-static void
-deadline_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    *(int *)arg = 1;
+    return true;
 }
 
 void
 discovery_wait_first(struct discovery *d, uint64_t timeout_ms)
 {
-    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000 * 1000)};
-    int expired = 0;
-    struct event *deadline;
-
-    if (d->nsvcs == 0)
-        return;
-    deadline = evtimer_new(d->base, deadline_cb, &expired);
-    if (deadline == NULL)
-        return;
-    evtimer_add(deadline, &tv);
-    while (!all_answered(d) && !expired)
-        event_base_loop(d->base, EVLOOP_ONCE);
-    event_free(deadline);
-    if (expired)
+    if (d->nsvcs > 0 && !loop_run_until(d->base, all_answered, d, timeout_ms))
         log_msg(LOG_WARN, "dns: not every service answered within %llums; starting anyway",
                 (unsigned long long)timeout_ms);
 }

@@ -759,30 +759,19 @@ fail:
     return NULL;
 }
 
-static void
-deadline_cb(evutil_socket_t fd, short what, void *arg)
+static bool
+listed_cb(const void *arg)
 {
-    (void)fd;
-    (void)what;
-    *(bool *)arg = true;
+    return all_listed(arg);
 }
 
 bool
 kube_wait_first(struct kube *k, uint64_t timeout_ms)
 {
-    bool expired = false;
-    struct event *deadline = evtimer_new(k->lp->base, deadline_cb, &expired);
-
-    if (deadline == NULL)
-        return false;
-    timer_in(deadline, timeout_ms);
-    while (!all_listed(k) && !expired)
-        event_base_loop(k->lp->base, EVLOOP_ONCE);
-    event_free(deadline);
-    if (!all_listed(k)) {
+    if (!loop_run_until(k->lp->base, listed_cb, k, timeout_ms)) {
         log_msg(LOG_WARN,
-                "kubernetes: the API server did not answer within %llu ms; serving the "
-                "file's routes until it does",
+                "kubernetes: the API server did not answer within %llu ms; serving the file's "
+                "routes until it does",
                 (unsigned long long)timeout_ms);
         return false;
     }

@@ -245,3 +245,28 @@ loop_mono_ms(void)
 {
     return (int64_t)(loop_mono_us() / 1000);
 }
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    *(bool *)arg = true;
+}
+
+bool
+loop_run_until(struct event_base *base, bool (*done)(const void *arg), const void *arg,
+               uint64_t timeout_ms)
+{
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000 * 1000)};
+    bool expired = false;
+    struct event *deadline = evtimer_new(base, deadline_cb, &expired);
+
+    if (deadline == NULL)
+        return done(arg);
+    evtimer_add(deadline, &tv);
+    while (!done(arg) && !expired)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(deadline);
+    return done(arg);
+}

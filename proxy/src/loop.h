@@ -97,6 +97,13 @@ void loop_snap_drop(struct loop_snap *s);
 void loop_defer(struct loop *lp, struct loop_defer *d, void (*fn)(struct loop_defer *d));
 
 /*
+ * Runs base's callbacks until done(arg) holds, at most timeout_ms: the start-up waits (the first
+ * DNS answers, the first read of the API server) before the workers run. Returns done(arg).
+ */
+bool loop_run_until(struct event_base *base, bool (*done)(const void *arg), const void *arg,
+                    uint64_t timeout_ms);
+
+/*
  * ms as the timeval to pass to event_add() on lp's base. Connections arm the same few durations
  * (a config's timeouts) again and again: as one of libevent's common timeouts, arming is a queue
  * append instead of a heap operation. tv is filled either way, and returned once LOOP_TIMEOUTS

@@ -141,6 +141,20 @@ run_lookups(const struct router *r, const struct lookup_case *cases, size_t n)
     }
 }
 
+/* Builds a router from routes (and default_target) and runs the cases through it. */
+static void
+check_lookups(const struct router_route *routes, size_t n, int default_target,
+              const struct lookup_case *cases, size_t ncases)
+{
+    char err[256] = "";
+    struct router *r = router_new(routes, n, default_target, err, sizeof(err));
+
+    if (r == NULL)
+        fail_msg("router_new: %s", err);
+    run_lookups(r, cases, ncases);
+    router_free(r);
+}
+
 static const struct router_route routes[] = {
     {"app1.com", NULL, 1, false, false},
     {"app2.com", "/", 2, false, false},
@@ -225,14 +239,9 @@ test_lookup(void **state)
         {NOHOST, "/", 99},
         {NOHOST, "/api", 99},
     };
-    char err[256] = "";
-    struct router *r = router_new(routes, sizeof(routes) / sizeof(routes[0]), 99, err, sizeof(err));
-
     (void)state;
-    if (r == NULL)
-        fail_msg("router_new: %s", err);
-    run_lookups(r, cases, sizeof(cases) / sizeof(cases[0]));
-    router_free(r);
+    check_lookups(routes, sizeof(routes) / sizeof(routes[0]), 99, cases,
+                  sizeof(cases) / sizeof(cases[0]));
 }
 
 static void
@@ -243,14 +252,9 @@ test_lookup_no_default(void **state)
         {"deep.org", "/", -1},     {"deep.org", "/a", 44},   {"example.com", "/", -1},
         {"unknown.net", "/x", -1}, {NOHOST, "/", -1},        {"x.c.example.com", "/", 30},
     };
-    char err[256] = "";
-    struct router *r = router_new(routes, sizeof(routes) / sizeof(routes[0]), -1, err, sizeof(err));
-
     (void)state;
-    if (r == NULL)
-        fail_msg("router_new: %s", err);
-    run_lookups(r, cases, sizeof(cases) / sizeof(cases[0]));
-    router_free(r);
+    check_lookups(routes, sizeof(routes) / sizeof(routes[0]), -1, cases,
+                  sizeof(cases) / sizeof(cases[0]));
 }
 
 /* Routes without a host come after exact hosts and wildcards, before the default. */
@@ -273,14 +277,8 @@ test_lookup_hostless(void **state)
         {NOHOST, "/static?x", 3},
         {NOHOST, "/", 9},
     };
-    char err[256] = "";
-    struct router *r = router_new(rs, sizeof(rs) / sizeof(rs[0]), 9, err, sizeof(err));
-
     (void)state;
-    if (r == NULL)
-        fail_msg("router_new: %s", err);
-    run_lookups(r, cases, sizeof(cases) / sizeof(cases[0]));
-    router_free(r);
+    check_lookups(rs, sizeof(rs) / sizeof(rs[0]), 9, cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 /* Kubernetes' rules: Exact paths (a trailing '/' significant, before a Prefix of the same length)
@@ -301,15 +299,10 @@ test_lookup_exact_and_one_label(void **state)
         {"b.a.one.com", "/x", 7}, {"one.com", "/", 9},    {"a.deep.com", "/", 8},
         {"b.a.deep.com", "/", 9},
     };
-    char err[256] = "";
-    struct router *r = router_new(rs, sizeof(rs) / sizeof(rs[0]), 9, err, sizeof(err));
-
     (void)state;
-    if (r == NULL)
-        fail_msg("router_new: %s", err);
-    run_lookups(r, cases, sizeof(cases) / sizeof(cases[0]));
-    router_free(r);
+    check_lookups(rs, sizeof(rs) / sizeof(rs[0]), 9, cases, sizeof(cases) / sizeof(cases[0]));
     /* The same path twice is a duplicate only with the same exactness. */
+    char err[256] = "";
     const struct router_route dup[] = {{"a.com", "/x", 0, true, false},
                                        {"a.com", "/x", 1, true, false}};
     assert_null(router_new(dup, 2, -1, err, sizeof(err)));
