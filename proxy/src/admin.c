@@ -417,9 +417,14 @@ status_routes(struct evbuffer *b, const struct config *cfg)
     for (size_t r = 0; r < cfg->nroutes; r++) {
         const struct config_route *rt = &cfg->routes[r];
         evbuffer_add(b, r > 0 ? ",{\"host\":" : "{\"host\":", r > 0 ? 9 : 8);
-        put_json(b, rt->host);
+        /* A provider's route may match any host. */
+        if (rt->host != NULL)
+            put_json(b, rt->host);
+        else
+            evbuffer_add(b, "null", 4);
         evbuffer_add(b, ",\"path\":", 8);
         put_json(b, rt->path);
+        evbuffer_add_printf(b, ",\"exact\":%s", rt->exact ? "true" : "false");
         evbuffer_add(b, ",\"service\":", 11);
         put_json(b, rt->service_name);
         evbuffer_add_printf(b, ",\"redirect_https\":%s}", rt->redirect_https ? "true" : "false");

@@ -662,3 +662,32 @@ def test_a_reload_keeps_the_ingresses_and_adds_the_files_routes(start_kube, api)
     wait_until(lambda: pod_of("late.example") == "app1-pod", WAIT_S,
                f"late.example routes; stderr:\n{kube.errors()}")
     assert_alive(kube)
+
+
+def test_status_api_shows_a_hostless_exact_route(kube, api):
+    """An Ingress rule without a host and with an Exact path ("/", the apps' HTML page, which
+    names the pod) routes that path of any host without routes of its own, and
+    the admin's /api/status lists it (host null, exact true) rather than failing on it."""
+    ing = api.get("Ingress", "apps", "p2")
+    ing["spec"]["rules"].append({"http": {"paths": [
+        {"path": "/", "pathType": "Exact",
+         "backend": {"service": {"name": "app1", "port": {"number": 8080}}}}]}})
+    api.apply(ing)
+    wait_until(lambda: get("whatever.example", "/")[0] == 200 and
+               b"app1-pod" in get("whatever.example", "/")[1], WAIT_S,
+               f"the host-less Exact route; stderr:\n{kube.errors()}")
+    assert pod_of("whatever.example") == "app3-pod"  # /api/info is not "/": the default
+    assert pod_of("app2.com").startswith("app2-pod-")  # a host's own routes come first
+    c = http.client.HTTPConnection(*ADMIN, timeout=3)
+    try:
+        c.request("GET", "/api/status")
+        r = c.getresponse()
+        status = json.loads(r.read())
+    finally:
+        c.close()
+    assert r.status == 200
+    hostless = [rt for rt in status["routes"] if rt["host"] is None]
+    assert hostless == [{"host": None, "path": "/", "exact": True,
+                         "service": "apps/app1:8080", "redirect_https": False}], status["routes"]
+    assert {s["name"]: s["source"] for s in status["services"]}["apps/app1:8080"] == "kubernetes"
+    assert_alive(kube)
