@@ -253,7 +253,7 @@ lint: ## cppcheck and clang-tidy (.clang-tidy) on every tracked C file; any find
 compdb: ## write compile_commands.json (bear) for editors and clang-tidy
 	$(Q)bear -- $(MAKE) -B all
 
-bench: ## portier beside nginx and HAProxy; a report and a chart in bench/results/ (run.sh alone ~16 min)
+bench: ## portier beside nginx and HAProxy; a report and charts in bench/results/ (run.sh alone ~50 min)
 	$(Q)$(DEPS)
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(BUILD) bench/apps.sh

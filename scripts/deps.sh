@@ -34,6 +34,8 @@ commands=(
     "/usr/sbin/nginx:nginx-light"
     "/usr/sbin/haproxy:haproxy"
     "taskset:util-linux"
+    # The bench's own network namespace (bench/run.sh brings its loopback up with ip).
+    "ip:iproute2"
     # tests/integration/test_discovery.py: a real DNS server on loopback (no service is started).
     "/usr/sbin/dnsmasq:dnsmasq-base"
     # tests/k8s and make images: image tools, shell lint, schema checks (Node.js), vagrant validate.

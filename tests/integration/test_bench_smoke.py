@@ -1,16 +1,20 @@
 """bench/run.sh --smoke: the bench script, run for real but briefly, so that it cannot rot.
 
-One 1-second round of scenario (a) against portier, nginx and HAProxy and straight at the app, and
-of (dr), new TLS connections resuming their sessions, against the three proxies' HTTPS listeners
-(the bench's own certificate, its tls-conns client). The figures are not judged (this machine may be
-busy, and portier may be an ASan build); what is checked is that the script runs to the end, prints
-its tables with a row per target and no failed request, writes no report, and leaves nothing
-running. wrk, nginx, HAProxy, openssl and a C compiler with OpenSSL's headers come from
-scripts/deps.sh.
+One 1-second round of scenario (a) against portier, nginx and HAProxy and straight at the app; of
+one point of the load sweep behind the nginx pods (kn64: keep-alive, 64 clients, the static
+origin's three workers); of (dr), new TLS connections resuming their sessions, against the three
+proxies' HTTPS listeners (the bench's own certificate, its tls-conns client); and of the open loop
+behind the nginx pods at one rate (25% of nginx's kn64 req/s, bench/openloop.c). All of it in the
+bench's own network namespace with cubic, where this machine allows one. The figures are not judged
+(this machine may be busy, and portier may be an ASan build); what is checked is that the script
+runs to the end, prints its tables with a row per target and no failed request, names the network
+it ran in, writes no report, and leaves nothing running. wrk, nginx, HAProxy, openssl and a C
+compiler with OpenSSL's and libevent's headers come from scripts/deps.sh.
 """
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 
@@ -22,6 +26,9 @@ BENCH_ADDRS = [
     ("127.0.0.22", 28300),
     ("127.0.0.23", 28300),
     ("127.0.0.24", 28300),
+    ("127.0.0.22", 28301),
+    ("127.0.0.23", 28301),
+    ("127.0.0.24", 28301),
     ("127.0.0.40", 28310),
     ("127.0.0.41", 28311),
     ("127.0.0.42", 28312),
@@ -30,6 +37,14 @@ BENCH_ADDRS = [
     ("127.0.0.42", 28322),
 ]
 TIMEOUT = 120.0
+
+
+def own_netns_possible():
+    """True where the bench can have a network namespace of its own: root, `ip`, and a working
+    `unshare -n` (a container without CAP_SYS_ADMIN has none; the bench then says so and goes on)."""
+    if os.geteuid() != 0 or not (shutil.which("ip") or os.path.exists("/usr/sbin/ip")):
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
 def run_smoke(build_dir):
@@ -74,13 +89,16 @@ def test_bench_smoke_prints_a_row_per_target_and_leaves_nothing_behind(build_dir
     # Each scenario's part of the output: from its "### " heading to the next.
     parts = dict(re.findall(r"^### (.*?)\n(.*?)(?=^### |\Z)", out, re.M | re.S))
     plain = parts.get("(a) keep-alive, 100 B")
+    sweep = parts.get("(s) nginx pods, keep-alive, 64 clients")
     tls = parts.get("(d) new TLS connections, resumed sessions")
-    assert plain is not None and tls is not None, f"a scenario's table is missing\n{both}"
+    open_loop = parts.get("Open loop, nginx pods")
+    assert None not in (plain, sweep, tls, open_loop), f"a scenario's table is missing\n{both}"
 
     # | target | req/s | x nginx | x HAProxy | x limit | p50 | p99 | CPU | RSS | errors |
     # client CPU busy | client CPU us/req |
     for part, targets in (
         (plain, ("portier", "nginx", "haproxy", "limit (no proxy)")),
+        (sweep, ("portier", "nginx", "haproxy", "limit (no proxy)")),
         (tls, ("portier", "nginx", "haproxy")),
     ):
         for target in targets:
@@ -94,6 +112,27 @@ def test_bench_smoke_prints_a_row_per_target_and_leaves_nothing_behind(build_dir
             busy = cells[9]
             assert re.fullmatch(r"\d+%", busy) and int(busy[:-1]) > 0, f"{target}: {busy}\n{both}"
             assert float(cells[10]) > 0, f"{target}: client CPU {cells[10]} us/req\n{both}"
+    # | rate | target | sent req/s | answered req/s | p50 | p99 | p99.9 | max | errors | CPU us/req |
+    # x nginx | x HAProxy |: one rate, every target answered it all.
+    for target in ("portier", "nginx", "haproxy", "limit (no proxy)"):
+        m = re.search(rf"^\| 25% \| {re.escape(target)} \|(.*)\|$", open_loop, re.M)
+        assert m, f"no open-loop row for {target}\n{both}"
+        cells = [c.strip() for c in m.group(1).split("|")]
+        assert len(cells) == 10, f"{target}: {len(cells)} open-loop columns\n{both}"
+        assert float(cells[0]) > 0 and float(cells[1]) > 0, f"{target}: no rate\n{both}"
+        assert float(cells[2]) > 0, f"{target}: p50 {cells[2]} ms\n{both}"
+        assert cells[6] == "0", f"{target}: {cells[6]} open-loop errors\n{both}"
+
+    # The network it ran in, named; its own namespace with cubic wherever one can be had.
+    m = re.search(r"^network: (.*)$", out, re.M)
+    assert m, f"no network line\n{both}"
+    if own_netns_possible():
+        network = m.group(1)
+        assert network.startswith("its own network namespace"), f"not in its own namespace\n{both}"
+        assert "TCP congestion control cubic" in network, f"not cubic\n{both}"
+        sampled = re.search(r"on the bench's connections: cubic on (\d+) of the (\d+) ", network)
+        assert sampled and sampled.group(1) == sampled.group(2), f"not every connection cubic\n{both}"
+
     # The handshakes, as tls-conns saw them: TLS 1.3 with every proxy.
     for target in ("portier", "nginx", "haproxy"):
         assert re.search(rf"^\| {target} \| TLSv1\.3 ", tls, re.M), f"{target}: no TLS 1.3\n{both}"
