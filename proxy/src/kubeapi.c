@@ -8,6 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
 #include <http_parser.h>
 #include <openssl/err.h>
@@ -194,6 +198,23 @@ read_token(const char *path, char *out, size_t cap, char *err, size_t errlen)
 /* ---------------------------------------------------------------------------------------------
  * A request
  */
+
+/* TCP keepalive on an API connection: a watch waits minutes for its next event, and an API server
+ * that vanished without a word (its node gone) is noticed after KUBEAPI_KEEPALIVE_S + 3 probes
+ * KUBEAPI_KEEPALIVE_S / 3 apart, not at the end of the watch's own timeout. Best effort: a socket
+ * that refuses still has that timeout. */
+static void
+keepalive(int fd)
+{
+    int on = 1, idle = KUBEAPI_KEEPALIVE_S, intvl = KUBEAPI_KEEPALIVE_S / 3, cnt = 3;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0)
+        log_msg(LOG_DEBUG, "kubernetes: no TCP keepalive on an API connection: %s",
+                strerror(errno));
+}
 
 static void req_cb(void *owner, enum half_event ev);
 
@@ -389,6 +410,7 @@ kubeapi_start(struct kubeapi *a, struct loop *lp, const char *method, const char
         snprintf(err, errlen, "connect to %s: %s", a->server, strerror(errno));
         goto fail;
     }
+    keepalive(r->u->h.fd);
     half_timer(&r->u->h, timeout_ms);
     if (!r->u->h.connecting && req_tls(r) < 0) {
         snprintf(err, errlen, "cannot set up TLS");

@@ -17,6 +17,9 @@
 #define KUBEAPI_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 /* The largest token file read. */
 #define KUBEAPI_TOKEN_MAX 16384
+/* Seconds of silence on an API connection before TCP keepalive probes it (3 probes, a third of this
+ * apart). */
+#define KUBEAPI_KEEPALIVE_S 30
 
 /* How to reach one API server: its address, TLS context and token file. */
 struct kubeapi;

@@ -30,9 +30,11 @@ every load is bounded in requests and seconds, every socket operation times out.
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -691,3 +693,16 @@ def test_status_api_shows_a_hostless_exact_route(kube, api):
                          "service": "apps/app1:8080", "redirect_https": False}], status["routes"]
     assert {s["name"]: s["source"] for s in status["services"]}["apps/app1:8080"] == "kubernetes"
     assert_alive(kube)
+
+
+def test_api_connections_have_tcp_keepalive(kube, api):
+    """portier's connections to the API server (five watches, open for minutes) carry TCP keepalive
+    (30 s idle, then probes), so an API server that vanished without a word is noticed in about a
+    minute, not at the end of a watch's timeout. ss shows the kernel's keepalive timer on them."""
+    api.wait_watches(5, WAIT_S)
+    ss = shutil.which("ss") or "/usr/bin/ss"
+    out = subprocess.run([ss, "-tnoH", "state", "established", "dst", f"{API[0]}:{API[1]}"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) >= 5, f"not the five watches:\n{out}"
+    assert all("timer:(keepalive," in line for line in lines), out
