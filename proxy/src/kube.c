@@ -765,7 +765,7 @@ listed_cb(const void *arg)
     return all_listed(arg);
 }
 
-bool
+void
 kube_wait_first(struct kube *k, uint64_t timeout_ms)
 {
     if (!loop_run_until(k->lp->base, listed_cb, k, timeout_ms)) {
@@ -773,11 +773,10 @@ kube_wait_first(struct kube *k, uint64_t timeout_ms)
                 "kubernetes: the API server did not answer within %llu ms; serving the file's "
                 "routes until it does",
                 (unsigned long long)timeout_ms);
-        return false;
+        return;
     }
     event_del(k->settle);
     settle(k);
-    return true;
 }
 
 void

@@ -37,9 +37,9 @@ struct kube *kube_start(struct loop *lp, struct config *base, kube_apply_fn appl
 
 /*
  * Runs lp's loop until every kind is listed, at most timeout_ms, then applies what was read (so
- * that portier opens its listeners with the cluster's routes). Returns whether it was all read.
+ * that portier opens its listeners with the cluster's routes); logs when the time ran out.
  */
-bool kube_wait_first(struct kube *k, uint64_t timeout_ms);
+void kube_wait_first(struct kube *k, uint64_t timeout_ms);
 
 /* A reload: base replaces the file's config (its ingress_class applies; the API server and the
  * namespaces followed stay until a restart), and a new config is applied at once. */
