@@ -61,6 +61,7 @@ struct conn {
     struct xchg *x;        /* owned: the exchange in progress, or NULL between requests */
     struct runtime *hs_rt; /* ref while the TLS handshake runs: its certificates (SNI) */
     struct http_scan scan;
+    struct conn_marks *marks; /* owned while a head is scanned: where its parts lie */
     enum conn_state state;
     enum conn_wait wait;
     uint64_t wait_mark;  /* progress when the timer was armed: re-armed when it moves */
@@ -73,6 +74,13 @@ struct conn {
     unsigned closed : 1;   /* conn_close() ran: freed at the end of the turn */
     struct sockaddr_storage peer;
     char ip[48];
+};
+
+/* A head's marks (1.2 KiB) are only needed while it is scanned, so a connection borrows them
+ * from its loop for that time rather than holding them between requests. */
+struct conn_marks {
+    struct conn_marks *next;
+    struct http_marks m;
 };
 
 static void conn_run(struct conn *c);
@@ -91,6 +99,7 @@ conn_free_cb(struct loop_defer *d)
 
     half_fini(&c->h);
     runtime_unref(c->hs_rt);
+    free(c->marks);
     free(c);
     loop_conn_closed(lp);
 }
@@ -180,6 +189,29 @@ conn_plain_http(struct conn *c)
     c->state = CONN_ST_CLOSING;
 }
 
+/* Marks for the next head: from the loop's cache, or new. NULL when memory runs out. */
+static struct conn_marks *
+marks_take(struct loop *lp)
+{
+    struct conn_marks *cm = lp->free_marks;
+
+    if (cm == NULL)
+        return malloc(sizeof(*cm));
+    lp->free_marks = cm->next;
+    return cm;
+}
+
+void
+conn_cache_free(struct loop *lp)
+{
+    while (lp->free_marks != NULL) {
+        struct conn_marks *cm = lp->free_marks;
+
+        lp->free_marks = cm->next;
+        free(cm);
+    }
+}
+
 /* Starts an exchange for the head the scanner finished (rc 1) or refused (rc -1), or answers a
  * head that did not come in time (rc 0: 408). */
 static void
@@ -196,9 +228,14 @@ conn_exchange(struct conn *c, int rc)
     }
     c->state = CONN_ST_EXCHANGE;
     if (rc > 0)
-        v = exchange_start(c->x, len);
+        v = exchange_start(c->x, len, &c->marks->m);
     else
         v = exchange_refuse(c->x, rc < 0 ? c->scan.error : 408, len);
+    if (c->marks != NULL) {
+        c->marks->next = c->lp->free_marks;
+        c->lp->free_marks = c->marks;
+        c->marks = NULL;
+    }
     conn_verdict(c, v);
 }
 
@@ -246,9 +283,14 @@ conn_head(struct conn *c)
         return true;
     }
     if (!c->scanning) {
+        if (c->marks == NULL && (c->marks = marks_take(c->lp)) == NULL) {
+            conn_close(c, "out of memory for a request head");
+            return true;
+        }
         c->scanning = 1;
         c->nreq++;
-        http_scan_init(&c->scan, HTTP_SCAN_REQUEST, cfg_of(c)->limits.max_header_bytes);
+        http_scan_init_marks(&c->scan, HTTP_SCAN_REQUEST, cfg_of(c)->limits.max_header_bytes,
+                             &c->marks->m);
     }
     /* Only the bytes not scanned yet are looked at: a slow head costs no rescans. */
     rc = iobuf_feed(c->h.in, c->scan.len, scan_fn, &c->scan, &took);

@@ -27,4 +27,7 @@ void conn_drain(struct loop *lp);
 /* Closes every client connection of lp (why is logged once for all, or NULL for silence). */
 void conn_close_all(struct loop *lp, const char *why);
 
+/* Frees the head marks lp keeps for reuse; after the last connection is gone. */
+void conn_cache_free(struct loop *lp);
+
 #endif

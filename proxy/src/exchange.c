@@ -70,8 +70,6 @@ struct xchg {
     int service;
     enum xchg_phase phase;
     enum xchg_verdict verdict; /* in PH_END */
-    struct http_request req;   /* spans point into head */
-    struct http_response res;
     struct http_body reqbody;
     struct http_body resbody;
     struct http_scan rscan;
@@ -99,8 +97,12 @@ struct xchg {
     char rid[129];            /* the request id: the client's (up to 128) or ours (32) */
     size_t rid_len;
     char host[ROUTER_HOST_MAX + 1];
-    size_t cap;  /* bytes of head */
-    char head[]; /* a copy of the request head */
+    /* Not cleared with the rest (their header arrays alone are 8 KiB): reset, parsed, scanned. */
+    struct http_request req; /* spans point into head */
+    struct http_response res;
+    struct http_marks rmarks; /* where the parts of the response head lie */
+    size_t cap;               /* bytes of head */
+    char head[];              /* a copy of the request head */
 };
 
 const char *
@@ -147,7 +149,9 @@ exchange_new(struct loop *lp, const struct xclient *cl)
             return NULL;
         x->cap = cap;
     }
-    memset(x, 0, offsetof(struct xchg, cap));
+    memset(x, 0, offsetof(struct xchg, req));
+    http_request_reset(&x->req);
+    http_response_reset(&x->res);
     x->lp = lp;
     x->cl = cl;
     x->snap = loop_snap_take(lp);
@@ -475,7 +479,7 @@ idempotent(const struct http_request *req)
 }
 
 enum xchg_verdict
-exchange_start(struct xchg *x, size_t len)
+exchange_start(struct xchg *x, size_t len, const struct http_marks *marks)
 {
     const struct config *cfg = cfg_of(x);
     size_t hlen = 0;
@@ -483,7 +487,7 @@ exchange_start(struct xchg *x, size_t len)
     if (len > x->cap)
         return exchange_refuse(x, 431, len);
     evbuffer_remove(x->cl->h->in, x->head, len);
-    if (http_request_parse(&x->req, x->head, len) < 0) {
+    if (http_request_parse_marks(&x->req, x->head, len, marks) < 0) {
         http_request_salvage(&x->req, x->head, len);
         respond_error(x, x->req.error, false);
         return x->verdict;
@@ -622,7 +626,7 @@ request_send(struct xchg *x)
     /* A retry sends again what the first server was sent of the body. */
     if (x->kept != NULL)
         evbuffer_add_buffer(sh->out, x->kept);
-    http_scan_init(&x->rscan, HTTP_SCAN_RESPONSE, RESPONSE_HEAD_MAX);
+    http_scan_init_marks(&x->rscan, HTTP_SCAN_RESPONSE, RESPONSE_HEAD_MAX, &x->rmarks);
     if (x->req.expect_continue && !x->req_done && !x->continued &&
         evbuffer_get_length(cl->h->in) == 0) {
         /* The client waits for this before it sends the body (RFC 9110 10.1.1). */
@@ -764,9 +768,10 @@ response_head(struct xchg *x)
         if (rc == 0)
             break;
         if (rc < 0 ||
-            http_response_parse(&x->res, p, x->rscan.len,
-                                (x->req.is_head ? HTTP_RSP_F_HEAD : 0) |
-                                    (x->req.upgrade_websocket ? HTTP_RSP_F_UPGRADE : 0)) < 0) {
+            http_response_parse_marks(&x->res, p, x->rscan.len,
+                                      (x->req.is_head ? HTTP_RSP_F_HEAD : 0) |
+                                          (x->req.upgrade_websocket ? HTTP_RSP_F_UPGRADE : 0),
+                                      &x->rmarks) < 0) {
             const char *why = rc < 0 ? x->rscan.why : x->res.why;
 
             log_msg(LOG_WARN, "server %s: bad response: %s", server_label(x), why);
@@ -807,7 +812,7 @@ response_head(struct xchg *x)
         }
         evbuffer_drain(sh->in, x->rscan.len);
         if (x->res.interim) {
-            http_scan_init(&x->rscan, HTTP_SCAN_RESPONSE, RESPONSE_HEAD_MAX);
+            http_scan_init_marks(&x->rscan, HTTP_SCAN_RESPONSE, RESPONSE_HEAD_MAX, &x->rmarks);
             continue;
         }
         x->res_head = 1;

@@ -16,6 +16,8 @@
 #include "half.h"
 #include "loop.h"
 
+struct http_marks;
+
 struct xchg;
 
 /* What an exchange borrows from the client connection it serves, for as long as it lives. */
@@ -48,10 +50,11 @@ struct xchg *exchange_new(struct loop *lp, const struct xclient *cl);
 
 /*
  * Starts the exchange with the request head that is the first len bytes of cl->h->in (a complete
- * head, as the scanner found it): takes them out of the buffer, parses and routes them. Then, or
- * at once when the head is refused, returns exchange_run()'s verdict.
+ * head, as the scanner found it and marked it in marks, borrowed for the call): takes them out of
+ * the buffer, parses and routes them. Then, or at once when the head is refused, returns
+ * exchange_run()'s verdict.
  */
-enum xchg_verdict exchange_start(struct xchg *x, size_t len);
+enum xchg_verdict exchange_start(struct xchg *x, size_t len, const struct http_marks *marks);
 
 /*
  * Answers with an error page of status (a head the scanner refused: 400, 414, 431, 501; a head

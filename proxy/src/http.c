@@ -1,11 +1,13 @@
 /*
- * HTTP/1.x heads: the incremental scanner, the strict request and response parsers (http-parser
- * tokenises, the rules of RFC 9110/9112 are checked here) and the head writers; bodies are in
- * http_body.c. Pure: no I/O, no allocation, no locale.
+ * HTTP/1.x heads: the incremental scanner, the strict request and response parsers (the scanner
+ * checks the syntax and marks where each part lies, the rules of RFC 9110/9112 are checked here)
+ * and the head writers; bodies are in http_body.c. Pure: no I/O, no allocation, no locale.
  */
 #include <assert.h>
+#include <stddef.h>
 #include <string.h>
 
+/* Only for its list of methods (HTTP_METHOD_MAP): heads are parsed here. */
 #include <http_parser.h>
 
 #include "http.h"
@@ -151,7 +153,22 @@ static const char version_pattern[] = "HTTP/#.#"; /* '#': a DIGIT (RFC 9112 2.3)
 void
 http_scan_init(struct http_scan *s, enum http_scan_kind kind, size_t max)
 {
+    http_scan_init_marks(s, kind, max, NULL);
+}
+
+void
+http_scan_init_marks(struct http_scan *s, enum http_scan_kind kind, size_t max,
+                     struct http_marks *marks)
+{
+    assert(marks == NULL || (kind != HTTP_SCAN_TRAILER && max < UINT32_MAX));
     memset(s, 0, sizeof(*s));
+    s->marks = marks;
+    if (marks != NULL) {
+        /* len stays 0 until the head is complete: a parse of an unfinished scan is refused. */
+        marks->len = 0;
+        marks->sp2 = 0;
+        marks->nfields = 0;
+    }
     s->kind = (uint8_t)kind;
     s->max = max;
     switch (kind) {
@@ -239,9 +256,17 @@ scan_version_byte(struct http_scan *s, unsigned char c)
  * The state machine over n bytes (the caller has already cut n to the size limit). Returns 1 with
  * *used bytes consumed when the head ends, 0 when all n were consumed, -1 on refusal.
  */
+/* Records where a part of the head lies, when the caller asked for marks. */
+#define MARK(field)                                                                                \
+    do {                                                                                           \
+        if (m != NULL)                                                                             \
+            m->field = (uint32_t)(s->len + i);                                                     \
+    } while (0)
+
 static int
 scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
 {
+    struct http_marks *m = s->marks;
     size_t i = 0;
 
     while (i < n) {
@@ -256,6 +281,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             } else if (http_is_tchar(c)) {
                 s->state = SC_METHOD;
                 s->idx = 1;
+                MARK(line);
             } else {
                 return scan_bad_byte(s, c, "bad request line");
             }
@@ -271,6 +297,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
                     return scan_fail(s, 501, "unknown method");
             } else if (c == ' ') {
                 s->state = SC_TARGET0;
+                MARK(sp1);
             } else {
                 return scan_bad_byte(s, c, "bad request line");
             }
@@ -290,6 +317,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             if (c == ' ' && s->state == SC_TARGET) {
                 s->state = SC_REQ_VERSION;
                 s->idx = 0;
+                MARK(sp2);
             } else if (c == '#') {
                 return scan_fail(s, 400, "fragment in request target");
             } else {
@@ -303,6 +331,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
                     return scan_bad_byte(s, c, "bad HTTP version");
             } else if (c == '\r') {
                 s->state = SC_LINE_LF;
+                MARK(line_end);
             } else {
                 return scan_bad_byte(s, c, "bad request line");
             }
@@ -314,6 +343,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             } else if (c == ' ') {
                 s->state = SC_CODE;
                 s->idx = 0;
+                MARK(sp1);
             } else {
                 return scan_bad_byte(s, c, "bad status line");
             }
@@ -327,12 +357,15 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
         case SC_CODE_END:
             /* RFC 9112 4 wants "SP [reason]"; servers that end the line after the code are
              * common enough to accept, as every client does. */
-            if (c == ' ')
+            if (c == ' ') {
                 s->state = SC_REASON;
-            else if (c == '\r')
+                MARK(sp2);
+            } else if (c == '\r') {
                 s->state = SC_LINE_LF;
-            else
+                MARK(line_end);
+            } else {
                 return scan_bad_byte(s, c, "bad status line");
+            }
             break;
         case SC_REASON:
             while (i < n && http_is_field_char(p[i]))
@@ -343,6 +376,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             if (c != '\r')
                 return scan_bad_byte(s, c, "bad reason phrase");
             s->state = SC_LINE_LF;
+            MARK(line_end);
             break;
         case SC_LINE_LF:
         case SC_FIELD_LF:
@@ -357,6 +391,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
                 if (++s->nfields > HTTP_MAX_HEADERS)
                     return scan_fail(s, 431, "too many header fields");
                 s->state = SC_NAME;
+                MARK(f[s->nfields - 1].name);
             } else if (is_ows(c)) {
                 /* RFC 9112 5.2: obs-fold is refused rather than unfolded. */
                 return scan_fail(s, 400, "obs-fold in header");
@@ -374,6 +409,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             c = p[i];
             if (c == ':') {
                 s->state = SC_VALUE;
+                MARK(f[s->nfields - 1].colon);
             } else if (is_ows(c)) {
                 /* RFC 9112 5.1: no whitespace between the field name and the colon, ever. */
                 return scan_fail(s, 400, "whitespace before colon");
@@ -390,12 +426,17 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             if (c != '\r')
                 return scan_bad_byte(s, c, "bad header value");
             s->state = SC_FIELD_LF;
+            MARK(f[s->nfields - 1].end);
             break;
         case SC_END_LF:
             if (c != '\n')
                 return scan_bad_byte(s, c, "bare CR in head");
             s->state = SC_DONE;
             *used = i + 1;
+            if (m != NULL) {
+                m->len = (uint32_t)(s->len + i + 1);
+                m->nfields = s->nfields;
+            }
             return 1;
         default:
             assert(0);
@@ -406,6 +447,8 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
     *used = n;
     return 0;
 }
+
+#undef MARK
 
 int
 http_scan_feed(struct http_scan *s, const char *p, size_t n, size_t *used)
@@ -475,32 +518,39 @@ enum field_id {
     FLD_X_REQUEST_ID,
 };
 
-static const char *const field_names[] = {
-    [FLD_CONNECTION] = "connection",
-    [FLD_CONTENT_LENGTH] = "content-length",
-    [FLD_EXPECT] = "expect",
-    [FLD_FORWARDED] = "forwarded",
-    [FLD_HOST] = "host",
-    [FLD_HTTP2_SETTINGS] = "http2-settings",
-    [FLD_KEEP_ALIVE] = "keep-alive",
-    [FLD_PROXY_CONNECTION] = "proxy-connection",
-    [FLD_TE] = "te",
-    [FLD_TRAILER] = "trailer",
-    [FLD_TRANSFER_ENCODING] = "transfer-encoding",
-    [FLD_UPGRADE] = "upgrade",
-    [FLD_X_FORWARDED_FOR] = "x-forwarded-for",
-    [FLD_X_FORWARDED_HOST] = "x-forwarded-host",
-    [FLD_X_FORWARDED_PORT] = "x-forwarded-port",
-    [FLD_X_FORWARDED_PROTO] = "x-forwarded-proto",
-    [FLD_X_REAL_IP] = "x-real-ip",
-    [FLD_X_REQUEST_ID] = "x-request-id",
+#define FIELD(id, lc) [id] = {lc, sizeof(lc) - 1}
+static const struct {
+    const char *name; /* lowercase */
+    size_t len;
+} fields[] = {
+    FIELD(FLD_CONNECTION, "connection"),
+    FIELD(FLD_CONTENT_LENGTH, "content-length"),
+    FIELD(FLD_EXPECT, "expect"),
+    FIELD(FLD_FORWARDED, "forwarded"),
+    FIELD(FLD_HOST, "host"),
+    FIELD(FLD_HTTP2_SETTINGS, "http2-settings"),
+    FIELD(FLD_KEEP_ALIVE, "keep-alive"),
+    FIELD(FLD_PROXY_CONNECTION, "proxy-connection"),
+    FIELD(FLD_TE, "te"),
+    FIELD(FLD_TRAILER, "trailer"),
+    FIELD(FLD_TRANSFER_ENCODING, "transfer-encoding"),
+    FIELD(FLD_UPGRADE, "upgrade"),
+    FIELD(FLD_X_FORWARDED_FOR, "x-forwarded-for"),
+    FIELD(FLD_X_FORWARDED_HOST, "x-forwarded-host"),
+    FIELD(FLD_X_FORWARDED_PORT, "x-forwarded-port"),
+    FIELD(FLD_X_FORWARDED_PROTO, "x-forwarded-proto"),
+    FIELD(FLD_X_REAL_IP, "x-real-ip"),
+    FIELD(FLD_X_REQUEST_ID, "x-request-id"),
 };
+#undef FIELD
 
+/* Every field of every head comes through here: the length rules out all but one or two names
+ * before any byte is compared. */
 static uint8_t
 field_id(struct http_span name)
 {
-    for (size_t i = 1; i < sizeof(field_names) / sizeof(field_names[0]); i++) {
-        if (span_is(name.p, name.len, field_names[i]))
+    for (size_t i = 1; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (fields[i].len == name.len && span_is(name.p, name.len, fields[i].name))
             return (uint8_t)i;
     }
     return FLD_OTHER;
@@ -517,102 +567,20 @@ http_header_find(const struct http_headers *hs, const char *name)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * http-parser glue: callbacks record spans into the head, nothing is copied.
+ * From marks to spans: the scanner has checked the syntax and said where each part lies.
  */
-
-struct parse_ctx {
-    struct http_headers *hs;
-    struct http_span *first_line; /* the URL of a request, the reason of a response */
-    bool in_value;
-    bool complete;
-    uint16_t error;
-    const char *why;
-};
-
-/* Grows a span with the next piece of the same string; pieces are contiguous in one head. */
-static int
-span_extend(struct http_span *s, const char *at, size_t n)
-{
-    if (s->p == NULL) {
-        s->p = at;
-        s->len = n;
-        return 0;
-    }
-    if (s->p + s->len != at)
-        return -1;
-    s->len += n;
-    return 0;
-}
-
-static int
-on_first_line(http_parser *hp, const char *at, size_t n)
-{
-    struct parse_ctx *ctx = hp->data;
-
-    return span_extend(ctx->first_line, at, n);
-}
-
-static int
-on_header_field(http_parser *hp, const char *at, size_t n)
-{
-    struct parse_ctx *ctx = hp->data;
-    struct http_headers *hs = ctx->hs;
-
-    if (hs->n > 0 && !ctx->in_value)
-        return span_extend(&hs->h[hs->n - 1].name, at, n);
-    if (hs->n == HTTP_MAX_HEADERS) {
-        ctx->error = 431;
-        ctx->why = "too many header fields";
-        return -1;
-    }
-    hs->h[hs->n].name = (struct http_span){at, n};
-    hs->h[hs->n].value = (struct http_span){at + n, 0};
-    hs->n++;
-    ctx->in_value = false;
-    return 0;
-}
-
-static int
-on_header_value(http_parser *hp, const char *at, size_t n)
-{
-    struct parse_ctx *ctx = hp->data;
-    struct http_header *h;
-
-    if (ctx->hs->n == 0)
-        return -1;
-    h = &ctx->hs->h[ctx->hs->n - 1];
-    if (!ctx->in_value) {
-        h->value = (struct http_span){at, n};
-        ctx->in_value = true;
-        return 0;
-    }
-    return span_extend(&h->value, at, n);
-}
-
-static int
-on_headers_complete(http_parser *hp)
-{
-    struct parse_ctx *ctx = hp->data;
-
-    /* The head is all we parse: what follows is a body or the next message, framed by us. */
-    ctx->complete = true;
-    http_parser_pause(hp, 1);
-    return 0;
-}
 
 /*
- * Runs the strict scanner and then http-parser over one complete head. Returns 0, or -1 with
- * *error and *why set. hp is left with the version, method and status code.
+ * Scans a whole head that no scan has marked yet (a caller that holds the bytes only). Returns 0,
+ * or -1 with *error and *why set.
  */
 static int
-head_parse(http_parser *hp, enum http_parser_type type, struct parse_ctx *ctx, const char *head,
-           size_t len, uint16_t *error, const char **why)
+head_scan(enum http_scan_kind kind, const char *head, size_t len, struct http_marks *m,
+          uint16_t *error, const char **why)
 {
     struct http_scan scan;
-    http_parser_settings settings;
-    enum http_errno e;
 
-    http_scan_init(&scan, type == HTTP_REQUEST ? HTTP_SCAN_REQUEST : HTTP_SCAN_RESPONSE, len);
+    http_scan_init_marks(&scan, kind, len < UINT32_MAX ? len : UINT32_MAX - 1, m);
     switch (http_scan_head(&scan, head, len)) {
     case -1:
         *error = scan.error;
@@ -628,37 +596,54 @@ head_parse(http_parser *hp, enum http_parser_type type, struct parse_ctx *ctx, c
             *why = "bytes after the head";
             return -1;
         }
-        break;
+        return 0;
     }
-    http_parser_settings_init(&settings);
-    if (type == HTTP_REQUEST)
-        settings.on_url = on_first_line;
-    else
-        settings.on_status = on_first_line;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    settings.on_headers_complete = on_headers_complete;
-    http_parser_init(hp, type);
-    hp->data = ctx;
-    http_parser_execute(hp, &settings, head, len);
-    e = HTTP_PARSER_ERRNO(hp);
-    if (ctx->error != 0) {
-        *error = ctx->error;
-        *why = ctx->why;
-        return -1;
-    }
-    if ((e != HPE_OK && e != HPE_PAUSED) || !ctx->complete) {
-        *error = e == HPE_INVALID_METHOD ? 501 : e == HPE_HEADER_OVERFLOW ? 431 : 400;
-        *why = e == HPE_OK || e == HPE_PAUSED ? "incomplete head" : http_errno_description(e);
-        return -1;
-    }
-    for (unsigned i = 0; i < ctx->hs->n; i++) {
-        struct http_header *h = &ctx->hs->h[i];
+}
 
-        h->value = span_trim(h->value);
+/* The field lines the scanner marked, as spans into head: names as sent, values trimmed. */
+static void
+head_fields(struct http_headers *hs, const char *head, const struct http_marks *m)
+{
+    hs->n = m->nfields;
+    for (unsigned i = 0; i < m->nfields; i++) {
+        struct http_header *h = &hs->h[i];
+        uint32_t colon = m->f[i].colon;
+
+        h->name = (struct http_span){head + m->f[i].name, colon - m->f[i].name};
+        h->value = span_trim((struct http_span){head + colon + 1, m->f[i].end - colon - 1});
         h->id = field_id(h->name);
     }
-    return 0;
+}
+
+/* The version in "HTTP/d.d" at p, which the scanner checked: 10, 11, or -1 for any other. */
+static int
+head_version(const char *p)
+{
+    if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
+        return -1;
+    return 10 + (p[7] - '0');
+}
+
+/* The methods http-parser knows, as its enum numbers them: the methods portier forwards. */
+static const char *const method_names[] = {
+#define XX(num, name, string) [num] = #string,
+    HTTP_METHOD_MAP(XX)
+#undef XX
+};
+
+/* The method's number (enum http_method), or -1 when it is none that http-parser knows. */
+static int
+method_lookup(struct http_span m)
+{
+    if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
+        return HTTP_GET;
+    for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
+        const char *name = method_names[i];
+
+        if (name != NULL && strlen(name) == m.len && memcmp(name, m.p, m.len) == 0)
+            return (int)i;
+    }
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1019,45 +1004,58 @@ request_framing(struct http_request *req, const struct facts *f)
     return 0;
 }
 
+void
+http_request_reset(struct http_request *req)
+{
+    memset(req, 0, offsetof(struct http_request, hdrs));
+    req->hdrs.n = 0;
+    req->hdrs.nconn = 0;
+}
+
 int
 http_request_parse(struct http_request *req, const char *head, size_t len)
 {
-    http_parser hp;
-    struct parse_ctx ctx;
-    struct facts f;
+    struct http_marks m;
     uint16_t status = 0;
     const char *why = NULL;
 
-    memset(req, 0, sizeof(*req));
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.hs = &req->hdrs;
-    ctx.first_line = &req->target;
-    req->head_len = len;
-    if (head_parse(&hp, HTTP_REQUEST, &ctx, head, len, &status, &why) < 0)
+    if (head_scan(HTTP_SCAN_REQUEST, head, len, &m, &status, &why) < 0) {
+        http_request_reset(req);
+        req->head_len = len;
         return req_fail(req, status, why);
+    }
+    return http_request_parse_marks(req, head, len, &m);
+}
 
+int
+http_request_parse_marks(struct http_request *req, const char *head, size_t len,
+                         const struct http_marks *m)
+{
+    struct facts f;
+    const char *why = NULL;
+    int method;
+
+    http_request_reset(req);
+    req->head_len = len;
+    if (m->len != len || len == 0)
+        return req_fail(req, 400, "head does not match its scan");
+    req->method = (struct http_span){head + m->line, m->sp1 - m->line};
+    req->target = (struct http_span){head + m->sp1 + 1, m->sp2 - m->sp1 - 1};
+    method = method_lookup(req->method);
+    if (method < 0)
+        return req_fail(req, 501, "invalid HTTP method");
     /* RFC 9110 2.5 / 15.6.6: we speak 1.0 and 1.1; the scanner already checked the syntax. */
-    if (hp.http_major != 1 || hp.http_minor > 1)
+    req->version = head_version(head + m->sp2 + 1);
+    if (req->version < 0)
         return req_fail(req, 505, "unsupported HTTP version");
-    req->version = 10 + hp.http_minor;
-
-    /* The method as sent: the bytes up to the first SP after any leading empty lines. */
-    const char *m = head;
-    while (*m == '\r' || *m == '\n')
-        m++;
-    const char *sp = memchr(m, ' ', len - (size_t)(m - head));
-    req->method = (struct http_span){m, sp != NULL ? (size_t)(sp - m) : 0};
-    if (hp.method == HTTP_CONNECT)
+    if (method == HTTP_CONNECT)
         return req_fail(req, 501, "CONNECT not supported");
-    req->is_head = hp.method == HTTP_HEAD;
-
-    if (req->target.len == 0)
-        return req_fail(req, 400, "empty request target");
-    if (memchr(req->target.p, '#', req->target.len) != NULL)
-        return req_fail(req, 400, "fragment in request target");
-    if (request_target(req, (enum http_method)hp.method) < 0)
+    req->is_head = method == HTTP_HEAD;
+    /* The scanner refuses an empty target and a '#' in one. */
+    if (request_target(req, (enum http_method)method) < 0)
         return -1;
 
+    head_fields(&req->hdrs, head, m);
     if (facts_collect(&req->hdrs, &f, &why) < 0)
         return req_fail(req, 400, why);
     if (request_host(req, &f) < 0 || request_framing(req, &f) < 0)
@@ -1070,7 +1068,7 @@ http_request_parse(struct http_request *req, const char *head, size_t len)
     req->keep_alive = !f.conn_close && (req->version == 11 || f.conn_keep_alive);
     /* RFC 9110 7.8 (Upgrade only with Connection: upgrade, ignored in 1.0), RFC 6455 4.1 (GET). */
     req->upgrade_websocket =
-        f.upgrade_websocket && f.conn_upgrade && req->version == 11 && hp.method == HTTP_GET;
+        f.upgrade_websocket && f.conn_upgrade && req->version == 11 && method == HTTP_GET;
     req->upgrade_dropped = f.upgrade && !req->upgrade_websocket;
     if (f.nrid == 1)
         req->request_id = *f.rid;
@@ -1109,32 +1107,53 @@ res_fail(struct http_response *res, const char *why)
     return -1;
 }
 
+void
+http_response_reset(struct http_response *res)
+{
+    memset(res, 0, offsetof(struct http_response, hdrs));
+    res->hdrs.n = 0;
+    res->hdrs.nconn = 0;
+}
+
 int
 http_response_parse(struct http_response *res, const char *head, size_t len, unsigned flags)
 {
-    http_parser hp;
-    struct parse_ctx ctx;
-    struct facts f;
+    struct http_marks m;
     uint16_t status = 0;
     const char *why = NULL;
 
-    memset(res, 0, sizeof(*res));
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.hs = &res->hdrs;
-    ctx.first_line = &res->reason;
-    res->head_len = len;
-    if (head_parse(&hp, HTTP_RESPONSE, &ctx, head, len, &status, &why) < 0)
+    if (head_scan(HTTP_SCAN_RESPONSE, head, len, &m, &status, &why) < 0) {
+        http_response_reset(res);
+        res->head_len = len;
         return res_fail(res, why);
-    if (hp.http_major != 1 || hp.http_minor > 1)
+    }
+    return http_response_parse_marks(res, head, len, flags, &m);
+}
+
+int
+http_response_parse_marks(struct http_response *res, const char *head, size_t len, unsigned flags,
+                          const struct http_marks *m)
+{
+    struct facts f;
+    const char *why = NULL;
+
+    http_response_reset(res);
+    res->head_len = len;
+    if (m->len != len || len == 0)
+        return res_fail(res, "head does not match its scan");
+    res->version = head_version(head);
+    if (res->version < 0)
         return res_fail(res, "unsupported HTTP version");
-    res->version = 10 + hp.http_minor;
-    res->status = (int)hp.status_code;
+    res->status = (head[9] - '0') * 100 + (head[10] - '0') * 10 + (head[11] - '0');
     /* RFC 9110 15: the first digit is the class, 1 to 5. */
     if (res->status < 100 || res->status > 599)
         return res_fail(res, "bad status code");
-    if (res->reason.p == NULL)
-        res->reason = (struct http_span){head, 0};
+    if (m->sp2 != 0)
+        res->reason = (struct http_span){head + m->sp2 + 1, m->line_end - m->sp2 - 1};
+    else
+        res->reason = (struct http_span){head + m->line_end, 0};
 
+    head_fields(&res->hdrs, head, m);
     if (facts_collect(&res->hdrs, &f, &why) < 0)
         return res_fail(res, why);
     if (framing_common(&f, res->version, &res->content_length, &why) < 0)

@@ -5,24 +5,24 @@
  * conn.c.
  *
  * The life of a request, as the connection code drives it:
- *   1. http_scan_init(), then http_scan_head() (or http_scan_feed()) on every read until it returns
- *      1 (the head is the first scan.len bytes) or -1 (answer scan.error and close).
- *   2. http_request_parse() on exactly those bytes (-1: answer req.error and close).
+ *   1. http_scan_init_marks(), then http_scan_head() (or http_scan_feed()) on every read until it
+ *      returns 1 (the head is the first scan.len bytes) or -1 (answer scan.error and close).
+ *   2. http_request_parse_marks() on exactly those bytes and the marks the scan left (-1: answer
+ *      req.error and close): the head is read once, by the scanner.
  *   3. http_body_init() from req.framing / req.content_length, then http_body_feed() on the bytes
  *      after the head: it says how many belong to this request (forward exactly those, unchanged).
  *      With http_body_init_flags(HTTP_BODY_F_STOP_TRAILER) a chunked body stops before its
  *      trailer section, which http_body_filter_trailer() then rewrites without the fields a
  *      request trailer must not carry to the server.
  *   4. http_request_write() builds the head to send to the server.
- *   5. From the server: http_scan_*() and http_response_parse() (any -1: answer 502), then
+ *   5. From the server: http_scan_*() and http_response_parse_marks() (any -1: answer 502), then
  *      http_response_flags() and http_response_write() build the head for the client, and
  *      http_body_feed() frames the body (http_body_next() with HTTP_RES_F_DECHUNK). After an
  *      interim (1xx) head, which has no body, the next response head follows: scan again.
  *
  * Every struct http_span below points into the buffer the caller passed in and is valid only as
  * long as those bytes stay where they are. Errors carry the HTTP status to answer with (error) and
- * a static string for the log (why: ours, or http-parser's description of its own refusal); the
- * caller logs, once.
+ * a static string for the log (why); the caller logs, once.
  */
 #ifndef HTTP_H
 #define HTTP_H
@@ -87,11 +87,30 @@ const char *http_framing_str(enum http_framing f);
  */
 enum http_scan_kind { HTTP_SCAN_REQUEST, HTTP_SCAN_RESPONSE, HTTP_SCAN_TRAILER };
 
+/*
+ * Where the parts of a head lie, as offsets from its first byte, for the parse to take without
+ * reading the head again; the scanner records them when it is given a struct http_marks.
+ * Private: filled by the scanner, read by http_request_parse_marks() and
+ * http_response_parse_marks().
+ */
+struct http_marks {
+    uint32_t len;      /* the head's length, set when the scan completes */
+    uint32_t line;     /* the start line's first byte (a request's follows any empty lines) */
+    uint32_t sp1, sp2; /* request: the SP after the method, the SP after the target; response:
+                          the SP after the version, the SP after the code (0: none) */
+    uint32_t line_end; /* the CR that ends the start line */
+    unsigned nfields;
+    struct {
+        uint32_t name, colon, end; /* a field line's first byte, its colon, its CR */
+    } f[HTTP_MAX_HEADERS];
+};
+
 struct http_scan {
-    size_t len;       /* bytes scanned so far, all of them part of the head */
-    size_t max;       /* the longest head allowed, its final empty line included */
-    unsigned nfields; /* field lines so far */
-    uint8_t kind;     /* enum http_scan_kind */
+    struct http_marks *marks; /* borrowed, or NULL: where to record the head's parts */
+    size_t len;               /* bytes scanned so far, all of them part of the head */
+    size_t max;               /* the longest head allowed, its final empty line included */
+    unsigned nfields;         /* field lines so far */
+    uint8_t kind;             /* enum http_scan_kind */
     uint8_t state;
     uint8_t idx;     /* position inside a fixed part (method, version, status code) */
     uint16_t error;  /* after -1: 400, 414, 431 or 501 for requests, always 502 for responses,
@@ -104,6 +123,14 @@ struct http_scan {
  * and the final CRLF, as max_header_bytes counts them).
  */
 void http_scan_init(struct http_scan *s, enum http_scan_kind kind, size_t max);
+
+/*
+ * http_scan_init() for a request or response head whose parts are to be recorded in marks, which
+ * the caller keeps (unchanged) until it has parsed the head with http_*_parse_marks(). max must
+ * be below 4 GiB.
+ */
+void http_scan_init_marks(struct http_scan *s, enum http_scan_kind kind, size_t max,
+                          struct http_marks *marks);
 
 /*
  * Scans the head that starts at buf and whose first len bytes have arrived, resuming after the
@@ -140,13 +167,12 @@ struct http_request {
     /* A valid RFC 3986 host[:port]: the Host value, or the authority of an absolute-form target. */
     struct http_span host;
     struct http_span request_id; /* the X-Request-Id value when exactly one was sent, else empty */
-    struct http_headers hdrs;
-    uint64_t content_length;   /* when has_content_length */
-    enum http_framing framing; /* NONE, LENGTH or CHUNKED (never CLOSE) */
-    size_t head_len;           /* bytes of the head, as parsed */
-    int version;               /* 10 or 11 */
-    bool has_host;             /* a Host header (maybe empty) or an absolute-form target: else the
-                                  caller picks the route for an HTTP/1.0 request without one */
+    uint64_t content_length;     /* when has_content_length */
+    enum http_framing framing;   /* NONE, LENGTH or CHUNKED (never CLOSE) */
+    size_t head_len;             /* bytes of the head, as parsed */
+    int version;                 /* 10 or 11 */
+    bool has_host;               /* a Host header (maybe empty) or an absolute-form target: else the
+                                    caller picks the route for an HTTP/1.0 request without one */
     bool absolute_form;
     bool is_head; /* method HEAD: the response has no body (RFC 9112 6.3) */
     bool has_content_length;
@@ -159,13 +185,20 @@ struct http_request {
     /* An Upgrade that is not forwarded (h2c, or websocket without the conditions above): the
      * request is served as plain HTTP/1.1, as RFC 9110 7.8 lets a server do. */
     bool upgrade_dropped;
-    uint16_t error;  /* after -1: the status to answer with */
-    const char *why; /* after -1: static, for the log */
+    uint16_t error;           /* after -1: the status to answer with */
+    const char *why;          /* after -1: static, for the log */
+    struct http_headers hdrs; /* last: http_request_reset() leaves its array alone */
 };
 
 /*
+ * Empties req as a failed parse would leave it, without the cost of clearing its header array
+ * (hdrs.n is 0): what a caller does before it may log a request it never parsed.
+ */
+void http_request_reset(struct http_request *req);
+
+/*
  * Parses a complete request head: head[0..len) must be exactly what http_scan_head() returned
- * (the scan is repeated, so the parse is safe on any bytes). No copies: the spans in req point
+ * (it is scanned again here, so the parse is safe on any bytes). No copies: the spans in req point
  * into head, which the caller keeps unchanged while it uses req. Returns 0, or -1 with req->error
  * and req->why set; the caller answers req->error and closes the connection, never forwards.
  *
@@ -181,10 +214,18 @@ struct http_request {
  * http-parser does not know, and CONNECT (a reverse proxy does not tunnel).
  * Refused with 505: a version other than HTTP/1.0 and HTTP/1.1 (RFC 9110 15.6.6).
  * Refused with 417: an Expect other than 100-continue in HTTP/1.1 (RFC 9110 10.1.1).
- * Refused with 431: more than HTTP_MAX_HEADERS fields, or a head over http-parser's own limit of
- * 80 KiB.
+ * Refused with 431: more than HTTP_MAX_HEADERS fields.
  */
 int http_request_parse(struct http_request *req, const char *head, size_t len);
+
+/*
+ * http_request_parse() without the scan: head[0..len) is the head that a scan with these marks
+ * (http_scan_init_marks()) completed, byte for byte, and it is not read again but where the
+ * rules need values. A len other than the scanned one is refused (400), so that stale marks
+ * never point outside head.
+ */
+int http_request_parse_marks(struct http_request *req, const char *head, size_t len,
+                             const struct http_marks *marks);
 
 /*
  * For the log of a refused request: fills req->method and req->target, where the parse (or the
@@ -197,7 +238,6 @@ void http_request_salvage(struct http_request *req, const char *head, size_t len
 /* A response head, parsed. Spans point into the head passed to http_response_parse(). */
 struct http_response {
     struct http_span reason; /* as sent, maybe empty */
-    struct http_headers hdrs;
     uint64_t content_length; /* when has_content_length */
     enum http_framing framing;
     size_t head_len;
@@ -213,7 +253,11 @@ struct http_response {
     /* The caller's, 0 after a parse: > 0 makes http_response_write() add
      * "Strict-Transport-Security: max-age=N" unless the server sent that field itself. */
     uint64_t hsts_max_age;
+    struct http_headers hdrs; /* last: http_response_reset() leaves its array alone */
 };
+
+/* Empties res as http_request_reset() does a request. */
+void http_response_reset(struct http_response *res);
 
 /* What http_response_parse() needs to know of the request it answers. */
 #define HTTP_RSP_F_HEAD 0x1    /* the request was HEAD: no body, whatever the head says */
@@ -232,6 +276,10 @@ struct http_response {
  * upgrade; a status outside 100-599; a version other than 1.0 and 1.1; Transfer-Encoding in 1.0.
  */
 int http_response_parse(struct http_response *res, const char *head, size_t len, unsigned flags);
+
+/* http_response_parse() without the scan, as http_request_parse_marks() is for requests. */
+int http_response_parse_marks(struct http_response *res, const char *head, size_t len,
+                              unsigned flags, const struct http_marks *marks);
 
 /* The first field called name (case-insensitive), or NULL. For the access log (Referer...). */
 const struct http_span *http_header_find(const struct http_headers *hs, const char *name);

@@ -33,6 +33,7 @@ struct loop_defer {
 };
 
 struct conn;
+struct conn_marks;
 struct xchg;
 struct upconn_pool;
 
@@ -54,11 +55,12 @@ struct loop {
     size_t loglen;
     char logbuf[32768];
     /* Each of these belongs to the module named: only it reads or changes them. */
-    struct conn *conns;       /* conn.c: client connections */
-    struct xchg *free_x;      /* exchange.c: exchanges ready for reuse */
-    struct upconn_pool *pool; /* upconn.c: idle server connections */
-    struct stats *stats;      /* stats.h: this loop's counters (own_stats unless a worker's) */
-    struct stats *own_stats;  /* owned: zeroed counters for a loop that is not a worker's */
+    struct conn *conns;            /* conn.c: client connections */
+    struct conn_marks *free_marks; /* conn.c: head marks ready for reuse */
+    struct xchg *free_x;           /* exchange.c: exchanges ready for reuse */
+    struct upconn_pool *pool;      /* upconn.c: idle server connections */
+    struct stats *stats;           /* stats.h: this loop's counters (own_stats unless a worker's) */
+    struct stats *own_stats;       /* owned: zeroed counters for a loop that is not a worker's */
 };
 
 /*
@@ -70,7 +72,7 @@ int loop_init(struct loop *lp, struct runtime *rt, atomic_uint *shared_nconns, c
               size_t errlen);
 
 /* Frees what loop_init() made, after flushing the access log and running deferred frees. The
- * modules' own state (conns, pool, free_x) must be gone by then. */
+ * modules' own state (conns, pool, free_x, free_marks) must be gone by then. */
 void loop_fini(struct loop *lp);
 
 /*

@@ -395,6 +395,7 @@ worker_join_free(struct worker *w)
     /* The connections are gone (worker_main); their frees run in loop_fini's last turn. */
     upconn_pool_drain(w->lp.pool);
     exchange_cache_free(&w->lp);
+    conn_cache_free(&w->lp);
     loop_fini(&w->lp);
     upconn_pool_free(w->lp.pool);
     free(w);

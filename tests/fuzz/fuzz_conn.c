@@ -455,6 +455,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conn_close_all(&h.lp, NULL);
     upconn_pool_drain(h.lp.pool);
     exchange_cache_free(&h.lp);
+    conn_cache_free(&h.lp);
     loop_fini(&h.lp);
     upconn_pool_free(h.lp.pool);
     return 0;

@@ -5,6 +5,8 @@
  * trailer section filtered by http_body_filter_trailer() keeps what it should, drops what it
  * should, and ends where the framer that relays trailers whole says it ends.
  *
+ * The parse from the marks the pieces' scan left agrees with the parse of the bytes alone.
+ *
  * The first input byte picks the mode (request, response, chunked body) and flags; the rest is the
  * message. For responses, flag bits 0-1 say what the request was (HEAD, websocket upgrade), bits
  * 2-3 which client it goes back to and bit 4 that portier wants to close that connection. For
@@ -34,9 +36,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
             abort();                                                                               \
     } while (0)
 
-/* Scans whole and in two non-contiguous pieces; both must agree. Returns the scan result. */
+/* Scans whole and in two pieces, the second recording marks; both must agree. Returns the scan
+ * result. */
 static int
-scan_both(enum http_scan_kind kind, const char *p, size_t n, struct http_scan *s)
+scan_both(enum http_scan_kind kind, const char *p, size_t n, struct http_scan *s,
+          struct http_marks *marks)
 {
     struct http_scan t;
     size_t half = n / 2, used = 0;
@@ -44,7 +48,7 @@ scan_both(enum http_scan_kind kind, const char *p, size_t n, struct http_scan *s
 
     http_scan_init(s, kind, MAX_HEAD);
     rc = http_scan_head(s, p, n);
-    http_scan_init(&t, kind, MAX_HEAD);
+    http_scan_init_marks(&t, kind, MAX_HEAD, marks);
     rc2 = http_scan_feed(&t, p, half, &used);
     if (rc2 == 0)
         rc2 = http_scan_feed(&t, p + half, n - half, &used);
@@ -73,17 +77,57 @@ check_error_page(int status, const char *id, size_t id_len, bool head)
     check(head ? s.len == len : res.content_length == len - s.len);
 }
 
+static bool
+spans_same(struct http_span a, struct http_span b)
+{
+    return a.len == b.len && (a.len == 0 || a.p == b.p);
+}
+
+static bool
+headers_same(const struct http_headers *a, const struct http_headers *b)
+{
+    if (a->n != b->n || a->nconn != b->nconn)
+        return false;
+    for (unsigned i = 0; i < a->n; i++) {
+        if (!spans_same(a->h[i].name, b->h[i].name) || !spans_same(a->h[i].value, b->h[i].value))
+            return false;
+    }
+    return true;
+}
+
+static void
+check_requests_same(const struct http_request *a, const struct http_request *b)
+{
+    check(a->error == b->error);
+    if (a->error != 0) {
+        check(strcmp(a->why, b->why) == 0);
+        return;
+    }
+    check(spans_same(a->method, b->method) && spans_same(a->target, b->target) &&
+          spans_same(a->path, b->path) && spans_same(a->query, b->query) &&
+          spans_same(a->host, b->host) && spans_same(a->request_id, b->request_id));
+    check(headers_same(&a->hdrs, &b->hdrs));
+    check(a->content_length == b->content_length && a->framing == b->framing &&
+          a->version == b->version && a->has_host == b->has_host && a->is_head == b->is_head &&
+          a->keep_alive == b->keep_alive && a->expect_continue == b->expect_continue &&
+          a->upgrade_websocket == b->upgrade_websocket);
+}
+
 static void
 fuzz_request(const char *p, size_t n, unsigned flags)
 {
     static char out[MAX_HEAD * 2 + WRITE_SLACK];
+    static struct http_marks marks;
     struct http_scan s;
-    struct http_request req, again;
+    struct http_request req, again, marked;
     struct http_forward fwd = {"192.0.2.1", "https", "443", "fallback.example", "rid", 3, flags};
 
-    if (scan_both(HTTP_SCAN_REQUEST, p, n, &s) != 1)
+    if (scan_both(HTTP_SCAN_REQUEST, p, n, &s, &marks) != 1)
         return;
-    if (http_request_parse(&req, p, s.len) < 0) {
+    http_request_parse_marks(&marked, p, s.len, &marks);
+    http_request_parse(&req, p, s.len);
+    check_requests_same(&req, &marked);
+    if (req.error != 0) {
         check(req.error >= 400 && req.why != NULL);
         check_error_page(req.error, NULL, 0, false);
         return;
@@ -120,15 +164,21 @@ static void
 fuzz_response(const char *p, size_t n, unsigned flags)
 {
     static char out[MAX_HEAD * 2];
+    static struct http_marks marks;
     struct http_scan s;
     struct http_request req;
-    struct http_response res, again;
+    struct http_response res, again, marked;
     unsigned rsp = flags & (HTTP_RSP_F_HEAD | HTTP_RSP_F_UPGRADE);
     const char *client = clients[(flags >> 2) & 3];
 
-    if (scan_both(HTTP_SCAN_RESPONSE, p, n, &s) != 1)
+    if (scan_both(HTTP_SCAN_RESPONSE, p, n, &s, &marks) != 1)
         return;
-    if (http_response_parse(&res, p, s.len, rsp) < 0) {
+    http_response_parse_marks(&marked, p, s.len, rsp, &marks);
+    http_response_parse(&res, p, s.len, rsp);
+    check(res.error == marked.error && res.status == marked.status &&
+          res.framing == marked.framing && res.keep_alive == marked.keep_alive &&
+          spans_same(res.reason, marked.reason) && headers_same(&res.hdrs, &marked.hdrs));
+    if (res.error != 0) {
         check(res.error == 502 && res.why != NULL);
         return;
     }

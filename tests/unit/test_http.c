@@ -16,18 +16,65 @@
 /* A raw message with an explicit length, so that rows may hold NUL bytes. */
 #define RAW(s) s, sizeof(s) - 1
 
-/* Scans raw whole and one byte at a time (both must agree), then parses the head. Returns 0 or
- * the refusal status; *head_len gets the head length. */
+/* Two parses of one head agree: the same outcome, the same spans (pointers and lengths) and the
+ * same facts. */
+static void
+assert_spans_same(struct http_span a, struct http_span b, const char *what)
+{
+    if (a.len != b.len || (a.len > 0 && a.p != b.p))
+        fail_msg("%s: \"%.*s\" and \"%.*s\" differ", what, (int)a.len, a.p, (int)b.len, b.p);
+}
+
+static void
+assert_headers_same(const struct http_headers *a, const struct http_headers *b)
+{
+    assert_int_equal(a->n, b->n);
+    for (unsigned i = 0; i < a->n; i++) {
+        assert_spans_same(a->h[i].name, b->h[i].name, "field name");
+        assert_spans_same(a->h[i].value, b->h[i].value, "field value");
+    }
+    assert_int_equal(a->nconn, b->nconn);
+}
+
+static void
+assert_requests_same(const struct http_request *a, const struct http_request *b)
+{
+    assert_int_equal(a->error, b->error);
+    if (a->error != 0) {
+        assert_string_equal(a->why, b->why);
+        return;
+    }
+    assert_spans_same(a->method, b->method, "method");
+    assert_spans_same(a->target, b->target, "target");
+    assert_spans_same(a->path, b->path, "path");
+    assert_spans_same(a->query, b->query, "query");
+    assert_spans_same(a->host, b->host, "host");
+    assert_spans_same(a->request_id, b->request_id, "request id");
+    assert_headers_same(&a->hdrs, &b->hdrs);
+    assert_true(a->content_length == b->content_length && a->framing == b->framing &&
+                a->head_len == b->head_len && a->version == b->version &&
+                a->has_host == b->has_host && a->absolute_form == b->absolute_form &&
+                a->is_head == b->is_head && a->has_content_length == b->has_content_length &&
+                a->keep_alive == b->keep_alive && a->expect_continue == b->expect_continue &&
+                a->upgrade_websocket == b->upgrade_websocket &&
+                a->upgrade_dropped == b->upgrade_dropped);
+}
+
+/* Scans raw whole and one byte at a time (both must agree), then parses the head: from the bytes
+ * alone, and from the marks the bytewise scan left (both must agree too). Returns 0 or the
+ * refusal status; *head_len gets the head length. */
 static int
 request_status(const char *raw, size_t len, size_t max, struct http_request *req, size_t *head_len)
 {
+    static struct http_request marked;
     struct http_scan whole, bytes;
+    struct http_marks marks;
     int rc, rc1 = 0;
 
     memset(req, 0, sizeof(*req));
     http_scan_init(&whole, HTTP_SCAN_REQUEST, max);
     rc = http_scan_head(&whole, raw, len);
-    http_scan_init(&bytes, HTTP_SCAN_REQUEST, max);
+    http_scan_init_marks(&bytes, HTTP_SCAN_REQUEST, max, &marks);
     for (size_t i = 1; i <= len; i++) {
         rc1 = http_scan_head(&bytes, raw, i);
         if (rc1 != 0)
@@ -43,7 +90,10 @@ request_status(const char *raw, size_t len, size_t max, struct http_request *req
     if (rc == 0)
         return -1; /* incomplete */
     *head_len = whole.len;
-    if (http_request_parse(req, raw, whole.len) < 0) {
+    rc = http_request_parse(req, raw, whole.len);
+    assert_int_equal(http_request_parse_marks(&marked, raw, whole.len, &marks), rc);
+    assert_requests_same(req, &marked);
+    if (rc < 0) {
         assert_non_null(req->why);
         return req->error;
     }
@@ -282,6 +332,80 @@ parse_ok(const char *raw, struct http_request *req)
         fail_msg("refused with %d (%s): %s", st, req->why ? req->why : "scan", raw);
 }
 
+/* The marks of a head that came in non-contiguous pieces (as from an evbuffer's chain) serve the
+ * contiguous copy the exchange parses, and stale marks are refused rather than trusted. */
+static void
+test_marks_from_pieces(void **state)
+{
+    static const char raw[] = "\r\nPOST /a?b HTTP/1.1\r\nHost: a.com:8080\r\nX-Empty:\r\n"
+                              "Content-Length: 5\r\nConnection: keep-alive, x-hop\r\n"
+                              "X-Request-Id:  abc\t \r\n\r\nhello";
+    static struct http_request a, b;
+    struct http_scan s;
+    struct http_marks marks;
+    size_t used = 0, head = sizeof(raw) - 1 - 5;
+
+    (void)state;
+    http_scan_init_marks(&s, HTTP_SCAN_REQUEST, MAX_HEAD, &marks);
+    for (size_t off = 0; off < sizeof(raw) - 1; off += 3) {
+        char piece[3];
+        size_t n = sizeof(raw) - 1 - off < 3 ? sizeof(raw) - 1 - off : 3;
+
+        memcpy(piece, raw + off, n);
+        if (http_scan_feed(&s, piece, n, &used) == 1)
+            break;
+    }
+    assert_int_equal(s.len, head);
+    assert_int_equal(http_request_parse(&a, raw, head), 0);
+    assert_int_equal(http_request_parse_marks(&b, raw, head, &marks), 0);
+    assert_requests_same(&a, &b);
+    assert_int_equal(b.hdrs.n, 5);
+    assert_int_equal(b.hdrs.h[1].value.len, 0);
+    assert_int_equal(b.request_id.len, 3);
+    assert_memory_equal(b.request_id.p, "abc", 3);
+    assert_int_equal(b.content_length, 5);
+    assert_int_equal(b.hdrs.nconn, 2);
+
+    /* Marks of another length, and of a scan that has not finished, are not used. */
+    assert_int_equal(http_request_parse_marks(&b, raw, head - 2, &marks), -1);
+    assert_int_equal(b.error, 400);
+    assert_string_equal(b.why, "head does not match its scan");
+    http_scan_init_marks(&s, HTTP_SCAN_REQUEST, MAX_HEAD, &marks);
+    assert_int_equal(http_scan_head(&s, raw, 10), 0);
+    assert_int_equal(http_request_parse_marks(&b, raw, head, &marks), -1);
+    assert_string_equal(b.why, "head does not match its scan");
+}
+
+/* Every method http-parser knows is forwarded (portier's list is its list), exactly as spelled. */
+static void
+test_request_methods(void **state)
+{
+    static const char *const known[] = {
+        "DELETE",   "GET",        "HEAD",     "POST",   "PUT",       "OPTIONS",     "TRACE",
+        "COPY",     "LOCK",       "MKCOL",    "MOVE",   "PROPFIND",  "PROPPATCH",   "SEARCH",
+        "UNLOCK",   "BIND",       "REBIND",   "UNBIND", "ACL",       "REPORT",      "MKACTIVITY",
+        "CHECKOUT", "MERGE",      "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PATCH",
+        "PURGE",    "MKCALENDAR", "LINK",     "UNLINK", "SOURCE"};
+    static const char *const unknown[] = {"GE", "GETT", "Get", "PURGEX", "M_SEARCH", "BREW"};
+    static struct http_request req;
+    char raw[128];
+
+    (void)state;
+    for (size_t i = 0; i < N(known); i++) {
+        snprintf(raw, sizeof(raw), "%s / HTTP/1.1\r\nHost: a\r\n\r\n", known[i]);
+        parse_ok(raw, &req);
+        assert_span(req.method, known[i]);
+        assert_int_equal(req.is_head, strcmp(known[i], "HEAD") == 0);
+    }
+    for (size_t i = 0; i < N(unknown); i++) {
+        size_t head_len = 0;
+
+        snprintf(raw, sizeof(raw), "%s / HTTP/1.1\r\nHost: a\r\n\r\n", unknown[i]);
+        if (request_status(raw, strlen(raw), MAX_HEAD, &req, &head_len) != 501)
+            fail_msg("%s: not refused with 501", unknown[i]);
+    }
+}
+
 static void
 test_request_get(void **state)
 {
@@ -491,15 +615,36 @@ test_scan_bytewise_valid(void **state)
 
 /* ------------------------------------------------------------------------------------------- */
 
+static void
+assert_responses_same(const struct http_response *a, const struct http_response *b)
+{
+    assert_int_equal(a->error, b->error);
+    if (a->error != 0) {
+        assert_string_equal(a->why, b->why);
+        return;
+    }
+    assert_int_equal(a->reason.len, b->reason.len);
+    assert_memory_equal(a->reason.p, b->reason.p, a->reason.len);
+    assert_headers_same(&a->hdrs, &b->hdrs);
+    assert_true(a->content_length == b->content_length && a->framing == b->framing &&
+                a->head_len == b->head_len && a->status == b->status && a->version == b->version &&
+                a->has_content_length == b->has_content_length && a->chunked == b->chunked &&
+                a->keep_alive == b->keep_alive && a->interim == b->interim &&
+                a->upgrade_websocket == b->upgrade_websocket);
+}
+
 static int
 response_status(const char *raw, unsigned flags, struct http_response *res)
 {
+    static struct http_response marked;
     struct http_scan s;
+    struct http_marks marks;
     size_t len = strlen(raw);
     int rc;
 
-    /* One byte at a time; an incomplete head goes to the parse, which refuses it. */
-    http_scan_init(&s, HTTP_SCAN_RESPONSE, MAX_HEAD);
+    /* One byte at a time, recording marks; an incomplete head goes to the parses, which refuse
+     * it. The parse from the bytes alone and the one from the marks must agree. */
+    http_scan_init_marks(&s, HTTP_SCAN_RESPONSE, MAX_HEAD, &marks);
     for (size_t i = 1; i <= len; i++) {
         rc = http_scan_head(&s, raw, i);
         if (rc < 0) {
@@ -509,7 +654,10 @@ response_status(const char *raw, unsigned flags, struct http_response *res)
         if (rc == 1)
             break;
     }
-    if (http_response_parse(res, raw, s.len, flags) < 0) {
+    rc = http_response_parse(res, raw, s.len, flags);
+    assert_int_equal(http_response_parse_marks(&marked, raw, s.len, flags, &marks), rc);
+    assert_responses_same(res, &marked);
+    if (rc < 0) {
         assert_int_equal(res->error, 502);
         return 502;
     }
@@ -1727,6 +1875,8 @@ main(void)
         cmocka_unit_test(test_request_refusals),
         cmocka_unit_test(test_request_limits),
         cmocka_unit_test(test_scan_feed_pieces),
+        cmocka_unit_test(test_marks_from_pieces),
+        cmocka_unit_test(test_request_methods),
         cmocka_unit_test(test_request_get),
         cmocka_unit_test(test_request_bodies),
         cmocka_unit_test(test_request_forms),
