@@ -160,7 +160,7 @@ exchange_new(struct loop *lp, const struct xclient *cl)
      * one; a valid X-Request-Id from the client replaces it once the head is parsed. */
     loop_request_id(lp, x->rid);
     x->rid_len = 32;
-    x->start_us = loop_mono_us();
+    x->start_us = loop_now_us(lp);
     event_base_gettimeofday_cached(lp->base, &tv);
     x->start = tv.tv_sec;
     return x;
@@ -200,7 +200,7 @@ exchange_log(struct xchg *x)
     if (x->logged)
         return;
     x->logged = 1;
-    uint64_t duration_us = loop_mono_us() - x->start_us;
+    uint64_t duration_us = loop_now_us(x->lp) - x->start_us;
     stats_request(x->lp->stats, x->service >= 0 ? x->snap->rt->slots[x->service] : STATS_NO_SERVICE,
                   x->status, duration_us);
     if (!log_access_enabled())
@@ -541,7 +541,7 @@ static enum step
 server_pick(struct xchg *x)
 {
     const struct config *cfg = cfg_of(x);
-    const struct balancer_server *s = balancer_pick(x->set, loop_mono_ms(), &x->tried);
+    const struct balancer_server *s = balancer_pick(x->set, loop_now_ms(x->lp), &x->tried);
 
     if (s == NULL)
         return respond_fail(x, x->timed_out ? 504 : 502, "every server failed");
@@ -561,7 +561,7 @@ server_pick(struct xchg *x)
         log_msg(LOG_WARN, "connect to %s: %s", server_label(x), strerror(e));
         /* Out of descriptors or memory here says nothing of the server's health. */
         if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
-            balancer_mark_failed(s, loop_mono_ms());
+            balancer_mark_failed(s, loop_now_ms(x->lp));
         x->timed_out = 0;
         return S_NEXT;
     }
@@ -583,7 +583,7 @@ server_connecting(struct xchg *x)
     /* Nothing was sent: the next server is safe for any request. */
     log_msg(LOG_WARN, "connect to %s: %s", server_label(x),
             x->srv_timeout ? "connect timeout" : strerror(sh->err));
-    balancer_mark_failed(x->server, loop_mono_ms());
+    balancer_mark_failed(x->server, loop_now_ms(x->lp));
     x->timed_out = x->srv_timeout;
     server_close(x, "the connect failed");
     x->phase = PH_PICK;
@@ -633,7 +633,7 @@ request_send(struct xchg *x)
         evbuffer_add(cl->h->out, HTTP_CONTINUE, sizeof(HTTP_CONTINUE) - 1);
         x->continued = 1;
     }
-    x->sent_us = loop_mono_us();
+    x->sent_us = loop_now_us(x->lp);
     x->phase = PH_PROXY;
     return S_NEXT;
 }
@@ -653,7 +653,7 @@ server_broken(struct xchg *x, const char *why)
                 x->rid);
         /* A pooled connection the server had closed says nothing of the server's health. */
         if (!reused)
-            balancer_mark_failed(x->server, loop_mono_ms());
+            balancer_mark_failed(x->server, loop_now_ms(x->lp));
         server_close(x, why);
         x->retried = 1;
         x->retryable = 0;
@@ -781,7 +781,7 @@ response_head(struct xchg *x)
         if (!x->res.interim) {
             struct stats_svc *st = stats_svc(x->lp->stats, x->snap->rt->slots[x->service]);
             if (st != NULL)
-                stats_observe(&st->upstream, loop_mono_us() - x->sent_us);
+                stats_observe(&st->upstream, loop_now_us(x->lp) - x->sent_us);
         }
         if (x->res.interim && ++x->ninterim > INTERIM_MAX) {
             log_msg(LOG_WARN, "server %s: more than %d interim responses", server_label(x),

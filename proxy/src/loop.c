@@ -107,7 +107,10 @@ loop_turn(struct loop *lp, bool wait)
      * that may never come. */
     reap(lp);
     /* EVLOOP_ONCE: one poll and the callbacks of what it found. 1: nothing left to wait for. */
+    lp->now_us = 0;
+    lp->in_turn = true;
     rc = event_base_loop(lp->base, wait ? EVLOOP_ONCE : EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    lp->in_turn = false;
     reap(lp);
     if (rc != 0)
         return rc;
@@ -244,6 +247,22 @@ int64_t
 loop_mono_ms(void)
 {
     return (int64_t)(loop_mono_us() / 1000);
+}
+
+uint64_t
+loop_now_us(struct loop *lp)
+{
+    if (!lp->in_turn)
+        return loop_mono_us();
+    if (lp->now_us == 0)
+        lp->now_us = loop_mono_us();
+    return lp->now_us;
+}
+
+int64_t
+loop_now_ms(struct loop *lp)
+{
+    return (int64_t)(loop_now_us(lp) / 1000);
 }
 
 static void

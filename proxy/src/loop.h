@@ -51,6 +51,8 @@ struct loop {
     unsigned nconns;            /* client connections of this loop */
     int draining;               /* no new connections; leave the loop once nconns is 0 */
     uint64_t rng[2];            /* xorshift128+ state for request ids */
+    uint64_t now_us;            /* loop_now_us() of this turn; 0: not read yet */
+    bool in_turn;               /* loop_turn() is running callbacks: now_us may be kept */
     struct event *log_ev;       /* flushes logbuf a moment after the first line lands */
     size_t loglen;
     char logbuf[32768];
@@ -128,5 +130,13 @@ void loop_request_id(struct loop *lp, char out[33]);
  * follow wall-clock steps. */
 int64_t loop_mono_ms(void);
 uint64_t loop_mono_us(void);
+
+/*
+ * loop_mono_us() and loop_mono_ms() read once per turn of lp (loop_turn()): every event a turn
+ * handles had happened when its poll returned, and requests took several clock reads each. Outside
+ * a turn, each call reads the clock.
+ */
+uint64_t loop_now_us(struct loop *lp);
+int64_t loop_now_ms(struct loop *lp);
 
 #endif

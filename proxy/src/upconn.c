@@ -171,7 +171,7 @@ struct upconn *
 upconn_get(struct loop *lp, struct upconn_pool *pool, const struct balancer_addr *addr,
            uint64_t connect_timeout_ms, half_cb cb, void *owner)
 {
-    struct upconn *u = pool != NULL ? pool_take(pool, addr, loop_mono_ms()) : NULL;
+    struct upconn *u = pool != NULL ? pool_take(pool, addr, loop_now_ms(lp)) : NULL;
     bool connecting = false;
     int fd, saved;
 
@@ -215,7 +215,7 @@ upconn_release(struct upconn *u)
     half_set_owner(&u->h, pool_cb, u);
     half_pause_read(&u->h, false);
     half_timer(&u->h, POOL_IDLE_MS);
-    u->idle_since_ms = loop_mono_ms();
+    u->idle_since_ms = loop_now_ms(p->lp);
     u->idle = 1;
     u->prev = NULL;
     u->next = p->idle;

@@ -1061,6 +1061,25 @@ def test_access_log_json_is_one_object_per_line(wire_factory):
         assert isinstance(obj["duration_ms"], (int, float)), obj
 
 
+def test_access_log_durations_follow_the_clock_request_by_request(wire_factory):
+    """portier reads the clock once per turn of its loop, not per request: a reading kept past
+    its turn would make a slow answer look instant, or a fast one as slow as the one before it."""
+
+    def pace(r, conn):
+        if r.target.startswith("/slow"):
+            time.sleep(0.25)
+        return fake.response(200, b"paced")
+
+    w = wire_factory(pace, extra="access_log_format: json")
+    with Conn(w.addr) as c:
+        for target in ("/slow/1", "/fast/1", "/slow/2", "/fast/2"):
+            assert c.request("GET", target).status == 200
+    lines = wait_log_lines(w.p, 4)
+    ms = {json.loads(line)["target"]: json.loads(line)["duration_ms"] for line in lines}
+    assert 250 <= ms["/slow/1"] < 2000 and 250 <= ms["/slow/2"] < 2000, ms
+    assert ms["/fast/1"] < 200 and ms["/fast/2"] < 200, ms
+
+
 def test_access_log_keeps_the_line_of_a_request_with_a_long_target(wire):
     # Regression: a target longer than the line buffer (4 KiB) lost its whole line.
     target = "/long?" + "a" * 6000
