@@ -30,12 +30,6 @@ wbuf_raw(struct wbuf *w, const void *s, size_t n)
 }
 
 void
-wbuf_str(struct wbuf *w, const char *s)
-{
-    wbuf_raw(w, s, strlen(s));
-}
-
-void
 wbuf_u64(struct wbuf *w, uint64_t v)
 {
     char tmp[20];

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * p is borrowed from the caller. len counts every byte appended so far, stored or not: the first
@@ -26,7 +27,15 @@ void wbuf_init(struct wbuf *w, char *p, size_t len, size_t cap);
 bool wbuf_full(const struct wbuf *w);
 
 void wbuf_raw(struct wbuf *w, const void *s, size_t n);
-void wbuf_str(struct wbuf *w, const char *s);
+
+/* Inline so that the length of a literal, as most are, is known when compiling: the head writers
+ * append a dozen per request. */
+static inline void
+wbuf_str(struct wbuf *w, const char *s)
+{
+    wbuf_raw(w, s, strlen(s));
+}
+
 void wbuf_u64(struct wbuf *w, uint64_t v);
 
 /*

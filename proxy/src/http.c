@@ -240,6 +240,13 @@ scan_in_start_line(const struct http_scan *s)
     return s->state < SC_LINE_LF;
 }
 
+/* "HTTP/d.d" whole at p (8 bytes readable). */
+static inline bool
+version_whole(const unsigned char *p)
+{
+    return memcmp(p, "HTTP/", 5) == 0 && is_digit(p[5]) && p[6] == '.' && is_digit(p[7]);
+}
+
 /* Matches one byte of "HTTP/d.d". */
 static bool
 scan_version_byte(struct http_scan *s, unsigned char c)
@@ -256,12 +263,68 @@ scan_version_byte(struct http_scan *s, unsigned char c)
  * The state machine over n bytes (the caller has already cut n to the size limit). Returns 1 with
  * *used bytes consumed when the head ends, 0 when all n were consumed, -1 on refusal.
  */
-/* Records where a part of the head lies, when the caller asked for marks. */
-#define MARK(field)                                                                                \
+/* Records where a part of the head lies (at p[i], or p[at] for MARK_AT), when the caller asked
+ * for marks. */
+#define MARK_AT(field, at)                                                                         \
     do {                                                                                           \
         if (m != NULL)                                                                             \
-            m->field = (uint32_t)(s->len + i);                                                     \
+            m->field = (uint32_t)(s->len + (at));                                                  \
     } while (0)
+#define MARK(field) MARK_AT(field, i)
+
+/* Where the run of bytes at p[i..n) that pass the test ends. */
+static inline size_t
+run_http_is_tchar(const unsigned char *p, size_t i, size_t n)
+{
+    while (i < n && http_is_tchar(p[i]))
+        i++;
+    return i;
+}
+
+static inline size_t
+run_http_is_field_char(const unsigned char *p, size_t i, size_t n)
+{
+    while (i < n && http_is_field_char(p[i]))
+        i++;
+    return i;
+}
+
+/*
+ * Field lines while each is whole in p[i..n): name, colon, value, CRLF, without going back to the
+ * state machine between them (a head is mostly field lines). Returns the index where it stopped,
+ * with s->state set for the byte there: the empty line's CR, a line cut by the end of p, or a
+ * byte the state machine then refuses with its own words.
+ */
+static size_t
+scan_fields(struct http_scan *s, const unsigned char *p, size_t i, size_t n)
+{
+    struct http_marks *m = s->marks;
+
+    while (i < n && http_is_tchar(p[i])) {
+        size_t colon, end;
+
+        if (s->nfields == HTTP_MAX_HEADERS)
+            return i; /* SC_FIELD0 refuses it */
+        s->nfields++;
+        MARK_AT(f[s->nfields - 1].name, i);
+        colon = run_http_is_tchar(p, i + 1, n);
+        s->state = SC_NAME;
+        if (colon == n || p[colon] != ':')
+            return colon;
+        MARK_AT(f[s->nfields - 1].colon, colon);
+        end = run_http_is_field_char(p, colon + 1, n);
+        s->state = SC_VALUE;
+        if (end == n || p[end] != '\r')
+            return end;
+        MARK_AT(f[s->nfields - 1].end, end);
+        s->state = SC_FIELD_LF;
+        if (end + 1 == n || p[end + 1] != '\n')
+            return end + 1;
+        i = end + 2;
+        s->state = SC_FIELD0;
+    }
+    return i;
+}
 
 static int
 scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
@@ -291,17 +354,24 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
                 return scan_bad_byte(s, c, "bare CR in head");
             s->state = SC_REQ_START;
             break;
-        case SC_METHOD:
-            if (http_is_tchar(c)) {
-                if (++s->idx > METHOD_MAX)
-                    return scan_fail(s, 501, "unknown method");
-            } else if (c == ' ') {
+        case SC_METHOD: {
+            size_t start = i;
+
+            i = run_http_is_tchar(p, i, n);
+            if (i - start + s->idx > METHOD_MAX)
+                return scan_fail(s, 501, "unknown method");
+            s->idx = (uint8_t)(s->idx + (i - start));
+            if (i == n)
+                continue;
+            c = p[i];
+            if (c == ' ') {
                 s->state = SC_TARGET0;
                 MARK(sp1);
             } else {
                 return scan_bad_byte(s, c, "bad request line");
             }
             break;
+        }
         case SC_TARGET0:
         case SC_TARGET: {
             /* RFC 9112 3.2: the target has no whitespace; RFC 3986 has no controls or non-ASCII
@@ -326,6 +396,11 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             break;
         }
         case SC_REQ_VERSION:
+            if (s->idx == 0 && n - i > 8 && version_whole(p + i)) {
+                i += 7; /* the last digit, then the byte after it, below */
+                s->idx = 7;
+                c = p[i];
+            }
             if (s->idx < sizeof(version_pattern) - 1) {
                 if (!scan_version_byte(s, c))
                     return scan_bad_byte(s, c, "bad HTTP version");
@@ -337,6 +412,11 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             }
             break;
         case SC_RES_VERSION:
+            if (s->idx == 0 && n - i > 8 && version_whole(p + i)) {
+                i += 7;
+                s->idx = 7;
+                c = p[i];
+            }
             if (s->idx < sizeof(version_pattern) - 1) {
                 if (!scan_version_byte(s, c))
                     return scan_bad_byte(s, c, "bad HTTP version");
@@ -385,6 +465,10 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             s->state = SC_FIELD0;
             break;
         case SC_FIELD0:
+            if (http_is_tchar(c) && s->nfields < HTTP_MAX_HEADERS) {
+                i = scan_fields(s, p, i, n);
+                continue;
+            }
             if (c == '\r') {
                 s->state = SC_END_LF;
             } else if (http_is_tchar(c)) {
@@ -449,6 +533,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
 }
 
 #undef MARK
+#undef MARK_AT
 
 int
 http_scan_feed(struct http_scan *s, const char *p, size_t n, size_t *used)
