@@ -259,10 +259,6 @@ scan_version_byte(struct http_scan *s, unsigned char c)
     return true;
 }
 
-/*
- * The state machine over n bytes (the caller has already cut n to the size limit). Returns 1 with
- * *used bytes consumed when the head ends, 0 when all n were consumed, -1 on refusal.
- */
 /* Records where a part of the head lies (at p[i], or p[at] for MARK_AT), when the caller asked
  * for marks. */
 #define MARK_AT(field, at)                                                                         \
@@ -326,6 +322,10 @@ scan_fields(struct http_scan *s, const unsigned char *p, size_t i, size_t n)
     return i;
 }
 
+/*
+ * The state machine over n bytes (the caller has already cut n to the size limit). Returns 1 with
+ * *used bytes consumed when the head ends, 0 when all n were consumed, -1 on refusal.
+ */
 static int
 scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
 {
