@@ -478,8 +478,9 @@ main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     event_set_log_callback(libevent_log_cb);
-    /* portier's own scanner enforces max_header_bytes (and 64 KiB on responses); http-parser's
-     * built-in 80 KiB must never be the tighter limit, whatever a reload sets. */
+    /* http-parser now reads only the API server's responses (kubeapi.c), whose heads it streams
+     * through callbacks and nothing keeps; its built-in 80 KiB limit stays lifted there, as when
+     * it also read our clients' heads (which portier's own scanner bounds). */
     http_parser_set_max_header_size(UINT32_MAX);
     if (evthread_use_pthreads() < 0) {
         log_msg(LOG_ERROR, "libevent without thread support");
