@@ -710,8 +710,11 @@ head_version(const char *p)
 }
 
 /* The methods http-parser knows, as its enum numbers them: the methods portier forwards. */
-static const char *const method_names[] = {
-#define XX(num, name, string) [num] = #string,
+static const struct {
+    const char *name; /* NULL: a number http-parser does not use */
+    size_t len;
+} methods[] = {
+#define XX(num, name, string) [num] = {#string, sizeof(#string) - 1},
     HTTP_METHOD_MAP(XX)
 #undef XX
 };
@@ -722,10 +725,8 @@ method_lookup(struct http_span m)
 {
     if (m.len == 3 && memcmp(m.p, "GET", 3) == 0)
         return HTTP_GET;
-    for (size_t i = 0; i < sizeof(method_names) / sizeof(method_names[0]); i++) {
-        const char *name = method_names[i];
-
-        if (name != NULL && strlen(name) == m.len && memcmp(name, m.p, m.len) == 0)
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        if (methods[i].len == m.len && memcmp(methods[i].name, m.p, m.len) == 0)
             return (int)i;
     }
     return -1;
