@@ -270,7 +270,7 @@ scan_version_byte(struct http_scan *s, unsigned char c)
 
 /* Where the run of bytes at p[i..n) that pass the test ends. */
 static inline size_t
-run_http_is_tchar(const unsigned char *p, size_t i, size_t n)
+tchar_run_end(const unsigned char *p, size_t i, size_t n)
 {
     while (i < n && http_is_tchar(p[i]))
         i++;
@@ -278,7 +278,7 @@ run_http_is_tchar(const unsigned char *p, size_t i, size_t n)
 }
 
 static inline size_t
-run_http_is_field_char(const unsigned char *p, size_t i, size_t n)
+field_run_end(const unsigned char *p, size_t i, size_t n)
 {
     while (i < n && http_is_field_char(p[i]))
         i++;
@@ -303,12 +303,12 @@ scan_fields(struct http_scan *s, const unsigned char *p, size_t i, size_t n)
             return i; /* SC_FIELD0 refuses it */
         s->nfields++;
         MARK_AT(f[s->nfields - 1].name, i);
-        colon = run_http_is_tchar(p, i + 1, n);
+        colon = tchar_run_end(p, i + 1, n);
         s->state = SC_NAME;
         if (colon == n || p[colon] != ':')
             return colon;
         MARK_AT(f[s->nfields - 1].colon, colon);
-        end = run_http_is_field_char(p, colon + 1, n);
+        end = field_run_end(p, colon + 1, n);
         s->state = SC_VALUE;
         if (end == n || p[end] != '\r')
             return end;
@@ -357,7 +357,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
         case SC_METHOD: {
             size_t start = i;
 
-            i = run_http_is_tchar(p, i, n);
+            i = tchar_run_end(p, i, n);
             if (i - start + s->idx > METHOD_MAX)
                 return scan_fail(s, 501, "unknown method");
             s->idx = (uint8_t)(s->idx + (i - start));
@@ -448,8 +448,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             }
             break;
         case SC_REASON:
-            while (i < n && http_is_field_char(p[i]))
-                i++;
+            i = field_run_end(p, i, n);
             if (i == n)
                 continue;
             c = p[i];
@@ -486,8 +485,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             }
             break;
         case SC_NAME:
-            while (i < n && http_is_tchar(p[i]))
-                i++;
+            i = tchar_run_end(p, i, n);
             if (i == n)
                 continue;
             c = p[i];
@@ -502,8 +500,7 @@ scan_run(struct http_scan *s, const unsigned char *p, size_t n, size_t *used)
             }
             break;
         case SC_VALUE:
-            while (i < n && http_is_field_char(p[i]))
-                i++;
+            i = field_run_end(p, i, n);
             if (i == n)
                 continue;
             c = p[i];
