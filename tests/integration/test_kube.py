@@ -701,8 +701,20 @@ def test_api_connections_have_tcp_keepalive(kube, api):
     minute, not at the end of a watch's timeout. ss shows the kernel's keepalive timer on them."""
     api.wait_watches(5, WAIT_S)
     ss = shutil.which("ss") or "/usr/bin/ss"
-    out = subprocess.run([ss, "-tnoH", "state", "established", "dst", f"{API[0]}:{API[1]}"],
-                         capture_output=True, text=True, timeout=10, check=True).stdout
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) >= 5, f"not the five watches:\n{out}"
-    assert all("timer:(keepalive," in line for line in lines), out
+    seen = {"out": ""}
+
+    def all_keepalive() -> bool:
+        # A connection with unacknowledged bytes in flight (a request just sent) shows the
+        # retransmit timer instead ("timer:(on,...)"); the keepalive timer returns once it is
+        # idle, so look again rather than judge one instant.
+        out = subprocess.run([ss, "-tnoH", "state", "established", "dst", f"{API[0]}:{API[1]}"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        seen["out"] = out
+        lines = [line for line in out.splitlines() if line.strip()]
+        return len(lines) >= 5 and all("timer:(keepalive," in line for line in lines)
+
+    deadline = time.monotonic() + WAIT_S
+    while not all_keepalive():
+        assert time.monotonic() < deadline, \
+            f"not five idle watches, each with the keepalive timer:\n{seen['out']}"
+        time.sleep(0.05)
