@@ -39,11 +39,14 @@ listen_socket(const struct config_addr *a, char *err, size_t errlen)
         snprintf(err, errlen, "listen %s: socket: %s", a->spec, strerror(errno));
         return -1;
     }
-    /* Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per connection. */
+    /* Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per connection. They
+     * inherit delayed ACKs too (TCP_QUICKACK off, which listen() would reset, hence after it): a
+     * request's ACK then leaves with its response instead of alone just before it. */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
-        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4096) < 0) {
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4096) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){0}, sizeof(int)) < 0) {
         snprintf(err, errlen, "listen %s: %s", a->spec, strerror(errno));
         close(fd);
         return -1;

@@ -34,6 +34,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -1322,3 +1323,48 @@ def test_without_dash_d_there_are_no_debug_lines(backends, start_px):
         assert c.request("GET", "/").status == 200
     time.sleep(0.2)
     assert " debug: " not in p.errors(), p.errors()
+
+
+# ---------------------------------------------------------------------------------------------
+# An ACK went out on its own where a segment with data followed at once: the request's, just
+# before the response (new client connections start in quick-ACK mode), and the handshake's last
+# one, just before the request on a new server connection. One segment of eleven per new
+# connection, each a wake-up of the peer's softirq; HAProxy saves both by default.
+
+
+def control_segments_in(sock):
+    """How many segments without data sock has received (the SYN-ACK or the SYN, pure ACKs,
+    the FIN): TCP_INFO's tcpi_segs_in (offset 140) less tcpi_data_segs_in (152), Linux 4.6+."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    (segs_in,) = struct.unpack_from("I", info, 140)
+    (data_segs_in,) = struct.unpack_from("I", info, 152)
+    return segs_in - data_segs_in
+
+
+def test_acks_ride_on_the_response_and_on_the_request_upstream(backends, start_px):
+    """A new connection with one request: the client receives the SYN-ACK, the response and the
+    FIN, and no ACK of its request on its own; the server's new connection gets the SYN, then the
+    handshake's last ACK with the request. A delayed ACK that times out (40 ms without the reply)
+    does go alone, so of five tries the best counts."""
+    server_side = []
+
+    def handler(req, conn):
+        server_side.append(control_segments_in(conn.sock))
+        # Connection: close, so that every request needs a new server connection.
+        return fake.response(200, b"ok", [("Connection", "close")])
+
+    backends(O1, handler)
+    start_px(config({"s": [O1]}, default="s"))
+    client_side = []
+    for _ in range(5):
+        with socket.create_connection(PX, timeout=TIMEOUT, source_address=(CLIENT_IP, 0)) as s:
+            s.sendall(req(headers=[("Connection", "close")]))
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"ok"), got
+            client_side.append(control_segments_in(s))
+    assert len(server_side) == 5, server_side
+    # The client: SYN-ACK and FIN (3 with the ACK alone); the server: the SYN (2 with the ACK).
+    assert min(client_side) == 2, f"segments without data the clients received: {client_side}"
+    assert min(server_side) == 1, f"segments without data the server received: {server_side}"
