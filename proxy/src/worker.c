@@ -26,6 +26,8 @@
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_RETRY_MS 50
+/* How long the kernel keeps a connection that has sent nothing before handing it over anyway. */
+#define DEFER_ACCEPT_S 1
 
 /* Opens one SO_REUSEPORT listening socket; every worker has its own, and the kernel spreads
  * connections over them, so no accept lock is ever needed. */
@@ -39,14 +41,21 @@ listen_socket(const struct config_addr *a, char *err, size_t errlen)
         snprintf(err, errlen, "listen %s: socket: %s", a->spec, strerror(errno));
         return -1;
     }
-    /* Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per connection. They
+    /*
+     * Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per connection. They
      * inherit delayed ACKs too (TCP_QUICKACK off, which listen() would reset, hence after it): a
-     * request's ACK then leaves with its response instead of alone just before it. */
+     * request's ACK then leaves with its response instead of alone just before it.
+     * TCP_DEFER_ACCEPT: the kernel hands a connection over with its first bytes (the request, or
+     * the ClientHello) instead of at the handshake's end, so a new connection costs one wake-up
+     * of the worker, not two; one that stays silent comes after DEFER_ACCEPT_S all the same, and
+     * its client_header or tls_handshake time starts then.
+     */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
         bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4096) < 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){0}, sizeof(int)) < 0) {
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){0}, sizeof(int)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &(int){DEFER_ACCEPT_S}, sizeof(int)) < 0) {
         snprintf(err, errlen, "listen %s: %s", a->spec, strerror(errno));
         close(fd);
         return -1;

@@ -18,6 +18,7 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 import traceback
@@ -976,13 +977,25 @@ def slow_handler(req, conn):
     return backend.response(200, b"fast")
 
 
+def server_side_established(c: httpc.Conn) -> bool:
+    """Whether portier's end of c is an established socket: handed over by the kernel, which keeps
+    a connection that has sent nothing for a second first (TCP_DEFER_ACCEPT)."""
+    ip, port = c.sock.getsockname()[:2]
+    peer_ip, peer_port = c.sock.getpeername()[:2]
+    out = subprocess.run(["ss", "-tnH", "state", "established", "src", f"{peer_ip}:{peer_port}",
+                          "dst", f"{ip}:{port}"], capture_output=True, text=True, timeout=10,
+                         check=True).stdout
+    return out.strip() != ""
+
+
 def test_sigterm_finishes_in_flight_refuses_new_closes_idle(backends, start_portier):
     b = backends(ORIGIN, slow_handler)
     p = start_portier(config({"s": [ORIGIN]}, default="s"), addr=PORTIER)
     idle = Client()  # keep-alive, between requests
-    silent = Client()  # connected, never sent a byte
+    silent = Client()  # connected, never sent a byte, and past the kernel's second: portier's
     busy = Client()  # waiting for a slow answer
     try:
+        wait_until(lambda: server_side_established(silent), 3.0, "the silent connection handed over")
         assert idle.request("x.test", "/fast").body == b"fast"
         busy.send(request_bytes("x.test", "/slow"))
         b.wait_requests(2)
@@ -1002,6 +1015,31 @@ def test_sigterm_finishes_in_flight_refuses_new_closes_idle(backends, start_port
     result = procs.wait(p.proc, timeout=5.0)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - t0 < 4.0, "portier took much longer than the slow request to exit"
+
+
+def test_a_connection_that_sent_nothing_is_the_kernels_for_a_second(backends, start_portier):
+    """TCP_DEFER_ACCEPT on the listener: a connection comes to portier with its first bytes (one
+    wake-up, not two) or after a second of silence. Within that second it is the kernel's: first
+    bytes get it answered at once, and after a SIGTERM it is reset when it sends, never left
+    hanging nor answered."""
+    backends(ORIGIN)
+    p = start_portier(config({"s": [ORIGIN]}, default="s"), addr=PORTIER)
+    early, late = Client(), Client()
+    try:
+        time.sleep(0.5)
+        assert not server_side_established(early), "handed over before the first byte or 1 s"
+        assert early.request("x.test", "/now").body == b"ok GET /now\n"
+        assert server_side_established(early)
+        os.kill(p.proc.pid, signal.SIGTERM)
+        wait_until(lambda: refused(PORTIER), 1.0, "new connections refused after SIGTERM")
+        early.wait_closed(timeout=1.0)
+        with pytest.raises((ConnectionResetError, BrokenPipeError, Closed)):
+            late.request("x.test", "/late")
+    finally:
+        early.close()
+        late.close()
+    result = procs.wait(p.proc, timeout=5.0)
+    assert result.returncode == 0, result.stderr
 
 
 def test_sigterm_lets_a_request_body_in_flight_finish(backends, start_portier):
