@@ -36,8 +36,9 @@ dial_tcp(const struct balancer_addr *addr, bool *connecting)
     if (fd < 0)
         return -1;
     /* Every dial has a request waiting (an exchange's or a probe's), so the handshake's last ACK
-     * can wait a moment and leave with it: one segment less per new connection. The kernel
-     * returns to quick ACKs once the connection is up. */
+     * can wait a moment and leave with it: one segment less per new connection. After that the
+     * kernel's own rule decides: a reply's ACK rides on the next request, or goes when the
+     * delayed-ACK timer fires, as on any connection that has seen a request and its answer. */
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){0}, sizeof(int)) < 0)
         goto fail;

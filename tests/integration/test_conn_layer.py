@@ -1328,9 +1328,8 @@ def test_without_dash_d_there_are_no_debug_lines(backends, start_px):
 # ---------------------------------------------------------------------------------------------
 # An ACK went out on its own where a segment with data followed at once: the request's, just
 # before the response (new client connections start in quick-ACK mode), and the handshake's last
-# one, just before the request on a new server connection: two of the twelve segments a new
-# connection with one request took (counting both legs), each one more trip through the kernel's
-# network stack; HAProxy saves both by default.
+# one, just before the request on a new server connection. Each was a segment more through the
+# kernel's network stack per new connection; HAProxy saves both by default.
 
 
 def control_segments_in(sock):
