@@ -591,6 +591,9 @@ conn_accept(struct loop *lp, int fd, const struct sockaddr *peer, socklen_t len,
         lp->conns->prev = c;
     lp->conns = c;
     conn_timer(c);
+    /* The listeners defer accept (TCP_DEFER_ACCEPT): the request, or the ClientHello, came with
+     * the connection, so it is read in this turn rather than after another poll. */
+    half_read_soon(&c->h);
 }
 
 void

@@ -541,6 +541,12 @@ half_pause_read(struct half *h, bool pause)
 }
 
 void
+half_read_soon(struct half *h)
+{
+    event_active(&h->rev, EV_READ, 1);
+}
+
+void
 half_shutdown_write(struct half *h)
 {
     if (h->wr_shut || h->err != 0 || evbuffer_get_length(h->out) > 0)

@@ -101,6 +101,10 @@ int half_flush(struct half *h);
 /* Stops (true) or resumes (false) reading from the socket. */
 void half_pause_read(struct half *h, bool pause);
 
+/* Reads in this turn of the loop, after the callback that calls it, as if the socket had polled
+ * readable: for bytes known to be there already. Nothing is read if they are not. */
+void half_read_soon(struct half *h);
+
 /* Once out is empty: tells the peer that nothing more will come (TLS close_notify, then
  * shutdown SHUT_WR). */
 void half_shutdown_write(struct half *h);
