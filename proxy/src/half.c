@@ -245,7 +245,7 @@ tls_read(struct half *h)
     }
     /* What OpenSSL holds decrypted is not the socket's to signal: come back for it. */
     if (total >= IOBUF_READ_MAX && SSL_has_pending(h->ssl))
-        event_active(&h->rev, EV_READ, 1);
+        half_read_soon(h);
     return total > 0 ? (int)(total < INT32_MAX ? total : INT32_MAX) : h->eof ? 0 : -1;
 }
 
@@ -310,7 +310,7 @@ handshake(struct half *h)
         /* The first request may have come with the client's last handshake message, and be
          * read already: the socket will not say so again. */
         if (SSL_has_pending(h->ssl))
-            event_active(&h->rev, EV_READ, 1);
+            half_read_soon(h);
         h->cb(h->owner, HALF_CONNECTED);
         return;
     }
@@ -529,6 +529,12 @@ half_flush(struct half *h)
 }
 
 void
+half_read_soon(struct half *h)
+{
+    event_active(&h->rev, EV_READ, 1);
+}
+
+void
 half_pause_read(struct half *h, bool pause)
 {
     if ((unsigned)pause == h->read_paused)
@@ -537,13 +543,7 @@ half_pause_read(struct half *h, bool pause)
     read_want(h);
     /* Records OpenSSL already holds decrypted would wait for bytes the socket may never get. */
     if (!pause && h->ssl != NULL && !h->handshaking && !h->eof && SSL_has_pending(h->ssl))
-        event_active(&h->rev, EV_READ, 1);
-}
-
-void
-half_read_soon(struct half *h)
-{
-    event_active(&h->rev, EV_READ, 1);
+        half_read_soon(h);
 }
 
 void
