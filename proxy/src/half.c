@@ -431,9 +431,24 @@ static void
 timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct half *h = arg;
+    uint64_t now = loop_now_us(h->lp);
 
     (void)fd;
     (void)what;
+    h->armed_us = 0;
+    if (h->due_us == 0)
+        return; /* disarmed since it was set */
+    if (now < h->due_us) {
+        /* Re-armed for later since it was set: wait for the rest. */
+        uint64_t left = h->due_us - now;
+        struct timeval tv = {.tv_sec = (time_t)(left / 1000000),
+                             .tv_usec = (suseconds_t)(left % 1000000)};
+
+        event_add(&h->timer, &tv);
+        h->armed_us = h->due_us;
+        return;
+    }
+    h->due_us = 0;
     h->cb(h->owner, HALF_TIMEOUT);
 }
 
@@ -453,6 +468,7 @@ half_init(struct half *h, struct loop *lp, int fd, bool connecting, half_cb cb, 
     h->read_paused = h->eof = h->wr_shut = h->stopped = 0;
     h->handshaking = h->sniffed = h->plain_http = h->wr_wants_read = h->rd_wants_write = 0;
     h->write_waited = 0;
+    h->due_us = h->armed_us = 0;
     h->in = evbuffer_new();
     h->out = evbuffer_new();
     if (h->in == NULL || h->out == NULL) {
@@ -574,11 +590,18 @@ void
 half_timer(struct half *h, uint64_t ms)
 {
     struct timeval tv;
+    uint64_t due;
 
-    if (ms == 0 || h->stopped)
-        event_del(&h->timer);
-    else
-        event_add(&h->timer, loop_timeout(h->lp, ms, &tv));
+    if (ms == 0 || h->stopped) {
+        h->due_us = 0;
+        return;
+    }
+    due = loop_now_us(h->lp) + ms * 1000;
+    h->due_us = due;
+    if (h->armed_us != 0 && h->armed_us <= due)
+        return; /* the pending event goes off first and then waits for the rest */
+    event_add(&h->timer, loop_timeout(h->lp, ms, &tv));
+    h->armed_us = due;
 }
 
 void
@@ -588,6 +611,7 @@ half_stop(struct half *h)
     event_del(&h->rev);
     event_del(&h->wev);
     event_del(&h->timer);
+    h->due_us = h->armed_us = 0;
     if (h->ssl != NULL) {
         if (!h->handshaking && h->err == 0 && !h->wr_shut) {
             ERR_clear_error();

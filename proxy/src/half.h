@@ -55,6 +55,8 @@ struct half {
     unsigned wr_wants_read : 1;  /* a TLS write waits for the socket to be readable */
     unsigned rd_wants_write : 1; /* a TLS read waits for the socket to be writable */
     unsigned write_waited : 1;   /* a write met a full socket: HALF_DRAINED is owed */
+    uint64_t due_us;             /* when the timeout is due (loop_now_us), 0: none */
+    uint64_t armed_us;           /* when the timer event goes off, 0: not pending */
     struct event rev, wev, timer;
 };
 
@@ -113,7 +115,12 @@ void half_shutdown_write(struct half *h);
  * again for the next record); plain halves hold none. */
 void half_release_buffers(struct half *h);
 
-/* Arms the timer for ms milliseconds from now (replacing any armed), or disarms it with 0. */
+/*
+ * Arms the timer for ms milliseconds from now (replacing any armed), or disarms it with 0. Owners
+ * re-arm on every request, so this is cheap: a due time later than the pending event's only moves
+ * the due time, and the event, when it goes off early, waits again for the rest; disarming leaves
+ * the event to find nothing due. HALF_TIMEOUT never comes before the due time.
+ */
 void half_timer(struct half *h, uint64_t ms);
 
 /*
