@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "admin.h"
+#include "bufpool.h"
 #include "config.h"
 #include "discovery.h"
 #include "handover.h"
@@ -477,6 +478,9 @@ main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* First: libevent must free every block with the functions that allocated it. */
+    if (bufpool_install() < 0)
+        log_msg(LOG_WARN, "no buffer cache: libevent allocates through malloc");
     event_set_log_callback(libevent_log_cb);
     /* http-parser now reads only the API server's responses (kubeapi.c), whose heads it streams
      * through callbacks and nothing keeps; its built-in 80 KiB limit stays lifted there, as when
