@@ -19,17 +19,6 @@ wbuf_full(const struct wbuf *w)
 }
 
 void
-wbuf_raw(struct wbuf *w, const void *s, size_t n)
-{
-    if (n > 0 && w->len < w->cap) {
-        size_t room = w->cap - w->len;
-
-        memcpy(w->p + w->len, s, n < room ? n : room);
-    }
-    w->len += n;
-}
-
-void
 wbuf_u64(struct wbuf *w, uint64_t v)
 {
     char tmp[20];
