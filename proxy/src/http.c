@@ -626,14 +626,34 @@ static const struct {
 };
 #undef FIELD
 
-/* Every field of every head comes through here: the length rules out all but one or two names
- * before any byte is compared. */
+/* The known names of each length (FLD_OTHER ends a list), so that a name is compared with one or
+ * two of them, not looked for among all. */
+static const uint8_t fields_of_len[][3] = {
+    [2] = {FLD_TE},
+    [4] = {FLD_HOST},
+    [6] = {FLD_EXPECT},
+    [7] = {FLD_TRAILER, FLD_UPGRADE},
+    [9] = {FLD_FORWARDED, FLD_X_REAL_IP},
+    [10] = {FLD_CONNECTION, FLD_KEEP_ALIVE},
+    [12] = {FLD_X_REQUEST_ID},
+    [14] = {FLD_CONTENT_LENGTH, FLD_HTTP2_SETTINGS},
+    [15] = {FLD_X_FORWARDED_FOR},
+    [16] = {FLD_PROXY_CONNECTION, FLD_X_FORWARDED_HOST, FLD_X_FORWARDED_PORT},
+    [17] = {FLD_TRANSFER_ENCODING, FLD_X_FORWARDED_PROTO},
+};
+
+/* Every field of every head comes through here. */
 static uint8_t
 field_id(struct http_span name)
 {
-    for (size_t i = 1; i < sizeof(fields) / sizeof(fields[0]); i++) {
-        if (fields[i].len == name.len && span_is(name.p, name.len, fields[i].name))
-            return (uint8_t)i;
+    if (name.len >= sizeof(fields_of_len) / sizeof(fields_of_len[0]))
+        return FLD_OTHER;
+    for (size_t i = 0; i < 3 && fields_of_len[name.len][i] != FLD_OTHER; i++) {
+        uint8_t id = fields_of_len[name.len][i];
+
+        assert(fields[id].len == name.len);
+        if (span_is(name.p, name.len, fields[id].name))
+            return id;
     }
     return FLD_OTHER;
 }
@@ -1318,6 +1338,44 @@ put_field(struct wbuf *o, struct http_span name, struct http_span value)
     wbuf_raw(o, "\r\n", 2);
 }
 
+/*
+ * Field lines passed on from a parsed head. Most arrive as put_field() would write them, "Name:
+ * value\r\n", one after the other: such lines are gathered into a run of the head's own bytes and
+ * copied in one piece, the run ending at the first line that is rewritten or left out.
+ */
+struct field_run {
+    const char *p; /* borrowed: inside the head */
+    size_t len;
+};
+
+static void
+run_flush(struct wbuf *o, struct field_run *r)
+{
+    wbuf_raw(o, r->p, r->len);
+    r->len = 0;
+}
+
+static void
+run_field(struct wbuf *o, struct field_run *r, const struct http_header *h)
+{
+    const char *line = h->name.p;
+    size_t n = h->name.len;
+
+    /* The scanner ended the name at the colon and the line at its CR: one SP before the value and
+     * nothing after it is the form put_field() writes. */
+    if (h->value.len == 0 || h->value.p != line + n + 2 || line[n + 1] != ' ' ||
+        h->value.p[h->value.len] != '\r') {
+        run_flush(o, r);
+        put_field(o, h->name, h->value);
+        return;
+    }
+    if (r->len > 0 && r->p + r->len != line)
+        run_flush(o, r);
+    if (r->len == 0)
+        r->p = line;
+    r->len += n + 2 + h->value.len + 2;
+}
+
 /* A field portier writes itself: "Name: value\r\n" from a C string. */
 static void
 put_own(struct wbuf *o, const char *name, struct http_span value)
@@ -1443,6 +1501,7 @@ http_request_write(char *out, size_t cap, const struct http_request *req,
                    const struct http_forward *fwd)
 {
     struct wbuf o;
+    struct field_run run = {NULL, 0};
     bool drop_expect = req->version == 10 || (fwd->flags & HTTP_FWD_F_DROP_EXPECT);
     struct http_span host = req->has_host ? req->host : cspan(fwd->host);
 
@@ -1481,8 +1540,9 @@ http_request_write(char *out, size_t cap, const struct http_request *req,
         }
         if (listed_in_connection(&req->hdrs, h->name))
             continue;
-        put_field(&o, h->name, h->value);
+        run_field(&o, &run, h);
     }
+    run_flush(&o, &run);
 
     if (req->framing == HTTP_FRAMING_LENGTH) {
         wbuf_str(&o, "Content-Length: ");
@@ -1564,6 +1624,7 @@ size_t
 http_response_write(char *out, size_t cap, const struct http_response *res, unsigned flags)
 {
     struct wbuf o;
+    struct field_run run = {NULL, 0};
     bool dechunk = flags & HTTP_RES_F_DECHUNK;
     bool sts = res->hsts_max_age == 0;
 
@@ -1585,8 +1646,9 @@ http_response_write(char *out, size_t cap, const struct http_response *res, unsi
         if (listed_in_connection(&res->hdrs, h->name))
             continue;
         sts = sts || span_eq_ci(h->name, cspan("Strict-Transport-Security"));
-        put_field(&o, h->name, h->value);
+        run_field(&o, &run, h);
     }
+    run_flush(&o, &run);
     if (!sts) {
         wbuf_str(&o, "Strict-Transport-Security: max-age=");
         wbuf_u64(&o, res->hsts_max_age);
