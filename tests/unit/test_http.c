@@ -1580,6 +1580,14 @@ static void
 test_response_write(void **state)
 {
     (void)state;
+    /* Lines passed on as they came, or rewritten as "Name: value" (one SP, no trailing OWS),
+     * in order, whatever mix of the two a head has. */
+    assert_string_equal(
+        write_response("HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nC:\t3\r\nD: 4 \r\nE: 5\r\nF:\r\n"
+                       "G: 7\r\nH: 8\r\nContent-Length: 0\r\nI: 9\r\nJ:  10\r\n\r\n",
+                       0, 0),
+        "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: \r\nG: 7\r\nH: 8\r\n"
+        "I: 9\r\nJ: 10\r\nContent-Length: 0\r\n\r\n");
     assert_string_equal(
         write_response(
             "HTTP/1.1 200 OK\r\nContent-Length: 05\r\nConnection: close, X-Secret\r\n"
