@@ -97,8 +97,8 @@ written_all(struct half *h)
 {
     if (h->write_waited)
         event_active(&h->wev, EV_WRITE, 1);
-    else
-        event_del(&h->wev);
+    else if (event_pending(&h->wev, EV_WRITE, NULL))
+        event_del(&h->wev); /* most writes never waited: nothing to delete, and deleting costs */
 }
 
 /*
