@@ -34,7 +34,10 @@ wbuf_raw(struct wbuf *w, const void *s, size_t n)
     if (n > 0 && w->len < w->cap) {
         size_t room = w->cap - w->len;
 
-        memcpy(w->p + w->len, s, n <= room ? n : room);
+        if (n <= room)
+            memcpy(w->p + w->len, s, n); /* apart, so that a constant n stays constant */
+        else
+            memcpy(w->p + w->len, s, room);
     }
     w->len += n;
 }
