@@ -277,9 +277,24 @@ tchar_run_end(const unsigned char *p, size_t i, size_t n)
     return i;
 }
 
+/* Field values are the longest runs of a head: they are taken 8 bytes at a time while a word has
+ * no control byte and no DEL (a word with a tab, which is allowed, goes bytewise like the end). */
 static inline size_t
 field_run_end(const unsigned char *p, size_t i, size_t n)
 {
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+
+    while (n - i >= 8) {
+        uint64_t x, d;
+
+        memcpy(&x, p + i, 8);
+        d = x ^ (ones * 0x7f);
+        /* Some byte below 0x20 (bytes of 0x80 and above never count), or some byte 0x7f: the
+         * borrow tricks are exact as to whether there is one. */
+        if (((x - ones * 0x20) & ~x & highs) | ((d - ones) & ~d & highs))
+            break;
+        i += 8;
+    }
     while (i < n && http_is_field_char(p[i]))
         i++;
     return i;

@@ -1836,6 +1836,31 @@ test_char_classes(void **state)
     assert_string_equal(http_framing_str(HTTP_FRAMING_CHUNKED), "chunked");
 }
 
+/* Every byte at every place of a field value long enough for the scanner's word-at-a-time path
+ * (and its bytewise tail): allowed exactly when it is a field-vchar, SP or HTAB, the head scanned
+ * whole agreeing with the head fed byte by byte (request_status()). */
+static void
+test_every_byte_in_a_long_value(void **state)
+{
+    char raw[64];
+    struct http_request r;
+    size_t head_len;
+
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        for (size_t at = 0; at < 24; at++) {
+            int n = snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\nX: %s\r\n\r\n",
+                             "abcdefghijklmnopqrstuvwx");
+            assert_true(n > 0 && (size_t)n < sizeof(raw));
+            raw[strlen("GET / HTTP/1.1\r\nHost: a\r\nX: ") + at] = (char)c;
+            int got = request_status(raw, (size_t)n, MAX_HEAD, &r, &head_len);
+            int want = http_is_field_char((unsigned char)c) ? 0 : 400;
+            if (got != want)
+                fail_msg("byte %#x at %zu: %d, not %d", c, at, got, want);
+        }
+    }
+}
+
 /* A refused head still names its method and target in the log, as far as its request line goes. */
 static void
 test_request_salvage(void **state)
@@ -1909,6 +1934,7 @@ main(void)
         cmocka_unit_test(test_response_flags),
         cmocka_unit_test(test_reasons_and_errors),
         cmocka_unit_test(test_char_classes),
+        cmocka_unit_test(test_every_byte_in_a_long_value),
         cmocka_unit_test(test_request_salvage),
     };
 
