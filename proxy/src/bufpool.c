@@ -47,7 +47,7 @@ struct cache {
     bool hooked; /* the thread-exit hook will flush this thread's cache */
 };
 
-static _Thread_local struct cache cache;
+static _Thread_local struct cache kept;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static bool key_ok;
@@ -58,7 +58,7 @@ thread_exit(void *arg)
     (void)arg;
     bufpool_flush();
     /* A free after this (another exit hook's) hooks the thread again: its hooks run again. */
-    cache.hooked = false;
+    kept.hooked = false;
 }
 
 static void
@@ -71,9 +71,9 @@ key_make(void)
 static bool
 thread_hooked(void)
 {
-    if (!cache.hooked && pthread_once(&key_once, key_make) == 0 && key_ok)
-        cache.hooked = pthread_setspecific(exit_key, &cache) == 0;
-    return cache.hooked;
+    if (!kept.hooked && pthread_once(&key_once, key_make) == 0 && key_ok)
+        kept.hooked = pthread_setspecific(exit_key, &kept) == 0;
+    return kept.hooked;
 }
 
 /* The free list for blocks of size bytes, or -1 for a size not kept. */
@@ -91,9 +91,9 @@ bufpool_malloc(size_t size)
     int s = slot(size);
     struct hdr *h;
 
-    if (s >= 0 && (h = cache.head[s]) != NULL) {
-        cache.head[s] = h->next;
-        cache.n[s]--;
+    if (s >= 0 && (h = kept.head[s]) != NULL) {
+        kept.head[s] = h->next;
+        kept.n[s]--;
         UNPOISON(h + 1, size);
         return h + 1;
     }
@@ -128,14 +128,14 @@ bufpool_free(void *p)
         return;
     h = (struct hdr *)p - 1;
     s = slot(h->size);
-    if (s < 0 || cache.n[s] == BUFPOOL_KEEP || !thread_hooked()) {
+    if (s < 0 || kept.n[s] == BUFPOOL_KEEP || !thread_hooked()) {
         free(h);
         return;
     }
     POISON(p, h->size);
-    h->next = cache.head[s];
-    cache.head[s] = h;
-    cache.n[s]++;
+    h->next = kept.head[s];
+    kept.head[s] = h;
+    kept.n[s]++;
 }
 
 unsigned
@@ -143,21 +143,21 @@ bufpool_cached(size_t size)
 {
     int s = slot(size);
 
-    return s < 0 ? 0 : cache.n[s];
+    return s < 0 ? 0 : kept.n[s];
 }
 
 void
 bufpool_flush(void)
 {
     for (int s = 0; s < NSIZES; s++) {
-        while (cache.head[s] != NULL) {
-            struct hdr *h = cache.head[s];
+        while (kept.head[s] != NULL) {
+            struct hdr *h = kept.head[s];
 
-            cache.head[s] = h->next;
+            kept.head[s] = h->next;
             UNPOISON(h + 1, h->size);
             free(h);
         }
-        cache.n[s] = 0;
+        kept.n[s] = 0;
     }
 }
 
