@@ -1739,6 +1739,7 @@ static const struct key top_keys[] = {
     {"listen", parse_listen, 0},
     {"admin", parse_admin, offsetof(struct config, admin)},
     {"workers", parse_workers, offsetof(struct config, workers)},
+    {"busy_poll", parse_bool, offsetof(struct config, busy_poll)},
     {"tls", parse_tls, 0},
     {"routes", parse_routes, 0},
     {"default_service", parse_default_service, 0},
@@ -2031,6 +2032,7 @@ static void
 config_defaults(struct config *cfg)
 {
     cfg->default_service = -1;
+    cfg->busy_poll = true;
     cfg->timeouts = (struct config_timeouts){
         .client_header_ms = 10 * 1000,
         .client_body_ms = 60 * 1000,

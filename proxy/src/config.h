@@ -141,6 +141,7 @@ struct config {
     size_t nlisteners;
     struct config_addr *admin; /* owned; NULL when there is no admin listener */
     unsigned workers;          /* 1-256, or 0 for auto (one per CPU) */
+    bool busy_poll;            /* true: workers poll a moment before they sleep (busypoll.h) */
 
     struct config_cert *certs; /* owned; the first is the default certificate */
     size_t ncerts;

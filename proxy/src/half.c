@@ -349,6 +349,7 @@ read_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    h->lp->io_events++;
     if (h->handshaking) {
         handshake(h);
         return;
@@ -400,6 +401,7 @@ write_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    h->lp->io_events++;
     if (h->connecting) {
         connected(h);
         return;

@@ -53,6 +53,7 @@ struct loop {
     uint64_t rng[2];            /* xorshift128+ state for request ids */
     uint64_t now_us;            /* loop_now_us() of this turn; 0: not read yet */
     bool in_turn;               /* loop_turn() is running callbacks: now_us may be kept */
+    unsigned long io_events;    /* socket callbacks run so far (busypoll.c stops polling at one) */
     struct event *log_ev;       /* flushes logbuf a moment after the first line lands */
     size_t loglen;
     char logbuf[32768];

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "busypoll.h"
 #include "conn.h"
 #include "exchange.h"
 #include "log.h"
@@ -131,6 +132,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
     uint64_t max = w->lp.snap->rt->cfg->limits.max_connections;
 
     (void)what;
+    w->lp.io_events++;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
@@ -212,9 +214,11 @@ grace_cb(evutil_socket_t fd, short what, void *arg)
 static void
 worker_loop(struct worker *w)
 {
+    struct busypoll bp = {0};
     int rc;
 
-    while ((rc = loop_turn(&w->lp, true)) == 0)
+    /* The config is read each turn: a reload that turns polling off applies at once. */
+    while ((rc = busypoll_turn(&bp, &w->lp, w->lp.snap->rt->cfg->busy_poll)) == 0)
         ;
     if (rc < 0)
         log_msg(LOG_ERROR, "worker %d: the event loop failed", w->id);

@@ -427,6 +427,28 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def test_busy_poll_stops_when_the_traffic_does(apps, start_portier):
+    """busy_poll (on by default) polls only while events come microseconds apart: after a burst
+    of keep-alive requests and of new connections, an idle portier sleeps again. An idle client's
+    timer still goes off (client_idle), and the wake-ups it causes do not start polling either."""
+    p = start_portier(apps_config(extra="timeouts: { client_idle: 1s }\n"), addr=PORTIER)
+    with Client() as c:
+        for _ in range(2000):
+            assert c.request("app1.com", "/healthz").status == 200
+    for _ in range(200):
+        assert get("app1.com", "/healthz").status == 200
+    idle = Client()
+    try:
+        assert idle.request("app1.com", "/healthz").status == 200
+        time.sleep(0.3)
+        cpu0, t0 = cpu_seconds(p.proc.pid), time.monotonic()
+        time.sleep(1.5)
+        busy = (cpu_seconds(p.proc.pid) - cpu0) / (time.monotonic() - t0)
+        assert busy < 0.1, f"portier used {busy:.0%} of a CPU with no traffic"
+    finally:
+        idle.close()
+
+
 def test_out_of_file_descriptors_pauses_accept_without_spinning(apps, start_portier):
     """With its descriptors used up, portier pauses accepting (no busy loop on EMFILE), and
     serves again once clients leave."""

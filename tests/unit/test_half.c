@@ -24,6 +24,8 @@
 #include "loop.h"
 #include "runtime.h"
 
+#include "half_pair.h"
+
 struct fixture {
     struct loop lp;
     struct half h;
@@ -53,23 +55,10 @@ owner_cb(void *owner, enum half_event ev)
 static int
 setup(void **state)
 {
-    static const char yaml[] = "services:\n  s:\n    servers: [\"127.0.0.1:1\"]\n";
-    char err[CONFIG_ERR_SIZE] = "";
     struct fixture *f = calloc(1, sizeof(*f));
-    struct config *cfg = config_parse("t.yaml", yaml, sizeof(yaml) - 1, err, sizeof(err));
-    struct runtime *rt;
-    int sv[2];
 
     assert_non_null(f);
-    assert_non_null(cfg);
-    rt = runtime_new(cfg, err, sizeof(err));
-    config_unref(cfg);
-    assert_non_null(rt);
-    assert_int_equal(loop_init(&f->lp, rt, NULL, err, sizeof(err)), 0);
-    runtime_unref(rt);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-    f->peer = sv[1];
-    assert_int_equal(half_init(&f->h, &f->lp, sv[0], false, owner_cb, f), 0);
+    half_pair_open(&f->lp, &f->h, &f->peer, owner_cb, f);
     *state = f;
     return 0;
 }
@@ -79,9 +68,7 @@ teardown(void **state)
 {
     struct fixture *f = *state;
 
-    half_fini(&f->h);
-    close(f->peer);
-    loop_fini(&f->lp);
+    half_pair_close(&f->lp, &f->h, f->peer);
     free(f);
     return 0;
 }
