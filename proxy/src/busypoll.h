@@ -4,12 +4,12 @@
  *
  * A sleep costs more than the wait when the next event is microseconds away: the CPU halts, and the
  * CPU that sends the next event (a client, a pod) pays to wake it, an interrupt between CPUs, and
- * in a guest whose host does not halt-poll a VM exit as well. A proxy that finishes its turns sooner
- * than its peers sleeps more often and so makes the busier CPU pay more. The window adapts as Linux's
- * cpuidle haltpoll governor does: it grows (from BUSYPOLL_START_US, doubling, up to BUSYPOLL_MAX_US)
- * when a sleep ended soon enough that polling would have caught its event, and halves when a sleep
- * lasted longer than that. An idle or lightly loaded worker (events further apart than
- * BUSYPOLL_MAX_US) soon sleeps at once again and polls for nothing.
+ * in a guest whose host does not halt-poll a VM exit as well. A proxy that finishes its turns
+ * sooner than its peers sleeps more often and so makes the busier CPU pay more. The window adapts
+ * as Linux's cpuidle haltpoll governor does: it grows (from BUSYPOLL_START_US, doubling, up to
+ * BUSYPOLL_MAX_US) when a sleep ended soon enough that polling would have caught its event, and
+ * halves when a sleep lasted longer than that. An idle or lightly loaded worker (events further
+ * apart than BUSYPOLL_MAX_US) soon sleeps at once again and polls for nothing.
  */
 #ifndef BUSYPOLL_H
 #define BUSYPOLL_H

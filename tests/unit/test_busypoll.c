@@ -70,9 +70,7 @@ test_long_sleeps_halve_the_window_to_nothing(void **state)
 }
 
 struct fixture {
-    struct loop lp;
-    struct half h;
-    int peer; /* owned: the test's end of the socketpair */
+    struct half_pair p; /* first: half_pair_setup() */
     unsigned reads, timeouts;
 };
 
@@ -83,7 +81,7 @@ owner_cb(void *owner, enum half_event ev)
 
     if (ev == HALF_READ) {
         f->reads++;
-        evbuffer_drain(f->h.in, evbuffer_get_length(f->h.in));
+        evbuffer_drain(f->p.h.in, evbuffer_get_length(f->p.h.in));
     }
     if (ev == HALF_TIMEOUT)
         f->timeouts++;
@@ -92,22 +90,13 @@ owner_cb(void *owner, enum half_event ev)
 static int
 setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-
-    assert_non_null(f);
-    half_pair_open(&f->lp, &f->h, &f->peer, owner_cb, f);
-    *state = f;
-    return 0;
+    return half_pair_setup(state, sizeof(struct fixture), owner_cb);
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    half_pair_close(&f->lp, &f->h, f->peer);
-    free(f);
-    return 0;
+    return half_pair_teardown(state);
 }
 
 static long
@@ -122,7 +111,7 @@ sleeps(void)
 static void
 peer_sends(struct fixture *f)
 {
-    assert_int_equal(write(f->peer, "x", 1), 1);
+    assert_int_equal(write(f->p.peer, "x", 1), 1);
 }
 
 /* A byte waiting: the first poll finds it, the half's callback ends the poll, nobody sleeps. */
@@ -131,17 +120,17 @@ test_a_poll_catches_the_event_without_sleeping(void **state)
 {
     struct fixture *f = *state;
     struct busypoll bp = {.window_us = BUSYPOLL_MAX_US};
-    unsigned long seen = f->lp.io_events;
+    unsigned long seen = f->p.lp.io_events;
     long before;
 
-    half_timer(&f->h, SAFETY_MS);
+    half_timer(&f->p.h, SAFETY_MS);
     peer_sends(f);
     before = sleeps();
-    assert_int_equal(busypoll_turn(&bp, &f->lp, true), 0);
+    assert_int_equal(busypoll_turn(&bp, &f->p.lp, true), 0);
     assert_int_equal(sleeps(), before);
     assert_int_equal(f->reads, 1);
     assert_int_equal(f->timeouts, 0);
-    assert_true(f->lp.io_events > seen);
+    assert_true(f->p.lp.io_events > seen);
     assert_int_equal(bp.window_us, BUSYPOLL_MAX_US);
 }
 
@@ -155,9 +144,9 @@ test_nothing_in_the_window_sleeps_and_halves_it(void **state)
     uint64_t t0 = loop_mono_us();
     long before = sleeps();
 
-    half_timer(&f->h, 30);
+    half_timer(&f->p.h, 30);
     while (f->timeouts == 0)
-        assert_int_equal(busypoll_turn(&bp, &f->lp, true), 0);
+        assert_int_equal(busypoll_turn(&bp, &f->p.lp, true), 0);
     assert_true(loop_mono_us() - t0 >= 30 * 1000);
     assert_true(sleeps() > before);
     assert_int_equal(f->reads, 0);
@@ -172,11 +161,11 @@ test_an_event_soon_after_idle_opens_the_window(void **state)
     struct fixture *f = *state;
     struct busypoll bp = {0};
 
-    half_timer(&f->h, SAFETY_MS);
+    half_timer(&f->p.h, SAFETY_MS);
     /* Tries a few times: a turn preempted for longer than the bound counts as a long sleep. */
     for (unsigned i = 1; i <= 20 && bp.window_us == 0; i++) {
         peer_sends(f);
-        assert_int_equal(busypoll_turn(&bp, &f->lp, true), 0);
+        assert_int_equal(busypoll_turn(&bp, &f->p.lp, true), 0);
         assert_int_equal(f->reads, i);
     }
     assert_int_equal(f->timeouts, 0);
@@ -190,13 +179,13 @@ test_off_sleeps_at_once_and_drops_the_window(void **state)
     struct fixture *f = *state;
     struct busypoll bp = {.window_us = BUSYPOLL_MAX_US};
 
-    half_timer(&f->h, SAFETY_MS);
+    half_timer(&f->p.h, SAFETY_MS);
     peer_sends(f);
-    assert_int_equal(busypoll_turn(&bp, &f->lp, false), 0);
+    assert_int_equal(busypoll_turn(&bp, &f->p.lp, false), 0);
     assert_int_equal(f->reads, 1);
     assert_int_equal(bp.window_us, 0);
     peer_sends(f);
-    assert_int_equal(busypoll_turn(&bp, &f->lp, false), 0);
+    assert_int_equal(busypoll_turn(&bp, &f->p.lp, false), 0);
     assert_int_equal(f->reads, 2);
     assert_int_equal(bp.window_us, 0);
 }

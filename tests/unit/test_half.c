@@ -27,9 +27,7 @@
 #include "half_pair.h"
 
 struct fixture {
-    struct loop lp;
-    struct half h;
-    int peer; /* owned: the test's end of the socketpair */
+    struct half_pair p; /* first: half_pair_setup() */
     unsigned timeouts, reads;
     uint64_t fired_us; /* loop_mono_us() at the first HALF_TIMEOUT */
     uint64_t rearm_ms; /* when not 0: the owner arms the timer again on HALF_TIMEOUT, once */
@@ -47,7 +45,7 @@ owner_cb(void *owner, enum half_event ev)
     if (f->timeouts++ == 0)
         f->fired_us = loop_mono_us();
     if (f->rearm_ms != 0) {
-        half_timer(&f->h, f->rearm_ms);
+        half_timer(&f->p.h, f->rearm_ms);
         f->rearm_ms = 0;
     }
 }
@@ -55,22 +53,13 @@ owner_cb(void *owner, enum half_event ev)
 static int
 setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-
-    assert_non_null(f);
-    half_pair_open(&f->lp, &f->h, &f->peer, owner_cb, f);
-    *state = f;
-    return 0;
+    return half_pair_setup(state, sizeof(struct fixture), owner_cb);
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *f = *state;
-
-    half_pair_close(&f->lp, &f->h, f->peer);
-    free(f);
-    return 0;
+    return half_pair_teardown(state);
 }
 
 static bool
@@ -85,7 +74,7 @@ wait_timeout(struct fixture *f, uint64_t max_ms)
 {
     uint64_t t0 = loop_mono_us();
 
-    (void)loop_run_until(f->lp.base, timed_out, f, max_ms);
+    (void)loop_run_until(f->p.lp.base, timed_out, f, max_ms);
     return (loop_mono_us() - t0) / 1000;
 }
 
@@ -100,7 +89,7 @@ never_done(const void *arg)
 static void
 run_for(struct fixture *f, uint64_t ms)
 {
-    (void)loop_run_until(f->lp.base, never_done, NULL, ms);
+    (void)loop_run_until(f->p.lp.base, never_done, NULL, ms);
 }
 
 static void
@@ -109,7 +98,7 @@ test_the_timer_goes_off_once_and_not_early(void **state)
     struct fixture *f = *state;
     uint64_t t0 = loop_mono_us();
 
-    half_timer(&f->h, 30);
+    half_timer(&f->p.h, 30);
     (void)wait_timeout(f, 5000);
     assert_int_equal(f->timeouts, 1);
     assert_true(f->fired_us - t0 >= 30 * 1000);
@@ -125,10 +114,10 @@ test_rearmed_for_later_it_waits_for_the_new_time(void **state)
     struct fixture *f = *state;
     uint64_t t0 = loop_mono_us(), armed;
 
-    half_timer(&f->h, 20);
-    armed = f->h.armed_us;
-    half_timer(&f->h, 120);
-    assert_int_equal(f->h.armed_us, armed); /* no new event: the pending one serves */
+    half_timer(&f->p.h, 20);
+    armed = f->p.h.armed_us;
+    half_timer(&f->p.h, 120);
+    assert_int_equal(f->p.h.armed_us, armed); /* no new event: the pending one serves */
     (void)wait_timeout(f, 5000);
     assert_int_equal(f->timeouts, 1);
     assert_true(f->fired_us - t0 >= 120 * 1000);
@@ -142,7 +131,7 @@ test_rearmed_again_and_again_it_goes_off_after_the_last(void **state)
     uint64_t last = 0;
 
     for (int i = 0; i < 8; i++) {
-        half_timer(&f->h, 200);
+        half_timer(&f->p.h, 200);
         last = loop_mono_us();
         run_for(f, 10); /* far less than the timeout: it must not go off */
         assert_int_equal(f->timeouts, 0);
@@ -159,8 +148,8 @@ test_rearmed_for_sooner_it_goes_off_at_the_sooner_time(void **state)
     struct fixture *f = *state;
     uint64_t waited;
 
-    half_timer(&f->h, 60000);
-    half_timer(&f->h, 20);
+    half_timer(&f->p.h, 60000);
+    half_timer(&f->p.h, 20);
     waited = wait_timeout(f, 30000);
     assert_int_equal(f->timeouts, 1);
     assert_true(waited < 30000);
@@ -172,13 +161,13 @@ test_a_disarmed_timer_says_nothing(void **state)
 {
     struct fixture *f = *state;
 
-    half_timer(&f->h, 20);
-    half_timer(&f->h, 0);
+    half_timer(&f->p.h, 20);
+    half_timer(&f->p.h, 0);
     run_for(f, 80);
     assert_int_equal(f->timeouts, 0);
-    assert_int_equal(f->h.armed_us, 0); /* it went off, unseen */
+    assert_int_equal(f->p.h.armed_us, 0); /* it went off, unseen */
     /* Armed again after that, it works as new. */
-    half_timer(&f->h, 10);
+    half_timer(&f->p.h, 10);
     (void)wait_timeout(f, 5000);
     assert_int_equal(f->timeouts, 1);
 }
@@ -190,9 +179,9 @@ test_disarmed_then_rearmed_it_goes_off_at_the_new_time(void **state)
     struct fixture *f = *state;
     uint64_t t0 = loop_mono_us();
 
-    half_timer(&f->h, 20);
-    half_timer(&f->h, 0);
-    half_timer(&f->h, 100);
+    half_timer(&f->p.h, 20);
+    half_timer(&f->p.h, 0);
+    half_timer(&f->p.h, 100);
     (void)wait_timeout(f, 5000);
     assert_int_equal(f->timeouts, 1);
     assert_true(f->fired_us - t0 >= 100 * 1000);
@@ -206,7 +195,7 @@ test_rearmed_from_its_own_report_it_goes_off_again(void **state)
     uint64_t first;
 
     f->rearm_ms = 30;
-    half_timer(&f->h, 10);
+    half_timer(&f->p.h, 10);
     (void)wait_timeout(f, 5000);
     assert_int_equal(f->timeouts, 1);
     first = f->fired_us;
@@ -222,9 +211,9 @@ test_a_stopped_half_has_no_timer(void **state)
 {
     struct fixture *f = *state;
 
-    half_timer(&f->h, 10);
-    half_stop(&f->h);
-    half_timer(&f->h, 10);
+    half_timer(&f->p.h, 10);
+    half_stop(&f->p.h);
+    half_timer(&f->p.h, 10);
     run_for(f, 60);
     assert_int_equal(f->timeouts, 0);
 }
@@ -235,11 +224,11 @@ test_reads_go_on_while_the_timer_waits(void **state)
 {
     struct fixture *f = *state;
 
-    half_timer(&f->h, 5000);
-    assert_int_equal(write(f->peer, "hello", 5), 5);
-    for (int i = 0; i < 100 && evbuffer_get_length(f->h.in) < 5; i++)
-        assert_true(loop_turn(&f->lp, true) >= 0);
-    assert_int_equal(evbuffer_get_length(f->h.in), 5);
+    half_timer(&f->p.h, 5000);
+    assert_int_equal(write(f->p.peer, "hello", 5), 5);
+    for (int i = 0; i < 100 && evbuffer_get_length(f->p.h.in) < 5; i++)
+        assert_true(loop_turn(&f->p.lp, true) >= 0);
+    assert_int_equal(evbuffer_get_length(f->p.h.in), 5);
     assert_true(f->reads >= 1);
     assert_int_equal(f->timeouts, 0);
 }
