@@ -93,12 +93,6 @@ setup(void **state)
     return half_pair_setup(state, sizeof(struct fixture), owner_cb);
 }
 
-static int
-teardown(void **state)
-{
-    return half_pair_teardown(state);
-}
-
 static long
 sleeps(void)
 {
@@ -220,13 +214,13 @@ main(void)
         cmocka_unit_test(test_a_sleep_within_the_window_leaves_it),
         cmocka_unit_test(test_long_sleeps_halve_the_window_to_nothing),
         cmocka_unit_test_setup_teardown(test_a_poll_catches_the_event_without_sleeping, setup,
-                                        teardown),
+                                        half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_nothing_in_the_window_sleeps_and_halves_it, setup,
-                                        teardown),
+                                        half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_an_event_soon_after_idle_opens_the_window, setup,
-                                        teardown),
+                                        half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_off_sleeps_at_once_and_drops_the_window, setup,
-                                        teardown),
+                                        half_pair_teardown),
         cmocka_unit_test(test_the_config_turns_it_off),
     };
 

@@ -56,12 +56,6 @@ setup(void **state)
     return half_pair_setup(state, sizeof(struct fixture), owner_cb);
 }
 
-static int
-teardown(void **state)
-{
-    return half_pair_teardown(state);
-}
-
 static bool
 timed_out(const void *arg)
 {
@@ -238,20 +232,23 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_the_timer_goes_off_once_and_not_early, setup,
-                                        teardown),
+                                        half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_rearmed_for_later_it_waits_for_the_new_time, setup,
-                                        teardown),
+                                        half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_rearmed_again_and_again_it_goes_off_after_the_last,
-                                        setup, teardown),
+                                        setup, half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_rearmed_for_sooner_it_goes_off_at_the_sooner_time,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_disarmed_timer_says_nothing, setup, teardown),
+                                        setup, half_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_a_disarmed_timer_says_nothing, setup,
+                                        half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_disarmed_then_rearmed_it_goes_off_at_the_new_time,
-                                        setup, teardown),
+                                        setup, half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_rearmed_from_its_own_report_it_goes_off_again, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_a_stopped_half_has_no_timer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reads_go_on_while_the_timer_waits, setup, teardown),
+                                        half_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_a_stopped_half_has_no_timer, setup,
+                                        half_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_reads_go_on_while_the_timer_waits, setup,
+                                        half_pair_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
