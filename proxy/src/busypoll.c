@@ -16,23 +16,57 @@ busypoll_slept(struct busypoll *bp, uint64_t idle_us)
     bp->window_us = w < BUSYPOLL_START_US ? 0 : w;
 }
 
+void
+busypoll_worked(struct busypoll *bp, uint64_t us)
+{
+    uint64_t c = bp->credit_us + us;
+
+    bp->credit_us = c < BUSYPOLL_CREDIT_MAX_US ? (uint32_t)c : BUSYPOLL_CREDIT_MAX_US;
+}
+
+uint32_t
+busypoll_limit(const struct busypoll *bp)
+{
+    return bp->window_us < bp->credit_us ? bp->window_us : bp->credit_us;
+}
+
+static void
+spend(struct busypoll *bp, uint64_t us)
+{
+    bp->credit_us = us < bp->credit_us ? bp->credit_us - (uint32_t)us : 0;
+}
+
 int
 busypoll_turn(struct busypoll *bp, struct loop *lp, bool on)
 {
-    uint64_t idle = loop_mono_us();
+    uint64_t idle = loop_mono_us(), polled = idle, woke;
     unsigned long seen = lp->io_events;
+    uint32_t limit;
     int rc;
 
     if (!on)
         bp->window_us = 0;
-    while (bp->window_us > 0) {
-        if ((rc = loop_turn(lp, false)) != 0 || lp->io_events != seen)
+    if (bp->work_from != 0 && idle > bp->work_from)
+        busypoll_worked(bp, idle - bp->work_from);
+    limit = busypoll_limit(bp);
+    while (limit > 0) {
+        if ((rc = loop_turn(lp, false)) != 0 || lp->io_events != seen) {
+            spend(bp, polled - idle);
+            bp->work_from = polled;
             return rc;
-        if (loop_mono_us() - idle >= bp->window_us)
+        }
+        polled = loop_mono_us();
+        if (polled - idle >= limit)
             break;
     }
+    spend(bp, polled - idle);
     rc = loop_turn(lp, true);
+    /* The callbacks read the turn's clock as they begin their work (their timers): that is when
+     * the sleep ended, near enough, and what came after is work, not waiting. A turn that never
+     * read it did next to nothing. */
+    woke = lp->now_us != 0 ? lp->now_us : loop_mono_us();
     if (rc == 0 && on)
-        busypoll_slept(bp, loop_mono_us() - idle);
+        busypoll_slept(bp, woke - idle);
+    bp->work_from = woke;
     return rc;
 }

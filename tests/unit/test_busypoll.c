@@ -1,8 +1,8 @@
 /*
  * Unit tests for busypoll.c: the window's rules on their own, then turns of a real loop with a half
  * on one end of a socketpair (the test holds the other). A poll that catches an event must not
- * sleep (the thread's voluntary context switches say so), a sleep must move the window, and a
- * half's callbacks must be what ends a poll.
+ * sleep (the thread's voluntary context switches say so), a sleep must move the window, a half's
+ * callbacks must be what ends a poll, and work must be what pays for polling.
  */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
 #include <setjmp.h>
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "busypoll.h"
@@ -69,9 +70,27 @@ test_long_sleeps_halve_the_window_to_nothing(void **state)
     assert_int_equal(bp.window_us, 0); /* idle stays idle */
 }
 
+static void
+test_work_earns_polling_up_to_a_cap(void **state)
+{
+    struct busypoll bp = {.window_us = BUSYPOLL_MAX_US};
+
+    (void)state;
+    assert_int_equal(busypoll_limit(&bp), 0); /* no work, no polling, whatever the window */
+    busypoll_worked(&bp, 30);
+    assert_int_equal(bp.credit_us, 30);
+    assert_int_equal(busypoll_limit(&bp), 30);
+    busypoll_worked(&bp, 1000000);
+    assert_int_equal(bp.credit_us, BUSYPOLL_CREDIT_MAX_US);
+    assert_int_equal(busypoll_limit(&bp), BUSYPOLL_MAX_US); /* and never past the window */
+    bp.window_us = 0;
+    assert_int_equal(busypoll_limit(&bp), 0);
+}
+
 struct fixture {
     struct half_pair p; /* first: half_pair_setup() */
     unsigned reads, timeouts;
+    uint64_t work_us; /* how long each read's callback works */
 };
 
 static void
@@ -80,8 +99,13 @@ owner_cb(void *owner, enum half_event ev)
     struct fixture *f = owner;
 
     if (ev == HALF_READ) {
+        /* As the proxy's callbacks do, reads the turn's clock as its work begins. */
+        uint64_t from = loop_now_us(&f->p.lp);
+
         f->reads++;
         evbuffer_drain(f->p.h.in, evbuffer_get_length(f->p.h.in));
+        while (loop_mono_us() - from < f->work_us)
+            ;
     }
     if (ev == HALF_TIMEOUT)
         f->timeouts++;
@@ -113,7 +137,7 @@ static void
 test_a_poll_catches_the_event_without_sleeping(void **state)
 {
     struct fixture *f = *state;
-    struct busypoll bp = {.window_us = BUSYPOLL_MAX_US};
+    struct busypoll bp = {.window_us = BUSYPOLL_MAX_US, .credit_us = BUSYPOLL_CREDIT_MAX_US};
     unsigned long seen = f->p.lp.io_events;
     long before;
 
@@ -126,6 +150,7 @@ test_a_poll_catches_the_event_without_sleeping(void **state)
     assert_int_equal(f->timeouts, 0);
     assert_true(f->p.lp.io_events > seen);
     assert_int_equal(bp.window_us, BUSYPOLL_MAX_US);
+    assert_int_equal(bp.credit_us, BUSYPOLL_CREDIT_MAX_US); /* found at once: nothing spent */
 }
 
 /* Nothing comes within the window: the worker sleeps until the next event (a timer 30 ms on), and
@@ -134,7 +159,7 @@ static void
 test_nothing_in_the_window_sleeps_and_halves_it(void **state)
 {
     struct fixture *f = *state;
-    struct busypoll bp = {.window_us = BUSYPOLL_MAX_US};
+    struct busypoll bp = {.window_us = BUSYPOLL_MAX_US, .credit_us = BUSYPOLL_CREDIT_MAX_US};
     uint64_t t0 = loop_mono_us();
     long before = sleeps();
 
@@ -145,6 +170,78 @@ test_nothing_in_the_window_sleeps_and_halves_it(void **state)
     assert_true(sleeps() > before);
     assert_int_equal(f->reads, 0);
     assert_true(bp.window_us <= BUSYPOLL_MAX_US / 2); /* halved once per long wait */
+    assert_true(bp.credit_us <= BUSYPOLL_CREDIT_MAX_US - BUSYPOLL_MAX_US); /* the poll was paid */
+}
+
+/* A turn's work (a callback busy for longer than the credit's cap) pays for the next turn's poll,
+ * which then catches its event without sleeping; and the work is not counted as waiting. */
+static void
+test_work_pays_for_the_next_poll(void **state)
+{
+    struct fixture *f = *state;
+    struct busypoll bp = {0};
+    long before;
+
+    half_timer(&f->p.h, SAFETY_MS);
+    f->work_us = 2 * BUSYPOLL_CREDIT_MAX_US;
+    /* Tries a few times: a turn preempted for longer than the bound counts as a long sleep. */
+    for (unsigned i = 1; i <= 5 && bp.window_us != BUSYPOLL_MAX_US; i++) {
+        bp = (struct busypoll){.window_us = BUSYPOLL_MAX_US};
+        peer_sends(f);
+        assert_int_equal(busypoll_turn(&bp, &f->p.lp, true), 0); /* no credit: straight to sleep */
+        assert_int_equal(f->reads, i);
+        assert_int_equal(bp.credit_us, 0);
+    }
+    assert_int_equal(bp.window_us, BUSYPOLL_MAX_US); /* the event was there: no wait at all */
+    f->work_us = 0;
+    peer_sends(f);
+    before = sleeps();
+    assert_int_equal(busypoll_turn(&bp, &f->p.lp, true), 0);
+    assert_int_equal(sleeps(), before);
+    assert_int_equal(bp.credit_us, BUSYPOLL_CREDIT_MAX_US);
+}
+
+static uint64_t
+thread_cpu_us(void)
+{
+    struct timespec ts;
+
+    assert_int_equal(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts), 0);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The CPU one turn takes that waits 2 ms for its timer, polling first as bp allows. */
+static uint64_t
+waiting_turn_cpu_us(struct fixture *f, struct busypoll *bp)
+{
+    unsigned timeouts = f->timeouts;
+    uint64_t cpu = thread_cpu_us();
+
+    half_timer(&f->p.h, 2);
+    while (f->timeouts == timeouts)
+        assert_int_equal(busypoll_turn(bp, &f->p.lp, true), 0);
+    return thread_cpu_us() - cpu;
+}
+
+/* With the window open but no credit, the turn does not poll: it takes less CPU than the same turn
+ * polling its window. */
+static void
+test_no_credit_no_poll(void **state)
+{
+    struct fixture *f = *state;
+    bool shown = false;
+
+    /* Tries a few times: a poll preempted by the host uses less CPU than it waited. */
+    for (int i = 0; i < 5 && !shown; i++) {
+        struct busypoll paid = {.window_us = BUSYPOLL_MAX_US, .credit_us = BUSYPOLL_CREDIT_MAX_US};
+        struct busypoll unpaid = {.window_us = BUSYPOLL_MAX_US};
+        uint64_t with = waiting_turn_cpu_us(f, &paid);
+        uint64_t without = waiting_turn_cpu_us(f, &unpaid);
+
+        assert_int_equal(unpaid.credit_us, 0);
+        shown = with > without + BUSYPOLL_MAX_US / 2;
+    }
+    assert_true(shown);
 }
 
 /* With no window the turn sleeps at once; an event already there ends that wait at once, which
@@ -213,6 +310,7 @@ main(void)
         cmocka_unit_test(test_short_sleeps_grow_the_window_to_the_bound),
         cmocka_unit_test(test_a_sleep_within_the_window_leaves_it),
         cmocka_unit_test(test_long_sleeps_halve_the_window_to_nothing),
+        cmocka_unit_test(test_work_earns_polling_up_to_a_cap),
         cmocka_unit_test_setup_teardown(test_a_poll_catches_the_event_without_sleeping, setup,
                                         half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_nothing_in_the_window_sleeps_and_halves_it, setup,
@@ -221,6 +319,9 @@ main(void)
                                         half_pair_teardown),
         cmocka_unit_test_setup_teardown(test_off_sleeps_at_once_and_drops_the_window, setup,
                                         half_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_work_pays_for_the_next_poll, setup,
+                                        half_pair_teardown),
+        cmocka_unit_test_setup_teardown(test_no_credit_no_poll, setup, half_pair_teardown),
         cmocka_unit_test(test_the_config_turns_it_off),
     };
 
