@@ -39,7 +39,7 @@ spend(struct busypoll *bp, uint64_t us)
 int
 busypoll_turn(struct busypoll *bp, struct loop *lp, bool on)
 {
-    uint64_t idle = loop_mono_us(), polled = idle, woke;
+    uint64_t idle = loop_mono_us(), polled = idle, done;
     unsigned long seen = lp->io_events;
     uint32_t limit;
     int rc;
@@ -61,12 +61,13 @@ busypoll_turn(struct busypoll *bp, struct loop *lp, bool on)
     }
     spend(bp, polled - idle);
     rc = loop_turn(lp, true);
-    /* The callbacks read the turn's clock as they begin their work (their timers): that is when
-     * the sleep ended, near enough, and what came after is work, not waiting. A turn that never
-     * read it did next to nothing. */
-    woke = lp->now_us != 0 ? lp->now_us : loop_mono_us();
+    done = loop_mono_us();
+    /* The wait counts until the turn's work is done: after long turns the window shrinks and the
+     * worker sleeps more, taking more events a wake, which is what a saturated worker wants. */
     if (rc == 0 && on)
-        busypoll_slept(bp, woke - idle);
-    bp->work_from = woke;
+        busypoll_slept(bp, done - idle);
+    /* The callbacks read the turn's clock as they begin their work (their timers): the work began
+     * then, near enough. A turn that never read it did next to nothing. */
+    bp->work_from = lp->now_us != 0 ? lp->now_us : done;
     return rc;
 }
