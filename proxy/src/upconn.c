@@ -27,8 +27,8 @@ struct upconn_pool {
     upconn_dial_fn dial;
 };
 
-static int
-dial_tcp(const struct balancer_addr *addr, bool *connecting)
+int
+upconn_dial_tcp(const struct balancer_addr *addr, bool *connecting)
 {
     int one = 1, saved;
     int fd = socket(addr->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -38,9 +38,15 @@ dial_tcp(const struct balancer_addr *addr, bool *connecting)
     /* Every dial has a request waiting (an exchange's or a probe's), so the handshake's last ACK
      * can wait a moment and leave with it: one segment less per new connection. After that the
      * kernel's own rule decides: a reply's ACK rides on the next request, or goes when the
-     * delayed-ACK timer fires, as on any connection that has seen a request and its answer. */
+     * delayed-ACK timer fires, as on any connection that has seen a request and its answer.
+     * The receive buffer is fixed (no autotuning), so a server on the same node cannot push a
+     * large response into it from its own CPU at once: the rest leaves as the worker reads, and
+     * the TCP work of that part is done on the worker's CPU, not on the pods', which are the
+     * scarcer when they share a node. The price: a window of about UPCONN_RCVBUF per round trip
+     * and connection, a gigabit or more at a cluster's sub-millisecond RTT. */
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){0}, sizeof(int)) < 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &(int){0}, sizeof(int)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &(int){UPCONN_RCVBUF}, sizeof(int)) < 0)
         goto fail;
     *connecting = false;
     if (connect(fd, (const struct sockaddr *)&addr->addr, addr->addrlen) == 0)
@@ -64,7 +70,7 @@ upconn_pool_new(struct loop *lp)
 
     if (p != NULL) {
         p->lp = lp;
-        p->dial = dial_tcp;
+        p->dial = upconn_dial_tcp;
     }
     return p;
 }
@@ -186,7 +192,7 @@ upconn_get(struct loop *lp, struct upconn_pool *pool, const struct balancer_addr
         half_timer(&u->h, 0);
         return u;
     }
-    fd = (pool != NULL ? pool->dial : dial_tcp)(addr, &connecting);
+    fd = (pool != NULL ? pool->dial : upconn_dial_tcp)(addr, &connecting);
     if (fd < 0)
         return NULL;
     if ((u = calloc(1, sizeof(*u))) == NULL ||

@@ -36,6 +36,14 @@ struct upconn {
  */
 typedef int (*upconn_dial_fn)(const struct balancer_addr *addr, bool *connecting);
 
+/* What the default dial asks for SO_RCVBUF (the kernel doubles it: 128 KiB, autotuning's usual
+ * starting size, but fixed). */
+#define UPCONN_RCVBUF (64 * 1024)
+
+/* The default dial: a non-blocking TCP socket to addr, with TCP_NODELAY, the handshake's last ACK
+ * left to go with the request, and a receive buffer of UPCONN_RCVBUF. The caller owns the fd. */
+int upconn_dial_tcp(const struct balancer_addr *addr, bool *connecting);
+
 /* A new pool for lp's server connections; NULL when memory runs out. The caller owns it. */
 struct upconn_pool *upconn_pool_new(struct loop *lp);
 
