@@ -347,7 +347,8 @@ sweep_table() {
 
 # ol_stats: the open loop's medians, one line per backend, rate and target: id pct target rate
 # achieved p50 p99 p999 max errors cpu_us, then portier's (or the target's) p50, p99, p99.9 over
-# nginx's and over HAProxy's (medians of the per-round ratios), and the runs.
+# nginx's and over HAProxy's (medians of the per-round ratios), the runs, and the client CPU's busy
+# share and time per request.
 ol_stats() {
     awk "$BENCH_AWK_MED"'
     function ratios(k, t, u,   key, kk, r, a, b, c) {
@@ -371,6 +372,7 @@ ol_stats() {
         p50[k, t] = p50[k, t] " " $9; p99[k, t] = p99[k, t] " " $10; p999[k, t] = p999[k, t] " " $11
         mx[k, t] = mx[k, t] " " $12; errs[k, t] += $14
         if ($15 != "-") cpu[k, t] = cpu[k, t] " " $15
+        c1b[k, t] = c1b[k, t] " " $16; c1u[k, t] = c1u[k, t] " " $17
         v50[k, $2, t] = $9; v99[k, $2, t] = $10; v999[k, $2, t] = $11
     }
     END {
@@ -382,7 +384,7 @@ ol_stats() {
                 if (!((k, t) in runs)) continue
                 print kk[1], kk[2], t, med(rate[k, t]), med(ach[k, t]), med(p50[k, t]), med(p99[k, t]),
                       med(p999[k, t]), med(mx[k, t]), errs[k, t], med(cpu[k, t]), ratios(k, t, "nginx"),
-                      ratios(k, t, "haproxy"), runs[k, t]
+                      ratios(k, t, "haproxy"), runs[k, t], med(c1b[k, t]), med(c1u[k, t])
             }
         }
     }' "$ol_results"
@@ -397,15 +399,15 @@ ol_base() {
 
 # ol_table ID: the open loop behind one backend, a row per rate and target, from $ol_stats_out.
 ol_table() {
-    echo "| rate | target | sent req/s | answered req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | CPU µs/req | p50, p99, p99.9 × nginx | p50, p99, p99.9 × HAProxy |"
-    echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| rate | target | sent req/s | answered req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | CPU µs/req | p50, p99, p99.9 × nginx | p50, p99, p99.9 × HAProxy | client CPU busy | client CPU µs/req |"
+    echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     awk -v o="$1" '
     function f(v, fmt) { return (v == "" || v == "-") ? "-" : sprintf(fmt, v) }
     function x3(a, b, c, self) { return self ? "-" : f(a, "%.2f") ", " f(b, "%.2f") ", " f(c, "%.2f") }
     $1 == o {
-        printf "| %s%% | %s | %.0f | %.0f | %.3f | %.3f | %.3f | %.2f | %d | %s | %s | %s |\n", $2,
+        printf "| %s%% | %s | %.0f | %.0f | %.3f | %.3f | %.3f | %.2f | %d | %s | %s | %s | %s | %s |\n", $2,
                ($3 == "limit" ? "limit (no proxy)" : $3), $4, $5, $6, $7, $8, $9, $10, f($11, "%.2f"),
-               x3($12, $13, $14, $3 == "nginx"), x3($15, $16, $17, $3 == "haproxy")
+               x3($12, $13, $14, $3 == "nginx"), x3($15, $16, $17, $3 == "haproxy"), f($19, "%.0f%%"), f($20, "%.1f")
     }' <<<"$ol_stats_out"
 }
 
@@ -843,6 +845,14 @@ cc_seen() {
         "$BENCH_TMP/ss.txt"
 }
 
+# client_cpu BEFORE AFTER REQUESTS: "busy_pct us_per_request" of the client CPU, from two of
+# bench_cpu_stat's "busy idle" readings around a run that served REQUESTS.
+client_cpu() {
+    awk -v a="$1" -v b="$2" -v hz="$clk_tck" -v n="$3" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+        printf "%.0f %.3f", (busy + idle > 0 ? 100 * busy / (busy + idle) : 0), (n > 0 ? busy * 1e6 / hz / n : 0) }'
+}
+
 # measure ID ROUND TARGET: one wrk (or tls-conns) run of a scenario against a fresh proxy (or straight at the
 # backend for the limit); appends "id round target rps p50 p99 requests errors cpu_us rss_kb
 # cpu1_busy_pct cpu1_us"; the last two are "-" for unpinned runs.
@@ -882,9 +892,7 @@ measure() {
     # The client CPU (wrk or tls-conns, and the servers behind the proxy): how busy, and its time per request.
     # Unpinned runs share every CPU with the proxy: no such figure.
     if [ "$s_client_cpu" != any ]; then
-        client=$(awk -v a="$c0" -v b="$c1" -v hz="$clk_tck" -v n="$(cut -d' ' -f4 <<<"$line")" 'BEGIN {
-            split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
-            printf "%.0f %.3f", (busy + idle > 0 ? 100 * busy / (busy + idle) : 0), (n > 0 ? busy * 1e6 / hz / n : 0) }')
+        client=$(client_cpu "$c0" "$c1" "$(cut -d' ' -f4 <<<"$line")")
     fi
     if [ -n "$pid" ]; then
         t1=$(bench_cpu_ticks "$pid")
@@ -907,9 +915,10 @@ ol_base_rate() {
 # measure_open ID ROUND PCT BASE CLIENTS TARGET: one open-loop run (bench/openloop.c) at PCT% of
 # BASE req/s (nginx's saturated rate, from its CLIENTS-client row) against a fresh proxy or straight at
 # the first replica; appends "id round pct base_clients base target target_rate achieved_rate p50_ms
-# p99_ms p999_ms max_ms requests errors cpu_us".
+# p99_ms p999_ms max_ms requests errors cpu_us cpu1_busy_pct cpu1_us".
 measure_open() {
     local o=$1 round=$2 pct=$3 base=$4 base_c=$5 t=$6 rate path=/api/info ip port pid="" t0 t1 cpu_us=- line
+    local c0 c1 sent
     rate=$(awk -v b="$base" -v p="$pct" 'BEGIN { r = int(b * p / 100 + 0.5); print (r < 1 ? 1 : r) }')
     [ "$o" = on ] && path=/bytes/100
     if [ "$t" = limit ]; then
@@ -922,18 +931,20 @@ measure_open() {
         check_url "http://$ip:$port$path" "$([ "$o" = on ] && echo 100)"
         t0=$(bench_cpu_ticks "$pid")
     fi
+    c0=$(bench_cpu_stat "$client_cpu")
     line=$(bench_pin "$client_cpu" timeout $((warmup + seconds + 15)) "$BENCH_TMP/openloop" -r "$rate" \
         -d "$seconds" -w "$warmup" -c "$ol_conns" -H "$host_header" -p "$path" "$ip" "$port" \
         2>>"$BENCH_TMP/openloop.log") || true
+    c1=$(bench_cpu_stat "$client_cpu")
     [ -n "$line" ] || line="$rate 0 0 0 0 0 0 1"
+    # Over the whole run, warm-up included: every request sent.
+    sent=$((rate * (warmup + seconds)))
     if [ -n "$pid" ]; then
         t1=$(bench_cpu_ticks "$pid")
         proxy_stop "$t" "$pid"
-        # Over the whole run, warm-up included: every request sent.
-        cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$clk_tck" -v n="$(awk -v r="$rate" -v s=$((warmup + seconds)) 'BEGIN { print r * s }')" \
-            'BEGIN { printf "%.3f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+        cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$clk_tck" -v n="$sent" 'BEGIN { printf "%.3f", (n > 0 ? d * 1e6 / hz / n : 0) }')
     fi
-    echo "$o $round $pct $base_c $base $t $line $cpu_us" >>"$ol_results"
+    echo "$o $round $pct $base_c $base $t $line $cpu_us $(client_cpu "$c0" "$c1" "$sent")" >>"$ol_results"
 }
 
 # open_loop ID ROUND K: the open loop behind one backend in a round, each rate against every target,
@@ -1143,7 +1154,7 @@ if [ "$report" = 0 ]; then
         cat "$tls_results"
     fi
     if [ -s "$ol_results" ]; then
-        echo "The open loop (id round pct base_clients base target target_rate achieved_rate p50_ms p99_ms p999_ms max_ms requests errors cpu_us_per_req):"
+        echo "The open loop (id round pct base_clients base target target_rate achieved_rate p50_ms p99_ms p999_ms max_ms requests errors cpu_us_per_req cpu1_busy_pct cpu1_us_per_req):"
         cat "$ol_results"
     fi
     echo
@@ -1263,7 +1274,9 @@ ol_how() {
   counts each latency from the request's due time (no coordinated omission). Rates: ${ol_pcts// /%, }% of
   nginx's saturated req/s behind the same pods in the same round (the higher of its 64- and 256-client
   keep-alive rows). ${warmup} s of warm-up, then ${seconds} s measured; the same fresh-proxy and rotation rules.
-  CPU µs/req there: the proxy's CPU over the whole run over every request sent.
+  CPU µs/req there: the proxy's CPU over the whole run over every request sent; the client CPU's
+  columns, as in the closed-loop tables, over the same run (openloop, the pods and the origin share
+  it): near 100% the latency there is made in that CPU's run queue, whatever the proxy.
 OPEN
 }
 cat >"$out" <<REPORT
@@ -1332,7 +1345,7 @@ $(tls_configs)
 $(fence "" "$results")
 $([ -s "$idle_results" ] && echo "\`e round target rss_fresh_kib rss_loaded_kib ok failed closed setup_s\`:" && fence "" "$idle_results")
 $([ -s "$tls_results" ] && echo "What tls-conns saw, \`scenario round target connections resumed tickets version cipher group\`:" && fence "" "$tls_results")
-$([ -s "$ol_results" ] && echo "The open loop, \`id round pct base_clients base target target_rate achieved_rate p50_ms p99_ms p999_ms max_ms requests errors cpu_us_per_req\`:" && fence "" "$ol_results")
+$([ -s "$ol_results" ] && echo "The open loop, \`id round pct base_clients base target target_rate achieved_rate p50_ms p99_ms p999_ms max_ms requests errors cpu_us_per_req cpu1_busy_pct cpu1_us_per_req\`:" && fence "" "$ol_results")
 REPORT
 
 # latest FILE NAME LINE: LINE replaces what stands between FILE's NAME:begin and NAME:end markers.

@@ -113,15 +113,19 @@ def test_bench_smoke_prints_a_row_per_target_and_leaves_nothing_behind(build_dir
             assert re.fullmatch(r"\d+%", busy) and int(busy[:-1]) > 0, f"{target}: {busy}\n{both}"
             assert float(cells[10]) > 0, f"{target}: client CPU {cells[10]} us/req\n{both}"
     # | rate | target | sent req/s | answered req/s | p50 | p99 | p99.9 | max | errors | CPU us/req |
-    # x nginx | x HAProxy |: one rate, every target answered it all.
+    # x nginx | x HAProxy | client CPU busy | client CPU us/req |: one rate, every target answered
+    # it all, and the client CPU that sent it was measured.
     for target in ("portier", "nginx", "haproxy", "limit (no proxy)"):
         m = re.search(rf"^\| 25% \| {re.escape(target)} \|(.*)\|$", open_loop, re.M)
         assert m, f"no open-loop row for {target}\n{both}"
         cells = [c.strip() for c in m.group(1).split("|")]
-        assert len(cells) == 10, f"{target}: {len(cells)} open-loop columns\n{both}"
+        assert len(cells) == 12, f"{target}: {len(cells)} open-loop columns\n{both}"
         assert float(cells[0]) > 0 and float(cells[1]) > 0, f"{target}: no rate\n{both}"
         assert float(cells[2]) > 0, f"{target}: p50 {cells[2]} ms\n{both}"
         assert cells[6] == "0", f"{target}: {cells[6]} open-loop errors\n{both}"
+        busy = cells[10]
+        assert re.fullmatch(r"\d+%", busy) and int(busy[:-1]) > 0, f"{target}: {busy}\n{both}"
+        assert float(cells[11]) > 0, f"{target}: client CPU {cells[11]} us/req\n{both}"
 
     # The network it ran in, named; its own namespace with cubic wherever one can be had.
     m = re.search(r"^network: (.*)$", out, re.M)
